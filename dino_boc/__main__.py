@@ -1,0 +1,5 @@
+import sys
+
+from dino_boc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""``dino-boc weights``: list the registry, add a downloaded checkpoint to the cache."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "weights", help="list models, add downloaded weights",
+        description="Manage model weights. The paper's ViT-L/16 weights are gated by their authors: request "
+                    "them, download the .pth, then 'dino-boc weights add FILE.pth'.",
+    )
+    s = p.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    a = s.add_parser("add", help="convert a released checkpoint once and cache it",
+                     description="Convert CHECKPOINT (.pth) to the dino_boc format, verify it, and cache it "
+                                 "under $DINO_BOC_CACHE (default ~/.cache/dino_boc) so load_model(NAME) finds it.")
+    a.add_argument("checkpoint", help="the downloaded checkpoint file (.pth)")
+    a.add_argument("--name", default="dino-boc-vitl16", help="registry name to store it under (default: %(default)s)")
+    a.add_argument("--num-heads", type=int, default=None, help="attention heads (default: embed_dim / 64)")
+    a.add_argument("--sha256", default=None, help="expected SHA-256 of the checkpoint file")
+    a.set_defaults(func=run_add)
+    ls = s.add_parser("list", help="list the registry's models and whether their weights are here")
+    ls.set_defaults(func=run_list)
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from dino_boc.weights import add_weights
+
+    target = add_weights(args.checkpoint, name=args.name, num_heads=args.num_heads, sha256=args.sha256)
+    print(f"cached {args.checkpoint} as {args.name!r} in {target}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from dino_boc.weights.registry import REGISTRY, cache_dir
+
+    for name, e in sorted(REGISTRY.items()):
+        here = {"random": "random init", "packaged": "shipped", "hub": "Hub"}.get(e.source, "")
+        if e.source == "gated":
+            here = "cached" if (cache_dir() / name / "config.json").is_file() else "not here (gated)"
+        print(f"{name:32s} {here:18s} {e.description}")
+    return 0

@@ -1,0 +1,108 @@
+"""Every feature layout of dino_boc: structured tokens -> flat ``(B, F)`` rows and their column names.
+
+The flat layout (documented in docs/features.md) is, for ``L = n_last_blocks``:
+
+* BoC: the CLS tokens of the last L blocks in block order, each block holding channels 0..K-1
+  (layer-major, then channel), then the per-channel mean of the last block's patch tokens:
+  ``L·K·D + K·D`` (the released evaluation's ``create_linear_input``).
+* HA: per block ``[global, channel 0..K-1]`` CLS, then per-channel patch means: ``L·(1+K)·D + K·D``.
+* Channel-ViT: per block the CLS, then per-channel patch means: ``L·D + K·D``.
+
+``avgpool=False`` drops the patch means. ``channel_pool="mean"`` averages per-channel blocks over
+channels (the paper's App. K reduced form: BoC CLS averaged over channels, ``D`` with L=1).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+
+from dino_boc.errors import ConfigError
+from dino_boc.models.base import Embedding
+
+ChannelPool = Literal["concat", "mean"]
+
+__all__ = ["flatten", "feature_names", "feature_size", "channel_labels"]
+
+
+def channel_labels(channels: int | Sequence[str]) -> list[str]:
+    """Column-name labels for K channels: the names when given and unique, else ``ch0..ch{K-1}``."""
+    if isinstance(channels, int):
+        return [f"ch{i}" for i in range(channels)]
+    names = [str(c) for c in channels]
+    if len(set(names)) != len(names) or any(not n for n in names):
+        return [f"ch{i}" for i in range(len(names))]
+    return names
+
+
+def _check_pool(channel_pool: str) -> None:
+    if channel_pool not in ("concat", "mean"):
+        raise ConfigError(f"channel_pool={channel_pool!r}; choose 'concat' or 'mean'")
+
+
+def flatten(emb: Embedding, *, channel_pool: ChannelPool = "concat") -> np.ndarray:
+    """Flat features ``(B, F)`` float32 from the structured form, in the documented order."""
+    _check_pool(channel_pool)
+    parts: list[np.ndarray] = []
+    ref = emb.cls if emb.cls is not None else emb.global_cls
+    b, n_blocks = ref.shape[0], ref.shape[1]
+    for j in range(n_blocks):
+        if emb.global_cls is not None:
+            parts.append(emb.global_cls[:, j])
+        if emb.cls is not None:
+            c = emb.cls[:, j]  # (B, K, D)
+            parts.append(c.mean(axis=1) if channel_pool == "mean" else c.reshape(b, -1))
+    if emb.patch_mean is not None:
+        pm = emb.patch_mean
+        parts.append(pm.mean(axis=1) if channel_pool == "mean" else pm.reshape(b, -1))
+    return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+
+
+def feature_names(
+    arch: str,
+    channels: int | Sequence[str],
+    dim: int,
+    *,
+    n_last_blocks: int = 4,
+    last_block: int | None = None,
+    avgpool: bool = True,
+    channel_pool: ChannelPool = "concat",
+) -> list[str]:
+    """Column names matching :func:`flatten`: ``{channel}_cls{block}_{d}``, ``global_cls{block}_{d}``,
+    ``{channel}_mean_{d}``; with ``channel_pool="mean"`` the channel is ``chmean``.
+
+    Args:
+        arch: ``"boc"``, ``"ha"`` or ``"channel_vit"``.
+        channels: K, or the K channel names.
+        dim: D.
+        n_last_blocks: L.
+        last_block: the model depth (block numbers are 0-based indices ``depth-L .. depth-1``);
+            defaults to L (numbers 0..L-1).
+        avgpool: include the per-channel patch means.
+        channel_pool: ``"concat"`` or ``"mean"``.
+    """
+    _check_pool(channel_pool)
+    labels = channel_labels(channels)
+    if channel_pool == "mean":
+        labels = ["chmean"]
+    depth = n_last_blocks if last_block is None else last_block
+    blocks = range(depth - n_last_blocks, depth)
+    dims = [f"{d:04d}" for d in range(dim)]
+    names: list[str] = []
+    for blk in blocks:
+        if arch in ("ha", "channel_vit"):
+            names += [f"global_cls{blk}_{d}" for d in dims]
+        if arch in ("boc", "ha"):
+            names += [f"{c}_cls{blk}_{d}" for c in labels for d in dims]
+    if avgpool:
+        names += [f"{c}_mean_{d}" for c in labels for d in dims]
+    return names
+
+
+def feature_size(arch: str, k: int, dim: int, *, n_last_blocks: int = 4, avgpool: bool = True,
+                 channel_pool: ChannelPool = "concat") -> int:
+    """F for K channels: BoC ``L·K·D + K·D``, HA ``L·(1+K)·D + K·D``, Channel-ViT ``L·D + K·D``."""
+    kk = 1 if channel_pool == "mean" else k
+    per_block = {"boc": kk, "ha": 1 + kk, "channel_vit": 1}[arch]
+    return (n_last_blocks * per_block + (kk if avgpool else 0)) * dim

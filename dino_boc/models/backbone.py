@@ -1,0 +1,128 @@
+"""The single-channel ViT shared by every dino_boc model: timm's VisionTransformer with DINOv2's
+position-embedding interpolation and a mask token for iBOT.
+
+Keys match the released DINOv2 / cell_dino checkpoints once chunked block keys are flattened
+(``blocks.{chunk}.{i}.*`` -> ``blocks.{i}.*``, see :mod:`dino_boc.weights.convert`).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from dino_boc.models.config import ModelConfig
+
+__all__ = ["ViTBackbone", "interpolate_pos_embed"]
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, rows: int, cols: int, *, offset: float = 0.1) -> torch.Tensor:
+    """Resample a square grid of patch position embeddings as the released DINOv2 code does.
+
+    Unchanged when the grid already is ``rows == cols == M``; otherwise bicubic in float32 with
+    ``scale_factor=((rows + offset) / M, (cols + offset) / M)`` (a scale factor, not an output size) and
+    no antialias, then cast back.
+
+    Args:
+        pos_embed: ``(1, 1 + M*M, D)``: the class position followed by the patch grid, row-major.
+        rows: patch rows of the image (H / patch).
+        cols: patch columns of the image (W / patch).
+        offset: DINOv2's ``interpolate_offset`` (0.1).
+
+    Returns:
+        ``(1, 1 + rows*cols, D)`` in the dtype of ``pos_embed``.
+    """
+    n = pos_embed.shape[1] - 1
+    m = int(math.isqrt(n))
+    if m * m != n:
+        raise ValueError(f"position embedding holds {n} patch positions, not a square grid")
+    if rows == m and cols == m:
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    grid = pos_embed[:, 1:].float().reshape(1, m, m, dim).permute(0, 3, 1, 2)
+    if offset:
+        kwargs = {"scale_factor": ((rows + offset) / m, (cols + offset) / m)}
+    else:
+        kwargs = {"size": (rows, cols)}
+    grid = F.interpolate(grid, mode="bicubic", antialias=False, **kwargs)
+    if grid.shape[-2:] != (rows, cols):  # pragma: no cover - guarded by the offset
+        raise RuntimeError(f"interpolated grid {tuple(grid.shape[-2:])} != {(rows, cols)}")
+    grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
+    return torch.cat([pos_embed[:, :1].float(), grid], dim=1).to(pos_embed.dtype)
+
+
+class ViTBackbone(VisionTransformer):
+    """A timm ``VisionTransformer`` with ``in_chans=1``, one class token, no register tokens, LayerScale,
+    DINOv2 position-embedding interpolation for any image size and a ``mask_token`` ``(1, D)``.
+
+    ``forward_features`` / ``forward_intermediates`` are timm's and use the interpolation below, so
+    every timm tool works on it. :meth:`prepare_tokens` adds masking for training.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            in_chans=1,
+            num_classes=0,
+            global_pool="token",
+            embed_dim=config.embed_dim,
+            depth=config.depth,
+            num_heads=config.num_heads,
+            mlp_ratio=config.mlp_ratio,
+            qkv_bias=config.qkv_bias,
+            init_values=config.init_values,
+            class_token=True,
+            reg_tokens=0,
+            no_embed_class=False,
+            dynamic_img_size=True,
+            drop_path_rate=config.drop_path_rate,
+            norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
+        )
+        self.interpolate_offset = config.interpolate_offset
+        self.mask_token = nn.Parameter(torch.zeros(1, config.embed_dim))
+
+    def pos_embed_for(self, rows: int, cols: int) -> torch.Tensor:
+        """Position embeddings ``(1, 1 + rows*cols, D)`` for a ``rows × cols`` patch grid."""
+        return interpolate_pos_embed(self.pos_embed, rows, cols, offset=self.interpolate_offset)
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, rows, cols, D) from the dynamic-size patch embedding
+        b, rows, cols, d = x.shape
+        x = torch.cat([self.cls_token.expand(b, -1, -1), x.reshape(b, rows * cols, d)], dim=1)
+        return self.pos_drop(x + self.pos_embed_for(rows, cols))
+
+    def prepare_tokens(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Patchify, mask, add the class token and position embeddings.
+
+        Args:
+            x: ``(B, 1, H, W)`` pre-processed single-channel images; H, W multiples of the patch.
+            masks: optional bool ``(B, N)``; True replaces that patch embedding by ``mask_token``.
+
+        Returns:
+            ``(B, 1 + N, D)`` tokens, class token first.
+        """
+        p = self.patch_embed(x)  # (B, rows, cols, D)
+        if masks is not None:
+            b, rows, cols, d = p.shape
+            m = masks.reshape(b, rows, cols, 1)
+            p = torch.where(m, self.mask_token.to(p.dtype).reshape(1, 1, 1, d), p)
+        return self.norm_pre(self._pos_embed(p))
+
+    def run_block(self, i: int, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Block ``i`` on ``x`` (gradient-checkpointed in training when enabled)."""
+        blk = self.blocks[i]
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            if attn_mask is None:
+                return checkpoint(blk, x, use_reentrant=False)
+            return checkpoint(blk, x, attn_mask=attn_mask, use_reentrant=False)
+        return blk(x) if attn_mask is None else blk(x, attn_mask=attn_mask)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token", "mask_token"}

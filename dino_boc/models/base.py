@@ -1,0 +1,270 @@
+"""The interface every dino_boc model implements, its token dataclasses and Hub-format save/push."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from torch import nn
+
+from dino_boc.errors import InputError
+from dino_boc.models.config import ModelConfig
+from dino_boc.preprocess.config import PreprocessConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+__all__ = ["TokenOutput", "Embedding", "EmbeddingModel", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class TokenOutput:
+    """Final-normed tokens of the returned blocks of one forward pass.
+
+    Attributes:
+        cls: ``(B, L, K, D)`` per-channel CLS tokens of the L returned blocks (BoC, HA); None for Channel-ViT.
+        global_cls: ``(B, L, D)`` global CLS tokens (HA, Channel-ViT); None for BoC.
+        patch: ``(B, K, N, D)`` patch tokens of the last returned block.
+        blocks: indices of the returned blocks, in order.
+        grid: ``(rows, cols)`` of the patch grid, ``N = rows * cols``.
+    """
+
+    cls: torch.Tensor | None
+    global_cls: torch.Tensor | None
+    patch: torch.Tensor
+    blocks: tuple[int, ...]
+    grid: tuple[int, int]
+
+
+@dataclass
+class Embedding:
+    """The structured form of :func:`dino_boc.embed`'s features, per channel.
+
+    Attributes:
+        cls: ``(B, L, K, D)`` per-channel CLS tokens of the last L blocks, or None (Channel-ViT).
+        global_cls: ``(B, L, D)`` global CLS tokens (HA, Channel-ViT), or None (BoC).
+        patch_mean: ``(B, K, D)`` per-channel average of the last block's patch tokens, or None if
+            ``avgpool=False``.
+        channel_names: the K channel names (``"ch0"``, ... when the input had none).
+        blocks: the indices of the L blocks.
+    """
+
+    cls: "np.ndarray | None"
+    global_cls: "np.ndarray | None"
+    patch_mean: "np.ndarray | None"
+    channel_names: list[str]
+    blocks: tuple[int, ...] = field(default_factory=tuple)
+
+
+class EmbeddingModel(nn.Module):
+    """Base class of :class:`BagOfChannelsModel`, :class:`HierarchicalAttentionModel` and
+    :class:`ChannelViTModel`.
+
+    Subclasses implement :meth:`forward_tokens`. Everything else (embedding images, naming features,
+    saving in the Hub format) is shared.
+
+    Attributes:
+        config: the architecture.
+        preprocess: the pre-processing the model expects by default.
+        name: a registry name, Hub id or path; what outputs record.
+        pretrained: False for random weights; logged and recorded wherever features are written.
+        weights_sha256: SHA-256 of the loaded ``model.safetensors`` (or source checkpoint), if any.
+        card: free-form model-card fields saved in ``config.json``.
+    """
+
+    config: ModelConfig
+
+    def __init__(self, config: ModelConfig, *, preprocess: PreprocessConfig | None = None, name: str = ""):
+        super().__init__()
+        self.config = config
+        self.preprocess = preprocess or PreprocessConfig()
+        self.name = name or f"untrained-{config.arch}"
+        self.pretrained = False
+        self.weights_sha256: str | None = None
+        self.card: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- to implement
+    def forward_tokens(
+        self,
+        x: torch.Tensor,
+        *,
+        n_last_blocks: int = 1,
+        masks: torch.Tensor | None = None,
+        channel_ids: torch.Tensor | None = None,
+    ) -> TokenOutput:
+        """Encode pre-processed images.
+
+        Args:
+            x: ``(B, K, H, W)`` float, already normalised; H and W multiples of the patch size.
+            n_last_blocks: L, how many last blocks to return (final norm applied to each).
+            masks: optional bool ``(B, K, N)``; True replaces that patch by the mask token (iBOT).
+            channel_ids: Channel-ViT only: ``(K,)`` or ``(B, K)`` channel-embedding ids.
+
+        Returns:
+            A :class:`TokenOutput`.
+        """
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> TokenOutput:
+        """Same as :meth:`forward_tokens`; gradients flow (use for fine-tuning)."""
+        return self.forward_tokens(x, **kwargs)
+
+    # ---------------------------------------------------------------- shared checks
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def depth(self) -> int:
+        return self.config.depth
+
+    def _check_input(self, x: torch.Tensor, n_last_blocks: int) -> tuple[int, int, int, int]:
+        if x.ndim != 4:
+            raise InputError(f"expected a (B, K, H, W) tensor, got shape {tuple(x.shape)}")
+        b, k, h, w = x.shape
+        p = self.config.patch_size
+        if k == 0:
+            raise InputError("the input has 0 channels; expected (B, K, H, W) with K >= 1")
+        if h < p or w < p or h % p or w % p:
+            raise InputError(
+                f"image size {h}x{w} is not a positive multiple of the patch size {p}; "
+                f"pass crop= (e.g. crop={max(p, (min(h, w) // p) * p)}) or resize="
+            )
+        if not 1 <= n_last_blocks <= self.config.depth:
+            raise InputError(
+                f"n_last_blocks={n_last_blocks} but the model has {self.config.depth} blocks; "
+                f"choose 1..{self.config.depth}"
+            )
+        return b, k, h, w
+
+    def resolve_channel_ids(self, channel_ids: Sequence[int | str] | None, k: int) -> torch.Tensor | None:
+        """Channel-embedding ids for K input channels; only Channel-ViT has them.
+
+        Raises:
+            InputError: ``channel_ids`` given to a model without channel embeddings.
+        """
+        if channel_ids is not None:
+            raise InputError(
+                f"channel_ids= only applies to Channel-ViT models; this is a {self.config.arch!r} model, which "
+                "encodes channels without channel identities — use channels= to select and order channels"
+            )
+        return None
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in backward to save memory (fine-tuning, training)."""
+        self.backbone.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that take no weight decay (tokens and position embeddings)."""
+        return {f"backbone.{n}" for n in self.backbone.no_weight_decay()}
+
+    def layer_id(self, param_name: str) -> int:
+        """Layer index for layer-wise lr decay: embeddings 0, block i -> i + 1, the rest depth + 1."""
+        name = param_name.removeprefix("backbone.")
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        if name.startswith(("patch_embed", "cls_token", "pos_embed", "mask_token", "channel_", "global_")):
+            return 0
+        return self.config.depth + 1
+
+    # ---------------------------------------------------------------- embedding (delegates to dino_boc.embed)
+    def embed(self, images: Any, channels: Sequence[int | str] | None = None, **kwargs: Any):
+        """Features of ``images`` with this model; same options as :func:`dino_boc.embed`."""
+        from dino_boc.embed import embed
+
+        return embed(images, channels, model=self, **kwargs)
+
+    def embed_tokens(self, images: Any, channels: Sequence[int | str] | None = None, **kwargs: Any):
+        """Structured per-channel features; same options as :func:`dino_boc.embed_tokens`."""
+        from dino_boc.embed import embed_tokens
+
+        return embed_tokens(images, channels, model=self, **kwargs)
+
+    def feature_names(
+        self, channels: int | Sequence[str], *, n_last_blocks: int = 4, avgpool: bool = True,
+        channel_pool: str = "concat",
+    ) -> list[str]:
+        """Name of every column of the flat features for ``channels`` (a count K or K names)."""
+        from dino_boc.features import feature_names
+
+        return feature_names(
+            self.config.arch, channels, self.config.embed_dim, n_last_blocks=n_last_blocks,
+            last_block=self.config.depth, avgpool=avgpool, channel_pool=channel_pool,
+        )
+
+    # ---------------------------------------------------------------- Hub format
+    def config_dict(self) -> dict[str, Any]:
+        """The content of ``config.json`` (format documented in docs/models.md)."""
+        from dino_boc import __version__
+
+        return {
+            "format_version": FORMAT_VERSION,
+            "library": "dino_boc",
+            "library_version": __version__,
+            "name": self.name,
+            "pretrained": bool(self.pretrained),
+            "model": self.config.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "card": self.card,
+        }
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (created if needed).
+
+        Args:
+            save_directory: target folder.
+            dtype: optionally cast floating weights (e.g. ``torch.float16`` to halve the size).
+
+        Returns:
+            The folder, loadable with :func:`dino_boc.load_model`.
+        """
+        from safetensors.torch import save_file
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        meta = {"format": "pt", "dino_boc_format_version": str(FORMAT_VERSION)}
+        tmp = out / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata=meta)
+        os.replace(tmp, out / WEIGHTS_NAME)
+        tmp = out / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(self.config_dict(), indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, out / CONFIG_NAME)
+        return out
+
+    def push_to_hub(
+        self, repo_id: str, *, token: str | None = None, private: bool = False, revision: str | None = None,
+        commit_message: str = "Upload dino_boc model",
+    ) -> str:
+        """Upload ``config.json`` + ``model.safetensors`` to a Hugging Face Hub model repo.
+
+        Returns:
+            The commit URL.
+        """
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=tmp, revision=revision, commit_message=commit_message
+            )
+        return str(info)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, arch={self.config.arch!r}, pretrained={self.pretrained}"

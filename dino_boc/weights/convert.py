@@ -1,0 +1,121 @@
+"""Released checkpoints -> dino_boc state dicts: key layouts, unused keys, architecture inference."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from dino_boc.errors import WeightsError
+from dino_boc.models.config import ModelConfig
+
+__all__ = ["read_checkpoint", "normalize_state_dict", "infer_config", "IGNORED_PREFIXES"]
+
+#: keys that a checkpoint may hold but inference does not use
+IGNORED_PREFIXES = ("dino_head.", "ibot_head.", "head.")
+_CHUNKED = re.compile(r"^blocks\.(\d+)\.(\d+)\.(.*)$")
+_PLAIN = re.compile(r"^blocks\.(\d+)\.(.*)$")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a released ``.pth``/``.pt`` (``torch.load(weights_only=True)``) or a ``.safetensors`` file.
+
+    Raises:
+        WeightsError: unreadable file or not a state dict.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path))
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
+        raise WeightsError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return dict(obj)
+
+
+def normalize_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Bring any released layout to the flat backbone layout (``blocks.{i}.*``, no prefix).
+
+    Handles a plain state dict with chunked (``blocks.{chunk}.{i}.*``, ``block_chunks=4``) or unchunked
+    keys, a training checkpoint ``{"teacher": {"backbone.*": ..., "dino_head.*": ...}}`` (also
+    ``"model"``/``"state_dict"`` wrappers), and ``module.`` prefixes.
+
+    Returns:
+        The backbone state dict and the list of keys dropped because inference does not use them.
+    """
+    sd: Mapping[str, Any] = raw
+    for wrapper in ("teacher", "model", "state_dict"):
+        if wrapper in sd and isinstance(sd[wrapper], Mapping):
+            sd = sd[wrapper]
+            break
+    out: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    for key, value in sd.items():
+        k = key
+        while k.startswith("module."):
+            k = k[len("module."):]
+        if k.startswith("backbone."):
+            k = k[len("backbone."):]
+        if k.startswith(IGNORED_PREFIXES):
+            ignored.append(key)
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"checkpoint key {key!r} holds a {type(value).__name__}, not a tensor")
+        m = _CHUNKED.match(k)
+        if m:  # chunked: blocks.{chunk}.{i}.* -> blocks.{i}.*
+            k = f"blocks.{m.group(2)}.{m.group(3)}"
+        if k in out:
+            raise WeightsError(f"checkpoint key {key!r} maps to {k!r} twice; the layout is ambiguous")
+        out[k] = value
+    return out, ignored
+
+
+def infer_config(sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None) -> ModelConfig:
+    """The BoC architecture that a flat backbone state dict describes.
+
+    Args:
+        sd: output of :func:`normalize_state_dict`.
+        num_heads: heads; default ``D / 64`` (the ViT-S/B/L/g convention).
+
+    Raises:
+        WeightsError: a required tensor is missing or the tensors disagree.
+    """
+    for req in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+        if req not in sd:
+            raise WeightsError(
+                f"checkpoint has no {req!r}; it does not look like a DINOv2/DINO BoC ViT backbone "
+                f"(first keys: {sorted(sd)[:6]})"
+            )
+    dim = int(sd["cls_token"].shape[-1])
+    pw = sd["patch_embed.proj.weight"]
+    if pw.ndim != 4 or pw.shape[2] != pw.shape[3]:
+        raise WeightsError(f"patch_embed.proj.weight has shape {tuple(pw.shape)}; expected (D, 1, p, p)")
+    if pw.shape[1] != 1:
+        raise WeightsError(
+            f"patch_embed.proj.weight takes {pw.shape[1]} input channels; DINO BoC checkpoints take 1 "
+            "(in_chans=1). This looks like a multi-channel model, which load_model cannot run as BoC."
+        )
+    patch = int(pw.shape[-1])
+    n = int(sd["pos_embed"].shape[1]) - 1
+    grid = math.isqrt(n)
+    if grid * grid != n:
+        raise WeightsError(f"pos_embed has {n} patch positions, not a square grid")
+    idx = {int(m.group(1)) for k in sd if (m := _PLAIN.match(k))}
+    if not idx:
+        raise WeightsError("checkpoint has no 'blocks.*' keys")
+    depth = max(idx) + 1
+    hidden = int(sd["blocks.0.mlp.fc1.weight"].shape[0]) if "blocks.0.mlp.fc1.weight" in sd else 4 * dim
+    heads = num_heads or max(1, dim // 64)
+    init_values = 1e-5 if "blocks.0.ls1.gamma" in sd else None
+    return ModelConfig(
+        arch="boc", embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=hidden / dim, patch_size=patch,
+        img_size=grid * patch, init_values=init_values, qkv_bias="blocks.0.attn.qkv.bias" in sd,
+    )

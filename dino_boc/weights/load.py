@@ -1,0 +1,270 @@
+"""``load_model``: registry names, Hub repos, ``save_pretrained`` folders and released checkpoint files."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from dino_boc.errors import ConfigError, ModelNotFoundError, WeightsError
+from dino_boc.models import EmbeddingModel, ModelConfig, build_model
+from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
+from dino_boc.preprocess.config import PreprocessConfig
+from dino_boc.weights.convert import infer_config, normalize_state_dict, read_checkpoint
+from dino_boc.weights.registry import REGISTRY, RegistryEntry, cache_dir, packaged_dir
+
+__all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
+
+logger = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: keys a checkpoint may lack; the model keeps its initial values
+_OPTIONAL_KEYS = ("backbone.mask_token",)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_state_dict_strict(model: EmbeddingModel, state: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Load ``state`` into ``model``; every missing, unexpected or mis-shaped key is named.
+
+    Raises:
+        WeightsError: listing the keys that do not fit.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and k not in _OPTIONAL_KEYS]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+        if shapes:
+            parts.append("shape mismatches " + "; ".join(shapes[:5]))
+        raise WeightsError(f"weights from {source} do not fit the {model.config.arch!r} architecture: " + ", ".join(parts))
+    model.load_state_dict(dict(state), strict=False)  # strictness checked above, optional keys allowed
+
+
+def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingModel:
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise WeightsError(f"{folder} must hold {CONFIG_NAME} and {WEIGHTS_NAME} (as written by save_pretrained)")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise WeightsError(f"{cfg_path} has format_version={version!r}; this dino_boc reads {FORMAT_VERSION}")
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+        preprocess = PreprocessConfig.from_dict(meta.get("preprocess", {}))
+    except (KeyError, ConfigError, TypeError) as exc:
+        raise WeightsError(f"{cfg_path} has an invalid model section: {exc}") from exc
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(w_path))
+    except Exception as exc:  # noqa: BLE001 - any reader failure means a corrupt file
+        raise WeightsError(f"cannot read {w_path}: {exc}") from exc
+    model = build_model(config, preprocess=preprocess, name=meta.get("name") or name)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    load_state_dict_strict(model, state, source=str(w_path))
+    model.pretrained = bool(meta.get("pretrained", False))
+    model.card = dict(meta.get("card", {}))
+    model.weights_sha256 = file_sha256(w_path)
+    return model.to(device).eval()
+
+
+def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: int | None,
+                     preprocess: PreprocessConfig | None = None) -> EmbeddingModel:
+    state, ignored = normalize_state_dict(read_checkpoint(path))
+    if ignored:
+        logger.info("%s: ignoring %d keys inference does not use (%s ...)", path, len(ignored), ignored[0])
+    config = infer_config(state, num_heads=num_heads)
+    model = build_model(config, preprocess=preprocess, name=name)
+    load_state_dict_strict(model, {f"backbone.{k}": v.float() for k, v in state.items()}, source=str(path))
+    model.pretrained = True
+    model.weights_sha256 = file_sha256(path)
+    return model.to(device).eval()
+
+
+def _missing_gated(entry: RegistryEntry, looked: list[str]) -> WeightsError:
+    return WeightsError(
+        f"the weights of {entry.name!r} are not on this machine. They are gated by their authors "
+        f"({entry.licence}): request them at {entry.request_url}, download the checkpoint, then run\n"
+        f"    dino-boc weights add CHECKPOINT.pth --name {entry.name}\n"
+        f"(or pass the .pth path / a Hub repo to load_model). Looked in: {', '.join(looked)}"
+    )
+
+
+def _random_model(entry: RegistryEntry, device: torch.device) -> EmbeddingModel:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(entry.config, preprocess=entry.preprocess, name=entry.name)
+    logger.warning(
+        "model %r is RANDOMLY INITIALISED (seed 0), not pretrained: its features only exercise the pipeline "
+        "and carry no learned biology. Use a trained model for any analysis.", entry.name
+    )
+    model.card = {"summary": entry.description, "pretrained": False}
+    return model.to(device).eval()
+
+
+def _from_hub(repo_id: str, *, revision: str | None, device: torch.device) -> EmbeddingModel:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md"])
+    except LocalEntryNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"Hub repo {repo_id!r} (revision {revision or 'main'}) is not in the local cache and the Hub cannot be "
+            f"reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}); download it once with network access "
+            "or pass a local folder"
+        ) from exc
+    except HfHubHTTPError as exc:
+        raise ModelNotFoundError(f"Hub repo {repo_id!r} could not be fetched: {exc}") from exc
+    return _from_folder(Path(folder), name=f"hf-hub:{repo_id}", device=device)
+
+
+def load_model(
+    name_or_path: str | os.PathLike = "dino-boc-vitl16",
+    *,
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+    num_heads: int | None = None,
+) -> EmbeddingModel:
+    """Load a model for :func:`dino_boc.embed`.
+
+    Args:
+        name_or_path: one of
+
+            * a registry name (:func:`dino_boc.list_models`), e.g. ``"dino-boc-vitl16"`` (the paper's ViT-L/16,
+              gated: found in the cache after ``dino-boc weights add CHECKPOINT.pth``);
+            * ``"hf-hub:org/repo"`` or ``"org/repo"``: a Hugging Face Hub repo in the dino_boc format
+              (cached; ``HF_HUB_OFFLINE=1`` honoured);
+            * a folder written by ``save_pretrained`` (``config.json`` + ``model.safetensors``);
+            * a released checkpoint file (``.pth``/``.pt``/``.safetensors``): chunked or plain keys, or a
+              training checkpoint ``{"teacher": ...}``; the architecture is inferred from the tensors.
+        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
+        revision: Hub revision (branch, tag or commit) to pin.
+        num_heads: heads for a checkpoint file (default D / 64).
+
+    Returns:
+        The model in eval mode on ``device``.
+
+    Raises:
+        ModelNotFoundError: an unknown name, path or repo (close names are suggested).
+        WeightsError: weights missing (gated: where to request them), corrupt, or not fitting.
+    """
+    dev = _resolve_device(device)
+    spec = os.fspath(name_or_path)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _from_folder(path, name=str(path), device=dev)
+    if path.is_file():
+        if path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
+            return _from_checkpoint(path, name=path.stem, device=dev, num_heads=num_heads)
+        raise ModelNotFoundError(f"{path} is a {path.suffix or 'suffix-less'} file; expected .pth, .pt or .safetensors")
+    if spec in REGISTRY:
+        entry = REGISTRY[spec]
+        if entry.source == "random":
+            return _random_model(entry, dev)
+        if entry.source == "packaged":
+            return _from_folder(packaged_dir() / entry.name, name=entry.name, device=dev)
+        cached = cache_dir() / entry.name
+        looked = [str(cached)]
+        if (cached / CONFIG_NAME).is_file():
+            return _from_folder(cached, name=entry.name, device=dev)
+        if entry.hf_hub_id:
+            looked.append(f"hf-hub:{entry.hf_hub_id}")
+            return _from_hub(entry.hf_hub_id, revision=revision or entry.revision, device=dev)
+        raise _missing_gated(entry, looked)
+    if spec.startswith("hf-hub:"):
+        return _from_hub(spec[len("hf-hub:"):], revision=revision, device=dev)
+    if _HUB_ID.match(spec) and not spec.startswith((".", "/")) and not path.parent.exists():
+        return _from_hub(spec, revision=revision, device=dev)
+    close = difflib.get_close_matches(spec, list(REGISTRY), n=3)
+    hint = f" Did you mean {close}?" if close else ""
+    raise ModelNotFoundError(
+        f"unknown model {spec!r}: not a registry name, an existing path, or a Hub repo 'org/name'.{hint} "
+        f"Known names: {sorted(REGISTRY)} (dino_boc.list_models())"
+    )
+
+
+def add_weights(
+    checkpoint: str | os.PathLike, *, name: str = "dino-boc-vitl16", num_heads: int | None = None,
+    sha256: str | None = None,
+) -> Path:
+    """Convert a released checkpoint once, verify it, and cache it in the Hub format under
+    :func:`~dino_boc.weights.registry.cache_dir` ``/ name``, where ``load_model(name)`` finds it.
+
+    Args:
+        checkpoint: the downloaded ``.pth``.
+        name: registry name to store it under.
+        num_heads: heads, default D / 64.
+        sha256: if given, the checkpoint file's expected SHA-256.
+
+    Returns:
+        The cache folder.
+
+    Raises:
+        WeightsError: unreadable, mismatching hash, or weights that do not fit / give non-finite features.
+    """
+    src = Path(checkpoint).expanduser()
+    if not src.is_file():
+        raise WeightsError(f"checkpoint {src} does not exist")
+    digest = file_sha256(src)
+    if sha256 and digest != sha256.lower():
+        raise WeightsError(f"{src} has SHA-256 {digest}, expected {sha256}; the download may be corrupt")
+    entry = REGISTRY.get(name)
+    preprocess = entry.preprocess if entry else None
+    model = _from_checkpoint(src, name=name, device=torch.device("cpu"), num_heads=num_heads, preprocess=preprocess)
+    if entry is not None and entry.config != model.config:
+        raise WeightsError(f"{src} holds a {model.config} model, but {name!r} is registered as {entry.config}")
+    p = model.config.patch_size
+    with torch.inference_mode():
+        out = model.forward_tokens(torch.randn(1, 2, 2 * p, 2 * p, generator=torch.Generator().manual_seed(0)))
+    if not torch.isfinite(out.patch).all():
+        raise WeightsError(f"{src} gives non-finite features; the checkpoint is corrupt")
+    model.card = {
+        "summary": entry.description if entry else f"converted from {src.name}",
+        "source_checkpoint": src.name, "source_sha256": digest,
+        "licence": entry.licence if entry else "", "paper": entry.paper if entry else "",
+    }
+    target = cache_dir() / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("cached %s as %r in %s", src, name, target)
+    return target
