@@ -1,0 +1,89 @@
+"""PNG/JPEG through imageio, and NumPy ``.npy`` arrays.
+
+PNG/JPEG: a grayscale image is one channel; RGB is three; the alpha of RGBA (and of gray+alpha) is
+dropped, since it is transparency rather than a stain. 8- and 16-bit PNG keep their dtype.
+
+``.npy``: a 2-D array is ``YX``; a 3-D array is taken as ``CYX``, the library's own (K, H, W) layout;
+anything else, or a 3-D array stored another way, needs ``dims=``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from dino_boc.errors import InputError, require
+from dino_boc.io.axes import ZReduction, check_t, check_z, parse_dims, to_kyx
+from dino_boc.io.formats import check_exists, reading
+
+__all__ = ["read_pixels", "read_npy"]
+
+
+def read_pixels(path: str | os.PathLike, *, dims: str | None = None) -> tuple[np.ndarray, None]:
+    """Read a PNG or JPEG as (K, H, W), K = 1 (gray) or 3 (RGB), in the file's dtype.
+
+    Args:
+        path: the file.
+        dims: axes overriding the default ``"YX"``/``"YXS"``, e.g. ``"YXC"``.
+
+    Returns:
+        (array (K, H, W), ``None``: these formats carry no channel names).
+
+    Raises:
+        ImageReadError: missing, corrupt or truncated file.
+        InputError: a ``dims`` that does not fit.
+        MissingExtraError: imageio is not installed.
+    """
+    require("imageio", "io")
+    import imageio.v3 as iio
+
+    check_exists(path)
+    source = str(path)
+    with reading(path, "imageio"):
+        array = np.asarray(iio.imread(path, index=0))
+    if dims is not None:
+        return to_kyx(array, parse_dims(dims, array.shape), source=source), None
+    if array.ndim == 3 and array.shape[-1] in (2, 4):  # gray+alpha, RGBA: drop alpha
+        array = array[..., :-1]
+    axes = {2: "YX", 3: "YXS"}.get(array.ndim)
+    if axes is None:
+        raise InputError(f"{source}: decoded to shape {array.shape}; expected (H, W) or (H, W, 3); pass dims=")
+    return to_kyx(array, axes, source=source), None
+
+
+def read_npy(
+    path: str | os.PathLike,
+    *,
+    dims: str | None = None,
+    z: ZReduction = "max",
+    t: int = 0,
+) -> tuple[np.ndarray, None]:
+    """Read a ``.npy`` array as (K, H, W) (2-D: ``YX``; 3-D: ``CYX``; otherwise ``dims=`` is required).
+
+    Args:
+        path: the file (no pickles are loaded).
+        dims: axes of the stored array, e.g. ``"ZYX"`` or ``"YXC"``.
+        z: Z reduction, ``"max"``, ``"mean"`` or a slice index.
+        t: time point to keep.
+
+    Returns:
+        (array (K, H, W), ``None``).
+
+    Raises:
+        ImageReadError: missing or corrupt file, or an object array.
+        InputError: a shape that needs ``dims=``, or a ``dims`` that does not fit.
+    """
+    check_exists(path)
+    check_z(z)
+    check_t(t)
+    source = str(path)
+    with reading(path, "numpy"):
+        array = np.load(path, allow_pickle=False)
+    if dims is not None:
+        axes = parse_dims(dims, array.shape)
+    elif array.ndim in (2, 3):
+        axes = "CYX"[-array.ndim :]
+    else:
+        raise InputError(f"{source}: a {array.ndim}-d array of shape {array.shape}; pass dims=, e.g. dims='ZCYX'")
+    return to_kyx(array, axes, z=z, t=t, source=source), None
