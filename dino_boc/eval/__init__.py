@@ -1,0 +1,33 @@
+"""Evaluation on pre-computed features: the CHAMMI benchmark, k-NN, linear probing, metrics.
+
+Import explicitly (``from dino_boc.eval import chammi_knn``); nothing else in dino_boc imports this package.
+"""
+
+from dino_boc.eval.chammi import SUMMARY_COLUMNS, TASK_COLUMNS, chammi, chammi_knn, chammi_knn_tasks, chammi_summary
+from dino_boc.eval.chammi_data import ChammiImages, load_chammi, read_tape_image
+from dino_boc.eval.knn import knn, nearest_neighbors
+from dino_boc.eval.linear import LinearProbeResult, fit_linear_sweep, linear_probe
+from dino_boc.eval.metrics import accuracy, macro_f1
+from dino_boc.eval.presets import PRESETS, FeaturePreset, get_preset
+
+__all__ = [
+    "chammi",
+    "chammi_knn",
+    "chammi_knn_tasks",
+    "chammi_summary",
+    "load_chammi",
+    "read_tape_image",
+    "ChammiImages",
+    "knn",
+    "nearest_neighbors",
+    "linear_probe",
+    "fit_linear_sweep",
+    "LinearProbeResult",
+    "macro_f1",
+    "accuracy",
+    "FeaturePreset",
+    "PRESETS",
+    "get_preset",
+    "TASK_COLUMNS",
+    "SUMMARY_COLUMNS",
+]

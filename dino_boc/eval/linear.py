@@ -1,0 +1,277 @@
+"""Linear probe on pre-computed features: a learning-rate × weight-decay sweep trained in one pass.
+
+As in the paper (App. D.2) and the released cell-DINO linear evaluation: one linear classifier per sweep
+member (14 learning rates between 1e-4 and 1 by default, times a few weight decays), AdamW, a cosine
+learning-rate schedule to 0, softmax cross-entropy, the same mini-batches for every member; the best
+member on the validation split is chosen, and only that member is scored on the test split.
+
+All S members are trained together: their weights are one tensor (S, F, C) and each step is one batched
+matrix product ``einsum("bf,sfc->sbc")``. Gradients are written out (softmax cross-entropy) and the AdamW
+update is applied per member with its own learning rate and weight decay, so members never interact.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dino_boc.errors import InputError
+from dino_boc.eval.metrics import accuracy, macro_f1
+
+__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "LinearProbeResult", "LinearSweep", "fit_linear_sweep",
+           "linear_probe"]
+
+logger = logging.getLogger(__name__)
+
+#: 14 log-spaced learning rates from 1e-4 to 1 (the paper's "14 classifiers between 1e-4 and 1").
+DEFAULT_LRS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, 0, 14))
+DEFAULT_WEIGHT_DECAYS: tuple[float, ...] = (0.0, 1e-4, 1e-2)
+_BETAS, _EPS, _INIT_STD = (0.9, 0.999), 1e-8, 0.01
+
+
+@dataclass(frozen=True)
+class LinearSweep:
+    """Trained sweep members: ``logits = x @ weight[s] + bias[s]`` on standardised features.
+
+    Attributes:
+        weight: (S, F, C) tensor.
+        bias: (S, C) tensor.
+        lrs: (S,) peak learning rate of each member.
+        weight_decays: (S,) weight decay of each member.
+        classes: (C,) class labels; logit c scores ``classes[c]``.
+        mean, std: (F,) train statistics used to standardise features.
+        train_loss: (S,) mean cross-entropy of each member over the last epoch.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    lrs: np.ndarray
+    weight_decays: np.ndarray
+    classes: np.ndarray
+    mean: torch.Tensor
+    std: torch.Tensor
+    train_loss: np.ndarray
+
+    def predict(self, x, member: int | None = None, *, batch_size: int = 65536) -> np.ndarray:
+        """Predicted labels: (S, M) for all members, or (M,) for one member."""
+        z = (_as_features(x, "x", self.weight.device) - self.mean) / self.std
+        w = self.weight if member is None else self.weight[member : member + 1]
+        b = self.bias if member is None else self.bias[member : member + 1]
+        out = []
+        for start in range(0, z.shape[0], batch_size):
+            logits = torch.einsum("bf,sfc->sbc", z[start : start + batch_size], w) + b[:, None, :]
+            out.append(torch.argmax(logits, dim=2).cpu())
+        codes = torch.cat(out, dim=1).numpy() if out else np.zeros((w.shape[0], 0), dtype=np.int64)
+        pred = self.classes[codes]
+        return pred if member is None else pred[0]
+
+
+@dataclass(frozen=True)
+class LinearProbeResult:
+    """The chosen member and its scores, plus the whole sweep's validation scores.
+
+    Attributes:
+        lr, weight_decay: hyper-parameters of the member chosen on validation.
+        val_macro_f1, val_accuracy: its validation scores.
+        test_macro_f1, test_accuracy: its test scores (no other member is scored on test).
+        sweep: one row per member: lr, weight_decay, train_loss, val_macro_f1, val_accuracy.
+        model: the trained sweep (to predict new data with ``model.predict(x, member)``).
+        member: index of the chosen member in ``sweep`` / ``model``.
+    """
+
+    lr: float
+    weight_decay: float
+    val_macro_f1: float
+    val_accuracy: float
+    test_macro_f1: float
+    test_accuracy: float
+    sweep: pd.DataFrame = field(repr=False)
+    model: LinearSweep = field(repr=False)
+    member: int = 0
+
+    def to_frame(self) -> pd.DataFrame:
+        """The chosen member's hyper-parameters and scores as a one-row DataFrame."""
+        keys = ("lr", "weight_decay", "val_macro_f1", "val_accuracy", "test_macro_f1", "test_accuracy")
+        return pd.DataFrame([{k: getattr(self, k) for k in keys}])
+
+
+def _as_features(x, name: str, device: torch.device) -> torch.Tensor:
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if t.ndim != 2:
+        raise InputError(f"{name} has shape {tuple(t.shape)}; expected (rows, F)")
+    t = t.to(device=device, dtype=torch.float32)
+    if not bool(torch.isfinite(t).all()):
+        raise InputError(f"{name} contains NaN or inf; expected finite features — drop or re-embed those rows")
+    return t
+
+
+def _resolve_device(device) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _adamw_step(p, g, m, v, step: int, lr: torch.Tensor, wd: torch.Tensor) -> None:
+    """In-place AdamW (decoupled weight decay, bias-corrected moments) with per-member lr and wd."""
+    m.mul_(_BETAS[0]).add_(g, alpha=1 - _BETAS[0])
+    v.mul_(_BETAS[1]).addcmul_(g, g, value=1 - _BETAS[1])
+    p.mul_(1 - lr * wd)
+    denom = (v / (1 - _BETAS[1] ** step)).sqrt_().add_(_EPS)
+    p.sub_(lr / (1 - _BETAS[0] ** step) * m / denom)
+
+
+def fit_linear_sweep(
+    x,
+    y,
+    *,
+    lrs: Sequence[float] = DEFAULT_LRS,
+    weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
+    epochs: int = 30,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+) -> LinearSweep:
+    """Train one linear classifier per (lr, weight decay) pair, all in one pass over the data.
+
+    Features are standardised with the statistics of ``x``. Every member starts from the same weights
+    (normal, std 0.01; bias 0, as released) and sees the same shuffled mini-batches; weight decay applies to
+    the weights, not the bias. The learning rate of step t (of T) is ``lr · (1 + cos(π t / T)) / 2``.
+
+    Args:
+        x: training features (N, F).
+        y: training labels (N,), any comparable dtype.
+        lrs: peak learning rates.
+        weight_decays: AdamW weight decays; members are the product lrs × weight_decays (lr-major).
+        epochs: passes over the training data.
+        batch_size: rows per step (the last, smaller batch of an epoch is kept).
+        device: torch device; default CUDA when available, else CPU.
+        seed: seeds the initial weights and the shuffling.
+
+    Returns:
+        The trained :class:`LinearSweep`.
+
+    Raises:
+        InputError: shapes disagree, fewer than two classes, non-finite features, or empty sweep.
+    """
+    dev = _resolve_device(device)
+    xt = _as_features(x, "train_x", dev)
+    labels = np.asarray(y).reshape(-1)
+    if labels.shape[0] != xt.shape[0]:
+        raise InputError(f"train_y has {labels.shape[0]} labels for {xt.shape[0]} rows; expected one per row")
+    classes, codes = np.unique(labels, return_inverse=True)
+    if classes.size < 2:
+        raise InputError(f"train_y has {classes.size} class; expected at least 2 to train a classifier")
+    grid = [(float(lr), float(wd)) for lr in lrs for wd in weight_decays]
+    if not grid:
+        raise InputError("the sweep is empty; expected at least one learning rate and one weight decay")
+    mean, std = xt.mean(dim=0), xt.std(dim=0, unbiased=False)
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    z = (xt - mean) / std
+    yt = torch.as_tensor(codes, dtype=torch.int64, device=dev)
+    n, f, c, s = z.shape[0], z.shape[1], classes.size, len(grid)
+    gen = torch.Generator().manual_seed(seed)
+    w = (torch.randn(f, c, generator=gen) * _INIT_STD).to(dev).expand(s, f, c).contiguous()
+    b = torch.zeros(s, c, device=dev)
+    mw, vw, mb, vb = (torch.zeros_like(t) for t in (w, w, b, b))
+    lr_s = torch.tensor([g[0] for g in grid], device=dev)
+    wd_s = torch.tensor([g[1] for g in grid], device=dev)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total, step = epochs * steps_per_epoch, 0
+    last_loss = torch.zeros(s, device=dev)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen).to(dev)
+        last_loss.zero_()
+        for start in range(0, n, batch_size):
+            rows = perm[start : start + batch_size]
+            zb, yb = z[rows], yt[rows]
+            logits = torch.einsum("bf,sfc->sbc", zb, w) + b[:, None, :]  # (S, B, C)
+            logp = torch.log_softmax(logits, dim=2)
+            last_loss += -logp.gather(2, yb.expand(s, -1)[..., None]).squeeze(2).sum(dim=1)
+            dlogits = logp.exp()
+            dlogits[:, torch.arange(yb.shape[0], device=dev), yb] -= 1.0
+            dlogits /= yb.shape[0]  # gradient of the batch-mean cross-entropy of each member
+            gw = torch.einsum("bf,sbc->sfc", zb, dlogits)
+            gb = dlogits.sum(dim=1)
+            lr_t = lr_s * (0.5 * (1.0 + math.cos(math.pi * step / total)))
+            step += 1
+            _adamw_step(w, gw, mw, vw, step, lr_t[:, None, None], wd_s[:, None, None])
+            _adamw_step(b, gb, mb, vb, step, lr_t[:, None], torch.zeros_like(lr_t)[:, None])
+    return LinearSweep(weight=w, bias=b, lrs=lr_s.cpu().numpy(), weight_decays=wd_s.cpu().numpy(), classes=classes,
+                       mean=mean, std=std, train_loss=(last_loss / n).cpu().numpy())
+
+
+def linear_probe(
+    train_x,
+    train_y,
+    val_x,
+    val_y,
+    test_x,
+    test_y,
+    *,
+    lrs: Sequence[float] = DEFAULT_LRS,
+    weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
+    epochs: int = 30,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+) -> LinearProbeResult:
+    """Linear probe: train the sweep on train, choose on validation macro-F1, report test of that member.
+
+    Ties on validation macro-F1 go to the higher validation accuracy, then to the earlier member. Members
+    whose weights became non-finite are never chosen. Test labels are looked at once, for the chosen member.
+
+    Args:
+        train_x, train_y: training features (N, F) and labels (N,).
+        val_x, val_y: validation features (Nv, F) and labels (Nv,) — e.g. a split of the training data.
+        test_x, test_y: test features (Nt, F) and labels (Nt,). Classes absent from training count as errors.
+        lrs: peak learning rates (default 14 log-spaced in [1e-4, 1]). The released code multiplies its
+            rates by batch_size / 256; with the default batch size of 256 the two coincide.
+        weight_decays: AdamW weight decays swept for every learning rate.
+        epochs: passes over the training data.
+        batch_size: rows per step.
+        device: torch device; default CUDA when available, else CPU.
+        seed: seeds initial weights and shuffling.
+
+    Returns:
+        :class:`LinearProbeResult` (macro-F1 over the classes present in each split's ground truth).
+
+    Raises:
+        InputError: shapes or widths disagree, or non-finite features; see :func:`fit_linear_sweep`.
+    """
+    sweep = fit_linear_sweep(train_x, train_y, lrs=lrs, weight_decays=weight_decays, epochs=epochs,
+                             batch_size=batch_size, device=device, seed=seed)
+    f = sweep.weight.shape[1]
+    for name, xs, ys in (("val", val_x, val_y), ("test", test_x, test_y)):
+        if np.shape(xs)[1:] != (f,) or len(ys) != np.shape(xs)[0]:
+            raise InputError(
+                f"{name}_x has shape {tuple(np.shape(xs))} with {len(ys)} labels; expected ({len(ys)}, {f}) "
+                "like train_x, one label per row"
+            )
+    val_true = np.asarray(val_y).reshape(-1)
+    val_pred = sweep.predict(val_x)
+    finite = torch.isfinite(sweep.weight).flatten(1).all(1) & torch.isfinite(sweep.bias).all(1)
+    table = pd.DataFrame({
+        "lr": sweep.lrs, "weight_decay": sweep.weight_decays, "train_loss": sweep.train_loss,
+        "val_macro_f1": [macro_f1(val_true, p) if ok else np.nan for p, ok in zip(val_pred, finite.tolist())],
+        "val_accuracy": [accuracy(val_true, p) if ok else np.nan for p, ok in zip(val_pred, finite.tolist())],
+    })
+    if table["val_macro_f1"].isna().all():
+        raise InputError("every sweep member diverged (non-finite weights); expected at least one usable member "
+                         "— lower the learning rates")
+    order = table.sort_values(["val_macro_f1", "val_accuracy"], ascending=False, kind="stable").index
+    best = int(order[0])
+    test_true = np.asarray(test_y).reshape(-1)
+    test_pred = sweep.predict(test_x, best)
+    chosen = table.loc[best]
+    logger.info("linear probe: chose lr=%.3g wd=%.3g (val macro-F1 %.4f) of %d members",
+                chosen.lr, chosen.weight_decay, chosen.val_macro_f1, len(table))
+    return LinearProbeResult(
+        lr=float(chosen.lr), weight_decay=float(chosen.weight_decay),
+        val_macro_f1=float(chosen.val_macro_f1), val_accuracy=float(chosen.val_accuracy),
+        test_macro_f1=macro_f1(test_true, test_pred), test_accuracy=accuracy(test_true, test_pred),
+        sweep=table, model=sweep, member=best,
+    )
