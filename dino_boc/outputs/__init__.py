@@ -1,0 +1,21 @@
+"""Writing feature tables: provenance, atomic shards with manifests and resume, final formats.
+
+Spec of every file written here: ``docs/outputs.md`` (format_version 1).
+"""
+
+from dino_boc.outputs.columns import metadata_row
+from dino_boc.outputs.provenance import FeatureLayout, Provenance, state_dict_sha256
+from dino_boc.outputs.shards import ShardWriter, done_indices, read_manifests
+from dino_boc.outputs.writers import finalize, read_provenance
+
+__all__ = [
+    "FeatureLayout",
+    "Provenance",
+    "ShardWriter",
+    "done_indices",
+    "finalize",
+    "metadata_row",
+    "read_manifests",
+    "read_provenance",
+    "state_dict_sha256",
+]

@@ -1,0 +1,436 @@
+"""Feature shards committed atomically, a manifest per rank, and resume.
+
+Layout of a shard directory (spec: ``docs/outputs.md``)::
+
+    SHARD_DIR/rank-00000/manifest.json         committed shards, their input indices, failures, provenance
+    SHARD_DIR/rank-00000/shard-000000.parquet  rows sorted by input index
+    SHARD_DIR/rank-00001/...                   one folder per torchrun rank
+
+A shard is written under a temporary name in the same folder, flushed to disk and renamed; only then
+is the manifest (written the same way) updated to list it. A crash at any point leaves the manifest
+describing whole shards only; anything else in the folder is removed when the rank resumes.
+
+Usage in a pipeline::
+
+    writer = ShardWriter(shard_dir, provenance, shard_size=4096, rank=rank, resume=resume)
+    writer.add(indices, metadata_rows, features, feature_names)   # any number of times
+    writer.add_failure(index, path, reason)
+    writer.close()
+    # after a barrier, on rank 0: dino_boc.outputs.finalize(shard_dir, "features.parquet")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dino_boc.errors import ConfigError, InputError
+from dino_boc.outputs.columns import INDEX, METADATA_PREFIX, check_feature_names, plain_value
+from dino_boc.outputs.provenance import FORMAT_VERSION, Provenance
+
+__all__ = ["ShardWriter", "Manifest", "done_indices", "read_manifests", "rank_dir", "MANIFEST_NAME"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+FEATURES_COLUMN = "__features__"  # fixed_size_list<float32>[F] inside shards only
+_SHARD_NAME = re.compile(r"shard-(\d{6,})\.parquet")
+
+
+def rank_dir(shard_dir: str | os.PathLike, rank: int) -> Path:
+    """The folder rank ``rank`` writes into: ``SHARD_DIR/rank-00000``."""
+    return Path(shard_dir) / f"rank-{int(rank):05d}"
+
+
+def index_ranges(indices: np.ndarray) -> list[list[int]]:
+    """Sorted unique indices as half-open runs ``[[start, stop], ...]``."""
+    a = np.unique(np.asarray(indices, dtype=np.int64))
+    if a.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(a) != 1) + 1
+    starts = a[np.r_[0, breaks]]
+    stops = a[np.r_[breaks - 1, a.size - 1]] + 1
+    return [[int(s), int(e)] for s, e in zip(starts, stops)]
+
+
+def schema_id(feature_names: Sequence[str]) -> str:
+    """Short stable id of a feature schema (the ordered feature names)."""
+    return hashlib.sha256(json.dumps(list(feature_names)).encode()).hexdigest()[:16]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename onto ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@dataclass
+class Manifest:
+    """One rank's ``manifest.json``.
+
+    Attributes:
+        directory: the rank folder.
+        rank: torchrun rank that wrote it.
+        provenance: provenance of the run (of its first start when resumed).
+        closed: True once the writer was closed (the rank finished).
+        feature_schemas: schema id -> ordered feature names.
+        shards: per shard ``{"file", "rows", "min_index", "max_index", "indices": [[start, stop], ...],
+            "schema", "metadata_columns": {name: [index, row, position]}}``.
+        failures: ``{"index", "path", "reason"}`` per input that could not be embedded.
+    """
+
+    directory: Path
+    rank: int
+    provenance: Provenance
+    closed: bool = False
+    feature_schemas: dict[str, list[str]] = field(default_factory=dict)
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "rank": self.rank,
+            "closed": self.closed,
+            "provenance": self.provenance.to_dict(),
+            "feature_schemas": self.feature_schemas,
+            "shards": self.shards,
+            "failures": self.failures,
+        }
+
+    @classmethod
+    def read(cls, directory: str | os.PathLike) -> "Manifest":
+        """Read ``directory/manifest.json``.
+
+        Raises:
+            ConfigError: unreadable JSON or a newer format_version.
+        """
+        path = Path(directory) / MANIFEST_NAME
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}; delete {path.parent} and run again with resume") from exc
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(
+                f"{path} has format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}; "
+                f"finish it with the dino-boc version that started it"
+            )
+        return cls(
+            directory=path.parent,
+            rank=int(data["rank"]),
+            provenance=Provenance.from_dict(data["provenance"]),
+            closed=bool(data["closed"]),
+            feature_schemas={k: list(v) for k, v in data["feature_schemas"].items()},
+            shards=list(data["shards"]),
+            failures=list(data["failures"]),
+        )
+
+    def write(self) -> None:
+        text = json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        atomic_write(self.directory / MANIFEST_NAME, lambda f: f.write(text))
+
+
+def read_manifests(shard_dir: str | os.PathLike) -> list[Manifest]:
+    """Every rank's manifest under ``shard_dir`` (rank order); empty when there is none."""
+    root = Path(shard_dir)
+    if not root.is_dir():
+        return []
+    dirs = sorted(d for d in root.glob("rank-*") if (d / MANIFEST_NAME).is_file())
+    return [Manifest.read(d) for d in dirs]
+
+
+def done_indices(shard_dir: str | os.PathLike, *, include_failed: bool = True) -> set[int]:
+    """Input indices a resumed run can skip: in a committed shard (or recorded as failed).
+
+    On several ranks, call it on every rank *before* any rank opens its writer (then ``barrier()``), or
+    on rank 0 and broadcast it, so that all ranks shard the same pending list.
+    """
+    done: set[int] = set()
+    for manifest in read_manifests(shard_dir):
+        for shard in manifest.shards:
+            for start, stop in shard["indices"]:
+                done.update(range(start, stop))
+        if include_failed:
+            done.update(int(f["index"]) for f in manifest.failures)
+    return done
+
+
+@dataclass
+class _Buffer:
+    names: list[str]
+    indices: list[np.ndarray] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)
+    n: int = 0
+
+
+def _metadata_array(values: list[Any]) -> pa.Array:
+    """Arrow array of plain metadata values; a column mixing types becomes strings."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def shard_table(indices: np.ndarray, rows: list[dict[str, Any]], features: np.ndarray) -> tuple[pa.Table, dict]:
+    """Rows sorted by index -> shard table and each metadata column's first appearance.
+
+    Returns:
+        (table with ``Metadata_index``, the metadata columns and ``__features__``,
+        {column: [input index, row within that input, position in the row]}).
+    """
+    first_seen: dict[str, list[int]] = {}
+    sub, prev = 0, None
+    for r, row in enumerate(rows):
+        sub = sub + 1 if indices[r] == prev else 0
+        prev = indices[r]
+        for pos, key in enumerate(row):
+            if key not in first_seen:
+                first_seen[key] = [int(indices[r]), sub, pos]
+    columns: dict[str, pa.Array] = {INDEX: pa.array(indices, type=pa.int64())}
+    for key in first_seen:
+        columns[key] = _metadata_array([plain_value(row.get(key)) for row in rows])
+    flat = pa.array(np.ascontiguousarray(features, dtype=np.float32).reshape(-1), type=pa.float32())
+    columns[FEATURES_COLUMN] = pa.FixedSizeListArray.from_arrays(flat, features.shape[1])
+    return pa.table(columns), first_seen
+
+
+class ShardWriter:
+    """Collects feature rows of one rank and commits them as Parquet shards of ``shard_size`` rows.
+
+    Rows of different feature schemas (e.g. 3- and 5-channel images, whose F differ) are buffered
+    separately, so every shard has one schema; ``finalize`` merges them with missing columns as null.
+
+    Args:
+        shard_dir: folder of the run's shards (the writer uses ``shard_dir/rank-NNNNN``).
+        provenance: what produces the rows.
+        shard_size: rows per shard; memory holds at most this many rows per feature schema.
+        rank: torchrun rank (0 when not distributed).
+        resume: continue the shards of an earlier run of this rank. Without it, a rank folder that
+            already holds shards is an error, so that two runs are never mixed.
+
+    Raises:
+        ConfigError: shards exist and ``resume`` is False, or the earlier run used another model,
+            preprocessing or feature layout (its provenance differs).
+    """
+
+    def __init__(
+        self,
+        shard_dir: str | os.PathLike,
+        provenance: Provenance,
+        shard_size: int = 4096,
+        rank: int = 0,
+        *,
+        resume: bool = False,
+    ) -> None:
+        if not isinstance(shard_size, int) or shard_size < 1:
+            raise ConfigError(f"shard_size={shard_size!r} must be a positive integer")
+        self.shard_size = shard_size
+        self.directory = rank_dir(shard_dir, rank)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._buffers: dict[str, _Buffer] = {}
+        self._pending_failures: list[dict[str, Any]] = []
+        self._closed = False
+        self._manifest = Manifest(self.directory, int(rank), provenance)
+        if (self.directory / MANIFEST_NAME).is_file():
+            old = Manifest.read(self.directory)
+            if old.shards or old.failures:
+                self._manifest = self._resume_from(old, provenance, resume)
+        self._seq = 1 + max((int(_SHARD_NAME.fullmatch(s["file"]).group(1)) for s in self._manifest.shards), default=-1)
+        self._remove_strays()
+        self._manifest.write()
+
+    @property
+    def provenance(self) -> Provenance:
+        """The run's provenance (the first start's, when resumed)."""
+        return self._manifest.provenance
+
+    @property
+    def committed_rows(self) -> int:
+        return sum(s["rows"] for s in self._manifest.shards)
+
+    @staticmethod
+    def _resume_from(old: Manifest, provenance: Provenance, resume: bool) -> Manifest:
+        if not resume:
+            raise ConfigError(
+                f"{old.directory} already holds {len(old.shards)} shards of an earlier run; pass resume=True "
+                f"(--resume) to continue it, or choose an empty output directory"
+            )
+        diff = old.provenance.differences(provenance)
+        if diff:
+            raise ConfigError(
+                f"cannot resume {old.directory}: the earlier run differs in {diff}; use the same model and "
+                f"settings, or start in an empty output directory"
+            )
+        log.info("resuming %s: %d shards, %d failures committed", old.directory, len(old.shards), len(old.failures))
+        old.closed = False
+        return old
+
+    def _remove_strays(self) -> None:
+        """Delete temporary files and shards the manifest does not list (left by a crash)."""
+        listed = {s["file"] for s in self._manifest.shards}
+        for path in self.directory.iterdir():
+            stray = path.name.endswith(".tmp") or (_SHARD_NAME.fullmatch(path.name) and path.name not in listed)
+            if stray and path.is_file():
+                log.info("removing %s, left by an interrupted run", path)
+                path.unlink()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError(f"ShardWriter for {self.directory} is closed; open a new one with resume=True")
+
+    def add(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        metadata_rows: Sequence[dict[str, Any]],
+        features: np.ndarray,
+        feature_names: Sequence[str],
+    ) -> None:
+        """Buffer rows; commit a shard when a schema's buffer reaches ``shard_size`` rows.
+
+        All rows of one input (all cells of a field of view) must come in the same call, so that a
+        committed input is always complete.
+
+        Args:
+            indices: (n,) global input index of each row (repeated for the cells of one input).
+            metadata_rows: n dicts of metadata, every key starting with ``Metadata_`` (see
+                ``columns.metadata_row``); values None, bool, int, float or str (others are stored as
+                str).
+            features: float (n, F).
+            feature_names: F names, the model's ``feature_names``.
+
+        Raises:
+            InputError: mismatched lengths, F == 0, negative indices, bad feature or metadata names.
+        """
+        self._check_open()
+        idx = np.asarray(indices)
+        if idx.size and idx.dtype.kind not in "iu":
+            raise InputError(f"indices must be integers; got dtype {idx.dtype}")
+        idx = idx.astype(np.int64).reshape(-1)
+        feats = np.array(features, dtype=np.float32, copy=True)
+        rows = list(metadata_rows)
+        if feats.ndim != 2 or feats.shape[1] == 0:
+            raise InputError(f"features must be (n, F) with F > 0; got shape {feats.shape}")
+        if not len(idx) == len(rows) == feats.shape[0]:
+            raise InputError(
+                f"got {len(idx)} indices, {len(rows)} metadata rows and {feats.shape[0]} feature rows; "
+                f"expected one of each per output row"
+            )
+        if idx.size == 0:
+            return
+        if idx.min() < 0:
+            raise InputError(f"input indices must be >= 0; got {int(idx.min())}")
+        names = check_feature_names(feature_names, feats.shape[1])
+        for row in rows:
+            bad = [k for k in row if k == INDEX or not str(k).startswith(METADATA_PREFIX)]
+            if bad:
+                raise InputError(
+                    f"metadata keys {bad} are not allowed: every key must start with {METADATA_PREFIX!r} "
+                    f"(build rows with dino_boc.outputs.metadata_row) and {INDEX!r} is set by the writer"
+                )
+        key = schema_id(names)
+        buf = self._buffers.setdefault(key, _Buffer(names))
+        buf.indices.append(idx)
+        buf.rows.extend(rows)
+        buf.features.append(feats)
+        buf.n += len(idx)
+        if buf.n >= self.shard_size:
+            self._commit(key)
+
+    def add_failure(self, index: int, path: str | os.PathLike, reason: str | BaseException) -> None:
+        """Record an input that could not be embedded; committed with the next shard or at close.
+
+        Args:
+            index: global input index.
+            path: the input's path (or description).
+            reason: ``"ErrorClass: message"`` or the exception itself (formatted that way); the
+                summary counts failures by the part before the first colon.
+        """
+        self._check_open()
+        if isinstance(reason, BaseException):
+            reason = f"{type(reason).__name__}: {reason}"
+        self._pending_failures.append({"index": int(index), "path": str(path), "reason": str(reason)})
+
+    def _commit(self, key: str) -> None:
+        buf = self._buffers.pop(key)
+        idx = np.concatenate(buf.indices)
+        order = np.argsort(idx, kind="stable")
+        idx = idx[order]
+        table, first_seen = shard_table(idx, [buf.rows[i] for i in order], np.concatenate(buf.features)[order])
+        name = f"shard-{self._seq:06d}.parquet"
+        self._seq += 1
+        atomic_write(self.directory / name, lambda f: pq.write_table(table, f))
+        self._manifest.feature_schemas.setdefault(key, buf.names)
+        self._manifest.shards.append(
+            {
+                "file": name,
+                "rows": int(idx.size),
+                "min_index": int(idx[0]),
+                "max_index": int(idx[-1]),
+                "indices": index_ranges(idx),
+                "schema": key,
+                "metadata_columns": first_seen,
+            }
+        )
+        self._write_manifest()
+        log.debug("committed %s (%d rows)", self.directory / name, idx.size)
+
+    def _write_manifest(self) -> None:
+        self._manifest.failures.extend(self._pending_failures)
+        self._pending_failures = []
+        self._manifest.write()
+
+    def flush(self) -> None:
+        """Commit every buffered row (shards may be smaller than ``shard_size``) and the failures."""
+        self._check_open()
+        for key in sorted(self._buffers):
+            self._commit(key)
+        self._write_manifest()
+
+    def close(self) -> None:
+        """Flush and mark this rank finished in its manifest. Idempotent."""
+        if self._closed:
+            return
+        self.flush()
+        self._manifest.closed = True
+        self._manifest.write()
+        self._closed = True
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif not self._closed:
+            self.flush()  # rows already buffered are complete inputs; keep them for resume
+

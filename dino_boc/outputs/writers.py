@@ -1,0 +1,248 @@
+"""Final outputs: Parquet, AnnData ``.h5ad`` or ``.npy`` + index CSV, plus the errors CSV.
+
+``finalize(shard_dir, output)`` merges the shards of every rank in input order (``merge.py``) and
+streams them into the output, which is written under a temporary name and renamed. Spec:
+``docs/outputs.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from dino_boc.errors import ConfigError, InputError, require
+from dino_boc.outputs.merge import Chunk, MergePlan, iter_merged, plan_merge
+from dino_boc.outputs.provenance import Provenance
+from dino_boc.outputs.shards import atomic_write
+
+__all__ = ["OutputFormat", "finalize", "read_provenance", "output_format", "sidecar_paths", "PROVENANCE_KEY"]
+
+log = logging.getLogger(__name__)
+
+OutputFormat = Literal["parquet", "h5ad", "npy"]
+PROVENANCE_KEY = "dino_boc"
+_SUFFIXES: dict[str, OutputFormat] = {".parquet": "parquet", ".pq": "parquet", ".h5ad": "h5ad", ".npy": "npy"}
+
+
+def output_format(path: str | os.PathLike) -> OutputFormat:
+    """The format an output path asks for, from its suffix.
+
+    Raises:
+        ConfigError: an unknown suffix.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ConfigError(f"output {str(path)!r} has suffix {suffix!r}; expected one of {sorted(_SUFFIXES)}")
+    return _SUFFIXES[suffix]
+
+
+def sidecar_paths(output: str | os.PathLike) -> dict[str, Path]:
+    """Files written next to ``output``: ``errors`` (always), ``index`` and ``provenance`` (``.npy``)."""
+    out = Path(output)
+    return {
+        "errors": out.with_name(out.stem + ".errors.csv"),
+        "index": out.with_name(out.stem + ".index.csv"),
+        "provenance": out.with_name(out.stem + ".provenance.json"),
+    }
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def reason_kind(reason: str) -> str:
+    """The part of a failure reason before the first colon (``"ImageReadError"``)."""
+    return reason.split(":", 1)[0].strip() or reason
+
+
+def finalize(
+    shard_dir: str | os.PathLike, output_path: str | os.PathLike, *, row_group_rows: int = 8192
+) -> dict[str, Any]:
+    """Merge a run's shards into one output in input order, plus ``<stem>.errors.csv``.
+
+    Call it once, on rank 0, after every rank closed its ``ShardWriter``. Memory holds about one shard
+    per rank and feature schema (the ``obs`` table of ``.h5ad`` outputs is built in memory).
+
+    Args:
+        shard_dir: the folder given to the ``ShardWriter`` of every rank.
+        output_path: ``.parquet`` (default of the CLI), ``.h5ad`` (needs ``dino-boc[anndata]``) or
+            ``.npy`` (writes ``<stem>.index.csv`` and ``<stem>.provenance.json`` beside it).
+        row_group_rows: rows per Parquet row group / per write.
+
+    Returns:
+        summary ``{"output", "format", "errors_file", "n_ok" (inputs embedded), "n_rows",
+        "n_failed", "by_reason" {kind: count}, "feature_columns" F, "complete"}``.
+
+    Raises:
+        ConfigError: unknown suffix, or an inconsistent shard folder (see ``merge.plan_merge``).
+        InputError: ``shard_dir`` holds no manifest.
+        MissingExtraError: ``.h5ad`` without anndata installed.
+    """
+    output = Path(output_path)
+    fmt = output_format(output)
+    plan = plan_merge(shard_dir)
+    if not plan.complete:
+        log.warning("some ranks in %s did not close their writer; the output holds only committed rows", shard_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    writers: dict[str, Callable[[MergePlan, Path, int], None]] = {
+        "parquet": write_parquet,
+        "h5ad": write_h5ad,
+        "npy": write_npy,
+    }
+    writers[fmt](plan, output, row_group_rows)
+    errors = sidecar_paths(output)["errors"]
+    write_errors(errors, plan.failures)
+    summary = {
+        "output": str(output),
+        "format": fmt,
+        "errors_file": str(errors),
+        "n_ok": plan.n_inputs,
+        "n_rows": plan.n_rows,
+        "n_failed": len(plan.failures),
+        "by_reason": dict(Counter(reason_kind(f["reason"]) for f in plan.failures)),
+        "feature_columns": len(plan.feature_names),
+        "complete": plan.complete,
+    }
+    log.info("wrote %s: %d rows from %d inputs, %d failed", output, plan.n_rows, plan.n_inputs, len(plan.failures))
+    return summary
+
+
+def write_errors(path: Path, failures: list[dict[str, Any]]) -> None:
+    """``index,path,reason`` per failed input, by index (a header only when none failed)."""
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(["index", "path", "reason"])
+    for f in failures:
+        w.writerow([f["index"], f["path"], f["reason"]])
+    data = text.getvalue().encode()
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def _feature_arrays(chunk: Chunk, plan: MergePlan) -> list[pa.Array]:
+    """Feature columns of a chunk; columns a row's schema lacks are null."""
+    feats = np.asfortranarray(chunk.features)
+    present = plan.present[np.unique(chunk.codes)]
+    everywhere, nowhere = present.all(0), ~present.any(0)
+    out = []
+    for j in range(feats.shape[1]):
+        if everywhere[j]:
+            out.append(pa.array(feats[:, j], type=pa.float32()))
+        elif nowhere[j]:
+            out.append(pa.nulls(len(chunk), type=pa.float32()))
+        else:
+            out.append(pa.array(feats[:, j], type=pa.float32(), mask=~plan.present[chunk.codes, j]))
+    return out
+
+
+def write_parquet(plan: MergePlan, output: Path, row_group_rows: int) -> None:
+    """Metadata columns, then one float32 column per feature; provenance under schema metadata key
+    ``dino_boc``. Written row group by row group."""
+    fields = list(plan.metadata_schema) + [pa.field(n, pa.float32()) for n in plan.feature_names]
+    schema = pa.schema(fields, metadata={PROVENANCE_KEY: plan.provenance.to_json()})
+    tmp = _tmp(output)
+    with pq.ParquetWriter(tmp, schema) as w:
+        for chunk in iter_merged(plan, rows=row_group_rows):
+            arrays = list(chunk.metadata.columns) + _feature_arrays(chunk, plan)
+            w.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=row_group_rows)
+    os.replace(tmp, output)
+
+
+def write_npy(plan: MergePlan, output: Path, row_group_rows: int) -> None:
+    """float32 (n, F) ``.npy`` (NaN where a row lacks a column), ``<stem>.index.csv`` with the
+    metadata columns row for row, ``<stem>.provenance.json`` ``{"dino_boc": ..., "feature_names": ...}``."""
+    side = sidecar_paths(output)
+    tmp_npy, tmp_csv = _tmp(output), _tmp(side["index"])
+    arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(plan.n_rows, len(plan.feature_names)))
+    row = 0
+    with pacsv.CSVWriter(tmp_csv, plan.metadata_schema) as w:
+        for chunk in iter_merged(plan, rows=row_group_rows):
+            arr[row : row + len(chunk)] = chunk.features
+            row += len(chunk)
+            w.write_table(chunk.metadata)
+    arr.flush()
+    del arr
+    sidecar = {PROVENANCE_KEY: plan.provenance.to_dict(), "feature_names": plan.feature_names, "n_rows": plan.n_rows}
+    text = json.dumps(sidecar, indent=1).encode()
+    atomic_write(side["provenance"], lambda f: f.write(text))
+    os.replace(tmp_csv, side["index"])
+    os.replace(tmp_npy, output)
+
+
+def _obs_column(col: pa.ChunkedArray) -> Any:
+    """An Arrow metadata column as something anndata writes: strings as categoricals, nullable ints
+    and bools as pandas nullable dtypes."""
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
+        return pd.Categorical(col.to_pylist())
+    if col.null_count and pa.types.is_integer(t):
+        return pd.array(col.to_pylist(), dtype="Int64")
+    if col.null_count and pa.types.is_boolean(t):
+        return pd.array(col.to_pylist(), dtype="boolean")
+    return col.to_numpy()
+
+
+def write_h5ad(plan: MergePlan, output: Path, row_group_rows: int) -> None:
+    """AnnData: X float32 (n, F) written chunk by chunk, ``obs`` = metadata, ``var_names`` = feature
+    names, ``uns["dino_boc"]`` = provenance JSON string."""
+    anndata = require("anndata", "anndata")
+    h5py = require("h5py", "anndata")
+    io_module = getattr(anndata, "io", None)  # anndata >= 0.11; 0.10 keeps it in experimental
+    write_elem = getattr(io_module, "write_elem", None) or anndata.experimental.write_elem
+
+    tmp = _tmp(output)
+    tables = []
+    with h5py.File(tmp, "w") as f:
+        f.attrs["encoding-type"], f.attrs["encoding-version"] = "anndata", "0.1.0"
+        x = f.create_dataset("X", shape=(plan.n_rows, len(plan.feature_names)), dtype="float32")
+        x.attrs["encoding-type"], x.attrs["encoding-version"] = "array", "0.2.0"
+        row = 0
+        for chunk in iter_merged(plan, rows=row_group_rows):
+            x[row : row + len(chunk)] = chunk.features
+            row += len(chunk)
+            tables.append(chunk.metadata)
+        meta = pa.concat_tables(tables) if tables else plan.metadata_schema.empty_table()
+        obs = pd.DataFrame({name: _obs_column(meta.column(name)) for name in meta.column_names})
+        obs.index = pd.Index([str(i) for i in range(meta.num_rows)])
+        write_elem(f, "obs", obs)
+        write_elem(f, "var", pd.DataFrame(index=pd.Index(plan.feature_names, dtype=object)))
+        write_elem(f, "uns", {PROVENANCE_KEY: plan.provenance.to_json()})
+        for key in ("obsm", "varm", "layers", "obsp", "varp"):
+            write_elem(f, key, {})
+    os.replace(tmp, output)
+
+
+def read_provenance(path: str | os.PathLike) -> Provenance:
+    """The provenance recorded in a dino_boc output (``.parquet``, ``.h5ad`` or ``.npy``).
+
+    Raises:
+        InputError: the file carries no dino_boc provenance.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    if fmt == "parquet":
+        text = (pq.read_schema(path).metadata or {}).get(PROVENANCE_KEY.encode())
+    elif fmt == "h5ad":
+        h5py = require("h5py", "anndata")
+        with h5py.File(path, "r") as f:
+            node = f.get(f"uns/{PROVENANCE_KEY}")
+            text = None if node is None else node[()]
+    else:
+        side = sidecar_paths(path)["provenance"]
+        data = json.loads(side.read_text()) if side.is_file() else {}
+        text = json.dumps(data[PROVENANCE_KEY]) if PROVENANCE_KEY in data else None
+    if text is None:
+        raise InputError(f"{path} carries no {PROVENANCE_KEY!r} provenance; expected an output written by dino_boc")
+    return Provenance.from_json(text)

@@ -1,0 +1,129 @@
+import hashlib
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dino_boc.errors import ConfigError, InputError
+from dino_boc.outputs.columns import metadata_row, order_metadata_columns
+from dino_boc.outputs.provenance import FORMAT_VERSION, FeatureLayout, Provenance, state_dict_sha256
+from dino_boc.preprocess.config import PreprocessConfig
+from outputs_helpers import make_provenance
+
+
+def test_dict_and_json_round_trip():
+    prov = make_provenance(tiling={"size": 224, "reduce": "mean"}, options={"z": "max", "mask_outside": True})
+    d = prov.to_dict()
+    assert list(d)[0] == "format_version" and d["format_version"] == FORMAT_VERSION
+    assert d["feature_layout"] == {"arch": "boc", "n_last_blocks": 1, "avgpool": False, "channel_pool": "concat"}
+    assert Provenance.from_dict(d) == prov
+    assert Provenance.from_json(prov.to_json()) == prov
+    assert json.loads(prov.to_json()) == d
+
+
+def test_from_dict_rejects_other_versions_and_unknown_keys():
+    d = make_provenance().to_dict()
+    with pytest.raises(ConfigError, match="format_version"):
+        Provenance.from_dict({**d, "format_version": FORMAT_VERSION + 1})
+    with pytest.raises(ConfigError, match="unknown provenance keys"):
+        Provenance.from_dict({**d, "colour": "blue"})
+    missing = dict(d)
+    del missing["model_name"]
+    with pytest.raises(ConfigError, match="incomplete"):
+        Provenance.from_dict(missing)
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        Provenance.from_json("{oops")
+
+
+def test_validation():
+    with pytest.raises(ConfigError, match="preprocessing lacks"):
+        make_provenance(preprocessing={"normalize": "self"})
+    with pytest.raises(ConfigError, match="weights_sha256"):
+        make_provenance(weights_sha256="XYZ")
+    with pytest.raises(ConfigError, match="JSON-serialisable"):
+        make_provenance(options={"f": object()})
+    with pytest.raises(ConfigError, match="n_last_blocks"):
+        FeatureLayout(arch="boc", n_last_blocks=0, avgpool=True)
+
+
+def test_differences_ignore_created_time():
+    a = make_provenance(created="2024-01-01T00:00:00+00:00")
+    b = make_provenance(created="2025-06-01T12:00:00+00:00")
+    assert a.differences(b) == []
+    c = make_provenance(feature_layout={"arch": "boc", "n_last_blocks": 4, "avgpool": True})
+    assert a.differences(c) == ["feature_layout"]
+
+
+def test_state_dict_sha256_follows_documented_recipe():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 2)
+    expected = hashlib.sha256()
+    for key in ("bias", "weight"):
+        t = lin.state_dict()[key]
+        expected.update(key.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        expected.update(t.detach().numpy().astype("<f4").tobytes())
+    assert state_dict_sha256(lin) == expected.hexdigest()
+
+    twin = torch.nn.Linear(3, 2)
+    twin.load_state_dict(lin.state_dict())
+    assert state_dict_sha256(twin) == state_dict_sha256(lin.state_dict())
+    with torch.no_grad():
+        twin.weight[0, 0] += 1e-3
+    assert state_dict_sha256(twin) != state_dict_sha256(lin)
+
+
+def test_from_model_reads_model_attributes():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 4)
+    model.name = "tiny"
+    model.pretrained = False
+    model.config = SimpleNamespace(arch="ha")
+    model.preprocess = PreprocessConfig(crop=32)
+    prov = Provenance.from_model(model, n_last_blocks=4, avgpool=True, tiling={"size": 64, "reduce": "mean"})
+    assert prov.model_name == "tiny" and prov.pretrained is False
+    assert prov.weights_sha256 == state_dict_sha256(model)
+    assert prov.preprocessing == json.loads(json.dumps(PreprocessConfig(crop=32).to_dict()))
+    assert prov.feature_layout == FeatureLayout(arch="ha", n_last_blocks=4, avgpool=True)
+    run_pre = PreprocessConfig(resize=64, crop=56)
+    prov2 = Provenance.from_model(model, n_last_blocks=1, avgpool=False, preprocessing=run_pre)
+    assert prov2.preprocessing["resize"] == 64 and prov2.preprocessing["crop"] == 56
+
+
+def test_metadata_row_names():
+    extra = {"Plate": "P1", "Metadata_Well": "A01"}
+    row = metadata_row("/a/b.tif", ["DNA", "RNA"], extra, cell_label=7, centroid=(3, 4.5))
+    assert row == {
+        "Metadata_path": "/a/b.tif",
+        "Metadata_channels": "DNA;RNA",
+        "Metadata_Plate": "P1",
+        "Metadata_Well": "A01",
+        "Metadata_cell_label": 7,
+        "Metadata_centroid_y": 3.0,
+        "Metadata_centroid_x": 4.5,
+    }
+    with pytest.raises(InputError, match="reserved|sets"):
+        metadata_row("x.tif", ["DNA"], {"path": "elsewhere"})
+    with pytest.raises(InputError, match="';'"):
+        metadata_row("x.tif", ["DNA;RNA"])
+
+
+def test_metadata_column_order():
+    first_seen = {
+        "Metadata_centroid_x": (0, 0, 9),
+        "Metadata_Well": (2, 0, 0),
+        "Metadata_path": (0, 0, 0),
+        "Metadata_Plate": (0, 0, 3),
+        "Metadata_index": (0, 0, 0),
+        "Metadata_cell_label": (0, 0, 7),
+        "Metadata_channels": (0, 0, 1),
+    }
+    assert order_metadata_columns(first_seen) == [
+        "Metadata_index",
+        "Metadata_path",
+        "Metadata_channels",
+        "Metadata_Plate",
+        "Metadata_Well",
+        "Metadata_cell_label",
+        "Metadata_centroid_x",
+    ]
