@@ -1,12 +1,17 @@
-"""Selecting and ordering channels by index or name."""
+"""Selecting and ordering channels by index or name; hierarchical channel sampling (HCS) for training."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, TypeVar
+
+import numpy as np
+import torch
 
 from dino_boc.errors import ChannelError, InputError
 
-__all__ = ["resolve_channels"]
+__all__ = ["resolve_channels", "sample_channels", "HierarchicalChannelSampling"]
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def resolve_channels(
@@ -47,3 +52,65 @@ def resolve_channels(
                 raise ChannelError(f"channel index {i} is out of range for an image with {n_channels} channels")
             out.append(i % n_channels)
     return out
+
+
+def sample_channels(
+    x: ArrayT, generator: torch.Generator | None = None, *, dim: int = 0, keep_order: bool = True
+) -> tuple[ArrayT, list[int]]:
+    """Hierarchical channel sampling (HCS, Bao et al. 2024; paper App. E) of one image or batch.
+
+    Draws ``m ~ U{1..K}``, then m of the K channels uniformly without replacement.
+
+    Args:
+        x: ``(K, H, W)`` (``dim=0``) or ``(B, K, H, W)`` (``dim=1``: the same channels for the whole
+            batch), a torch tensor or numpy array.
+        generator: a seeded ``torch.Generator`` for reproducible draws; None uses the global RNG.
+        dim: the channel axis.
+        keep_order: return the chosen channels in their input order (else in the order drawn).
+
+    Returns:
+        The sub-array with m channels along ``dim`` (same type as ``x``) and the m chosen indices (pass
+        them as ``channel_ids`` to a Channel-ViT, whose channel ids follow the input channels).
+
+    Raises:
+        InputError: ``x`` has no axis ``dim`` or zero channels.
+    """
+    if not -x.ndim <= dim < x.ndim:
+        raise InputError(f"dim={dim} is not an axis of an array of shape {tuple(x.shape)}")
+    k = int(x.shape[dim])
+    if k == 0:
+        raise InputError(f"cannot sample channels of an image with 0 channels (shape {tuple(x.shape)})")
+    m = int(torch.randint(1, k + 1, (1,), generator=generator))
+    idx = torch.randperm(k, generator=generator)[:m]
+    if keep_order:
+        idx = idx.sort().values
+    chosen = idx.tolist()
+    if isinstance(x, torch.Tensor):
+        return x.index_select(dim, idx.to(x.device)), chosen
+    return np.take(x, chosen, axis=dim), chosen
+
+
+class HierarchicalChannelSampling:
+    """A training transform applying :func:`sample_channels` to ``(K, H, W)`` images.
+
+    Args:
+        seed: seed of the transform's own generator (reproducible draws), or None for the global RNG
+            (which DataLoader seeds differently in each worker; a fixed seed repeats in every worker).
+        keep_order: keep the chosen channels in input order.
+
+    Example:
+        >>> hcs = HierarchicalChannelSampling(seed=0)
+        >>> sub, idx = hcs(img)          # img: (K, H, W); sub: (m, H, W), 1 <= m <= K
+    """
+
+    def __init__(self, *, seed: int | None = None, keep_order: bool = True):
+        self.keep_order = keep_order
+        self.generator: torch.Generator | None = None
+        if seed is not None:
+            self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: ArrayT) -> tuple[ArrayT, list[int]]:
+        return sample_channels(x, self.generator, keep_order=self.keep_order)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(keep_order={self.keep_order})"
