@@ -1,0 +1,26 @@
+"""DINOv2 pretraining of DINO BoC, DINO HA and Channel-ViT (paper §4.2, App. C-D.1).
+
+Import explicitly (``from dino_boc.train.losses import DINOLoss``); nothing in the rest of the package imports
+this. Model-independent pieces an engine composes:
+
+* ``augment``   — ``MultiCropAugmentation(MultiCropConfig)``: image ``(K, H, W)`` -> ``MultiCrops`` (2 global +
+  8 local, random resized crop, flips, per-channel brightness/contrast, self-normalisation), seeded by a
+  ``torch.Generator``.
+* ``masking``   — ``sample_masks(n_images, grid, ...)`` -> ``MaskBatch(masks (B, N), weights (M,), indices,
+  ratios)``: block-wise iBOT masks on half of the global-crop images, ratios stratified in [0.1, 0.5].
+* ``heads``     — ``DINOHead``: 3-layer MLP -> L2 norm -> weight-normed prototypes (norm fixed at 1), shared
+  by the DINO and iBOT losses.
+* ``losses``    — ``DINOLoss`` (CLS, cross-crop pairs), ``IBOTPatchLoss`` (masked patches), ``KoLeoLoss``;
+  ``losses.centering.TeacherCentering`` (EMA centre / Sinkhorn-Knopp) is shared by both. Each step:
+  ``t = loss.teacher_probs(teacher_logits, temp)`` (no grad, updates the centre), then ``loss(student, t, ...)``.
+* ``schedules`` — ``build_schedules(ScheduleConfig, global_batch_size=...)`` -> ``Schedules`` arrays (lr, wd,
+  teacher momentum, teacher temperature, last-layer lr) indexed by iteration; ``Schedules.at(it)``.
+* ``optim``     — ``build_optimizer(student)`` (AdamW, layer-wise lr decay 0.9, patch-embed lr x 0.2, no decay
+  for 1-D params/tokens) and ``apply_schedules(optimizer, lr=, wd=, last_layer_lr=)`` every iteration.
+
+Per step an engine: applies ``Schedules.at(it)`` with ``apply_schedules``; runs the teacher on the global crops
+and its head on the CLS tokens and the masked patch tokens; turns them into targets with
+``teacher_probs``; runs the student on global crops (with masks) and local crops; sums
+``DINOLoss + KoLeo (0.1, per global crop) + IBOTPatchLoss``; back-propagates, clips (3.0), steps; then
+updates the teacher by EMA with ``Schedules.momentum[it]``.
+"""

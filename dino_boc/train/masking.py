@@ -1,0 +1,163 @@
+"""Block-wise masks for the iBOT loss (BEiT / DINOv2 ``MaskingGenerator`` semantics).
+
+A mask is grown from rectangular blocks of at least 4 patches with aspect ratio in (0.3, 1/0.3) until it
+covers the requested number of patches (or no block fits). For a batch, a fraction ``mask_probability``
+(0.5) of the global-crop images is masked; their mask ratios are stratified over ``[0.1, 0.5]`` — image i
+of n draws its ratio uniformly in the i-th of n equal sub-intervals, as DINOv2's collate — and the order
+of images is then shuffled. Randomness comes from a ``torch.Generator`` so a seed reproduces the masks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dino_boc.errors import ConfigError
+from dino_boc.train.losses.ibot import masked_patch_weights
+
+__all__ = ["MaskingGenerator", "MaskBatch", "sample_masks"]
+
+
+def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=generator).item()
+
+
+def _randint(generator: torch.Generator | None, low: int, high: int) -> int:
+    """Uniform integer in ``[low, high]`` (both inclusive)."""
+    return int(torch.randint(low, high + 1, (), generator=generator).item())
+
+
+class MaskingGenerator:
+    """Draws one block-wise mask on an ``(h, w)`` patch grid.
+
+    Args:
+        grid: patch grid ``(h, w)`` (or one int for a square grid), e.g. ``(14, 14)`` for 224 px / 16.
+        max_num_patches: most patches one block may add; default half the grid (as DINOv2's training).
+        min_num_patches: fewest patches of a block's target area (4).
+        min_aspect: smallest block aspect ratio (0.3); the largest is ``max_aspect`` or ``1 / min_aspect``.
+
+    Raises:
+        ConfigError: an empty grid or a non-positive aspect ratio.
+    """
+
+    def __init__(
+        self,
+        grid: tuple[int, int] | int,
+        *,
+        max_num_patches: float | None = None,
+        min_num_patches: int = 4,
+        min_aspect: float = 0.3,
+        max_aspect: float | None = None,
+    ) -> None:
+        self.height, self.width = (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
+        if self.height < 1 or self.width < 1:
+            raise ConfigError(f"mask grid is {grid}; expected a positive (h, w) patch grid")
+        if min_aspect <= 0 or (max_aspect is not None and max_aspect <= 0):
+            raise ConfigError(f"mask aspect ratios must be > 0; got {min_aspect}, {max_aspect}")
+        self.num_patches = self.height * self.width
+        self.min_num_patches = min_num_patches
+        self.max_num_patches = 0.5 * self.num_patches if max_num_patches is None else max_num_patches
+        max_aspect = max_aspect or 1.0 / min_aspect
+        self.log_aspect = (math.log(min_aspect), math.log(max_aspect))
+
+    def _add_block(self, mask: np.ndarray, max_new: float, generator: torch.Generator | None) -> int:
+        """Try (10 times) to add one rectangle of new masked patches; return how many were added."""
+        for _ in range(10):
+            area = _uniform(generator, self.min_num_patches, max_new)
+            aspect = math.exp(_uniform(generator, *self.log_aspect))
+            h = int(round(math.sqrt(area * aspect)))
+            w = int(round(math.sqrt(area / aspect)))
+            if w >= self.width or h >= self.height:
+                continue
+            top = _randint(generator, 0, self.height - h)
+            left = _randint(generator, 0, self.width - w)
+            block = mask[top : top + h, left : left + w]
+            new = h * w - int(block.sum())
+            if 0 < new <= max_new:
+                block[...] = True
+                return new
+        return 0
+
+    def __call__(self, num_masking_patches: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A bool ``(h, w)`` mask with at most ``num_masking_patches`` True entries (fewer if no block fits)."""
+        mask = np.zeros((self.height, self.width), dtype=bool)
+        count = 0
+        while count < num_masking_patches:
+            added = self._add_block(mask, min(num_masking_patches - count, self.max_num_patches), generator)
+            if added == 0:
+                break
+            count += added
+        return torch.from_numpy(mask)
+
+
+@dataclass(frozen=True)
+class MaskBatch:
+    """Masks of a batch of global-crop images and what the iBOT loss needs from them.
+
+    Attributes:
+        masks: bool ``(B, N)``, True = patch replaced by the mask token in the student.
+        weights: float32 ``(M,)``, ``1 / n_b`` for each masked patch (row-major order of ``masks``).
+        indices: long ``(M,)`` flat indices of the masked patches into ``masks.flatten()``.
+        ratios: float32 ``(B,)`` requested mask ratio of each image (0 for unmasked images).
+    """
+
+    masks: torch.Tensor
+    weights: torch.Tensor
+    indices: torch.Tensor
+    ratios: torch.Tensor
+
+    @property
+    def n_masked(self) -> int:
+        """M, the number of masked patches in the batch."""
+        return int(self.indices.numel())
+
+
+def sample_masks(
+    n_images: int,
+    grid: tuple[int, int] | int,
+    *,
+    mask_probability: float = 0.5,
+    ratio_range: tuple[float, float] = (0.1, 0.5),
+    generator: torch.Generator | None = None,
+    mask_generator: MaskingGenerator | None = None,
+) -> MaskBatch:
+    """Masks for ``n_images`` global-crop images (G crops x B samples, crop-major, as DINOv2).
+
+    Args:
+        n_images: number of global-crop images in the batch.
+        grid: patch grid ``(h, w)`` of a global crop.
+        mask_probability: fraction of images that get a mask (``int(n_images * p)`` of them).
+        ratio_range: ``(min, max)`` mask ratio; stratified across the masked images.
+        generator: random source; seed it for reproducible masks.
+        mask_generator: block generator for ``grid``; default ``MaskingGenerator(grid)``.
+
+    Raises:
+        ConfigError: a probability or ratio outside [0, 1], or ``min > max``.
+    """
+    lo, hi = ratio_range
+    if not (0.0 <= mask_probability <= 1.0 and 0.0 <= lo <= hi <= 1.0):
+        raise ConfigError(
+            f"mask_probability={mask_probability}, ratio_range={ratio_range}; expected values in [0, 1] with min <= max"
+        )
+    gen = mask_generator if mask_generator is not None else MaskingGenerator(grid)
+    n_patches = gen.num_patches
+    n_masked_images = int(n_images * mask_probability)
+    bounds = np.linspace(lo, hi, n_masked_images + 1)
+    masks, ratios = [], []
+    for i in range(n_images):
+        ratio = _uniform(generator, bounds[i], bounds[i + 1]) if i < n_masked_images else 0.0
+        masks.append(gen(int(n_patches * ratio), generator=generator).flatten())
+        ratios.append(ratio)
+    order = torch.randperm(n_images, generator=generator)
+    stacked = torch.stack(masks)[order] if n_images else torch.zeros(0, n_patches, dtype=torch.bool)
+    masks_t = stacked.reshape(n_images, n_patches)
+    ratios_t = torch.tensor(ratios, dtype=torch.float32)[order] if n_images else torch.zeros(0)
+    return MaskBatch(
+        masks=masks_t,
+        weights=masked_patch_weights(masks_t),
+        indices=masks_t.flatten().nonzero().flatten(),
+        ratios=ratios_t,
+    )
