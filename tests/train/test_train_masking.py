@@ -1,0 +1,96 @@
+"""iBOT block masks: shapes, how many images are masked, ratio bounds and strata, weights, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dino_boc.errors import ConfigError
+from dino_boc.train.masking import MaskingGenerator, sample_masks
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_generator_masks_at_most_the_requested_patches():
+    gen = MaskingGenerator((8, 10))
+    assert gen.max_num_patches == 40  # half the grid
+    g = _seeded(0)
+    for k in (0, 4, 10, 25, 40):
+        mask = gen(k, generator=g)
+        assert mask.shape == (8, 10) and mask.dtype == torch.bool
+        assert int(mask.sum()) <= k
+        if k >= 10:
+            assert int(mask.sum()) >= k // 2  # blocks of >= 4 patches fill most of the request
+    assert not gen(0, generator=g).any()
+
+
+def test_a_first_block_is_a_rectangle_with_bounded_aspect():
+    g = _seeded(1)
+    gen = MaskingGenerator(16, max_num_patches=12)
+    rectangles = 0
+    for _ in range(30):
+        mask = gen(4, generator=g)  # mostly one block of 4 patches (1x4, 2x2, 4x1)
+        rows, cols = np.nonzero(mask.numpy())
+        assert 1 <= len(rows) <= 4
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        if h * w == len(rows):  # a single rectangular block
+            rectangles += 1
+            assert 0.25 <= h / w <= 4  # aspect in (0.3, 1 / 0.3) up to the rounding of small blocks
+    assert rectangles >= 10
+
+
+def test_half_of_the_images_are_masked_with_stratified_ratios():
+    n_images, grid = 16, (8, 8)
+    n = 64
+    batch = sample_masks(n_images, grid, generator=_seeded(2))
+    assert batch.masks.shape == (n_images, n) and batch.masks.dtype == torch.bool
+    counts = batch.masks.sum(dim=1)
+    masked = batch.ratios > 0
+    assert int(masked.sum()) == n_images // 2
+    assert int((counts > 0).sum()) == n_images // 2
+    assert (counts[~masked] == 0).all()
+    ratios = batch.ratios[masked]
+    assert ((ratios >= 0.1) & (ratios <= 0.5)).all()
+    assert (counts[masked] <= (n * ratios).floor()).all()
+    assert (counts[masked] >= 1).all()
+    # one image per stratum of linspace(0.1, 0.5, n_masked + 1)
+    bounds = np.linspace(0.1, 0.5, n_images // 2 + 1)
+    for i, r in enumerate(sorted(ratios.tolist())):
+        assert bounds[i] - 1e-6 <= r <= bounds[i + 1] + 1e-6
+    # the masked images are shuffled, not always the first half
+    assert masked.tolist() != [True] * (n_images // 2) + [False] * (n_images // 2)
+
+
+def test_weights_and_indices_for_the_ibot_loss():
+    batch = sample_masks(10, (6, 6), mask_probability=0.5, ratio_range=(0.2, 0.4), generator=_seeded(3))
+    flat = batch.masks.flatten()
+    torch.testing.assert_close(batch.indices, torch.arange(flat.numel())[flat])
+    assert batch.n_masked == int(flat.sum())
+    expected = []
+    for row in batch.masks:
+        n_row = int(row.sum())
+        expected += [1.0 / max(n_row, 1)] * n_row
+    torch.testing.assert_close(batch.weights, torch.tensor(expected))
+    assert batch.weights.sum().item() == pytest.approx(int((batch.masks.sum(1) > 0).sum()))
+
+
+def test_masks_are_reproducible_with_a_seed():
+    a = sample_masks(12, (7, 7), generator=_seeded(4))
+    b = sample_masks(12, (7, 7), generator=_seeded(4))
+    c = sample_masks(12, (7, 7), generator=_seeded(5))
+    torch.testing.assert_close(a.masks, b.masks)
+    torch.testing.assert_close(a.ratios, b.ratios)
+    assert not torch.equal(a.masks, c.masks)
+
+
+def test_other_probabilities_and_bad_settings():
+    assert int((sample_masks(7, 8, mask_probability=1.0, generator=_seeded(6)).ratios > 0).sum()) == 7
+    assert not sample_masks(7, 8, mask_probability=0.0, generator=_seeded(6)).masks.any()
+    assert sample_masks(0, 8).masks.shape == (0, 64)
+    with pytest.raises(ConfigError, match="mask_probability"):
+        sample_masks(4, 8, mask_probability=1.5)
+    with pytest.raises(ConfigError, match="min <= max"):
+        sample_masks(4, 8, ratio_range=(0.5, 0.1))
