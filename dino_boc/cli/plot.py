@@ -1,0 +1,70 @@
+"""``dino-boc plot``: figures of a feature table or of one image (needs the ``plot`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _channel(value: str) -> int | str:
+    """A channel given on the command line: an index when it is an integer, else a name."""
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot", help="UMAP/PCA of features, patch and attention maps, channel montage",
+        description="Draw figures and save them as PNG, SVG or PDF (by the suffix of -o). "
+                    "Needs: pip install \"dino-boc[plot]\". See docs/plots.md for how to read them.",
+    )
+    s = p.add_subparsers(dest="plot_command", metavar="ACTION", required=True)
+
+    e = s.add_parser("embedding", help="2-D map of a feature table, one point per row",
+                     description="Map every row of FEATURES (.parquet, .h5ad or .csv) to 2-D with "
+                                 "UMAP or PCA and colour it by a metadata column.")
+    e.add_argument("features", help="feature table written by 'dino-boc embed' (.parquet, .h5ad, .csv)")
+    e.add_argument("--color", default=None, help="metadata column to colour by, e.g. Metadata_Plate")
+    e.add_argument("--method", choices=["umap", "pca"], default="umap", help="default: %(default)s")
+    e.add_argument("--channels", nargs="+", type=_channel, default=None,
+                   help="use only these channels' feature columns (labels as in the column names, or indices)")
+    e.add_argument("--no-standardize", dest="standardize", action="store_false",
+                   help="do not z-score the feature columns first")
+    e.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    e.add_argument("-o", "--output", required=True, help="figure file (.png, .svg or .pdf)")
+    e.set_defaults(func=run)
+
+    m = s.add_parser("patches", help="per channel: input, patch-token PCA, CLS attention",
+                     description="For each channel of IMAGE: the pre-processed channel, the first three "
+                                 "principal components of its last-block patch tokens as RGB, and the last "
+                                 "block's CLS attention (mean over heads).")
+    m.add_argument("image", help="image file (TIFF, OME-Zarr, PNG, ...)")
+    m.add_argument("--model", default=None,
+                   help="model name, folder or checkpoint (default: the library's default model, as dino-boc embed)")
+    m.add_argument("--channels", nargs="+", type=_channel, default=None, help="channels by index or name")
+    m.add_argument("--resize", type=int, default=None, help="shorter side after resizing (0: none)")
+    m.add_argument("--crop", type=int, default=None, help="centre-crop side (0: none)")
+    m.add_argument("--no-attention", dest="attention", action="store_false",
+                   help="leave out the attention column (needed for non-BoC models)")
+    m.add_argument("-o", "--output", required=True, help="figure file (.png, .svg or .pdf)")
+    m.set_defaults(func=run)
+
+    c = s.add_parser("channels", help="montage of an image's channels and a pseudo-colour composite")
+    c.add_argument("image", help="image file")
+    c.add_argument("-o", "--output", required=True, help="figure file (.png, .svg or .pdf)")
+    c.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dino_boc import plot
+
+    if args.plot_command == "embedding":
+        plot.embedding(args.features, args.color, method=args.method, channels=args.channels,
+                       standardize=args.standardize, seed=args.seed, output=args.output)
+    elif args.plot_command == "patches":
+        from dino_boc.embed import DEFAULT_MODEL
+
+        plot.patch_maps(args.image, model=args.model or DEFAULT_MODEL, channels=args.channels, resize=args.resize,
+                        crop=args.crop, attention=args.attention, output=args.output)
+    else:
+        plot.channels(args.image, output=args.output)
+    print(f"wrote {args.output}")
+    return 0
