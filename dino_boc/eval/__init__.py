@@ -6,7 +6,7 @@ Import explicitly (``from dino_boc.eval import chammi_knn``); nothing else in di
 from dino_boc.eval.chammi import SUMMARY_COLUMNS, TASK_COLUMNS, chammi, chammi_knn, chammi_knn_tasks, chammi_summary
 from dino_boc.eval.chammi_data import ChammiImages, load_chammi, read_tape_image
 from dino_boc.eval.knn import knn, nearest_neighbors
-from dino_boc.eval.linear import LinearProbeResult, fit_linear_sweep, linear_probe
+from dino_boc.eval.linear import FeatureSplits, LinearProbeResult, feature_splits, fit_linear_sweep, linear_probe
 from dino_boc.eval.metrics import accuracy, macro_f1
 from dino_boc.eval.presets import PRESETS, FeaturePreset, get_preset
 
@@ -21,6 +21,8 @@ __all__ = [
     "knn",
     "nearest_neighbors",
     "linear_probe",
+    "feature_splits",
+    "FeatureSplits",
     "fit_linear_sweep",
     "LinearProbeResult",
     "macro_f1",

@@ -270,7 +270,12 @@ def _embed_rows(paths: list[str], widths: list[int], file_paths: list[str], *, m
                 batch_size: int, num_workers: int) -> pd.DataFrame:
     """Embed the images of one source through the dataset pipeline (the one place that calls it).
 
-    Returns the pipeline's table: ``Metadata_*`` columns, then feature columns, one row per input row.
+    Each image is an ``ImageRecord`` carrying its own ``channel_width`` (the tape is unfolded on reading)
+    and its ``file_path`` as metadata; the pipeline skips unreadable images and lists them in
+    ``table.attrs["errors"]``.
+
+    Returns the pipeline's table: ``Metadata_*`` columns (``Metadata_file_path`` among them), then feature
+    columns, one row per embedded image, in input order.
     """
     from dino_boc.io import ImageRecord
     from dino_boc.pipeline import embed_dataset
@@ -304,9 +309,10 @@ def _cached_source(root: Path, rows: pd.DataFrame, path: Path, **embed_opts) -> 
         got = table["Metadata_file_path"].astype(str).tolist()
         if got != file_paths:
             missing = sorted(set(file_paths) - set(got))
+            errors = [f"{e.get('path')}: {e.get('reason')}" for e in table.attrs.get("errors", [])[:3]]
             raise InputError(
-                f"the pipeline returned {len(got)} rows for {len(file_paths)} images (missing e.g. {missing[:3]}); "
-                "expected every CHAMMI image embedded in order — see the pipeline's errors file"
+                f"the pipeline returned {len(got)} rows for {len(file_paths)} images (missing e.g. {missing[:3]}; "
+                f"errors: {errors}); expected every CHAMMI image embedded in order — fix or re-download those files"
             )
     elif len(table) != len(file_paths):
         raise InputError(f"the pipeline returned {len(table)} rows for {len(file_paths)} images")

@@ -24,8 +24,8 @@ import torch
 from dino_boc.errors import InputError
 from dino_boc.eval.metrics import accuracy, macro_f1
 
-__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "LinearProbeResult", "LinearSweep", "fit_linear_sweep",
-           "linear_probe"]
+__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "LinearProbeResult", "LinearSweep", "FeatureSplits",
+           "feature_splits", "fit_linear_sweep", "linear_probe"]
 
 logger = logging.getLogger(__name__)
 
@@ -275,3 +275,82 @@ def linear_probe(
         test_macro_f1=macro_f1(test_true, test_pred), test_accuracy=accuracy(test_true, test_pred),
         sweep=table, model=sweep, member=best,
     )
+
+
+@dataclass(frozen=True)
+class FeatureSplits:
+    """Features and labels of the train, validation and test rows of one table (see :func:`feature_splits`).
+
+    Attributes:
+        train_x, val_x, test_x: float32 (N, F), (Nv, F), (Nt, F).
+        train_y, val_y, test_y: labels (N,), (Nv,), (Nt,).
+        feature_columns: the F column names.
+    """
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    feature_columns: list[str]
+
+    def probe_args(self) -> tuple:
+        """``(train_x, train_y, val_x, val_y, test_x, test_y)``, the positional arguments of :func:`linear_probe`."""
+        return self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y
+
+
+def _table_column(table: pd.DataFrame, name: str, what: str) -> str:
+    """The column called ``name``, or ``Metadata_<name>`` (dino_boc output tables prefix metadata)."""
+    for col in (name, "Metadata_" + name):
+        if col in table.columns:
+            return col
+    meta = [c for c in table.columns if str(c).startswith("Metadata_")]
+    raise InputError(f"the table has no {what} column {name!r} (nor 'Metadata_{name}'); its metadata columns are "
+                     f"{meta[:20]} — pass one of those")
+
+
+def feature_splits(table: pd.DataFrame, *, label: str, split: str, train: str = "train", val: str = "val",
+                   test: str = "test") -> FeatureSplits:
+    """Cut a feature table (``Metadata_*`` columns, then feature columns) into train / validation / test.
+
+    Feature columns are every column except those starting with ``Metadata_`` and the ``label`` and ``split``
+    columns. Rows whose split is none of the three values are left out; rows without a label are dropped
+    (with a warning).
+
+    Args:
+        table: e.g. ``pandas.read_parquet`` of a table written by ``dino-boc embed`` plus your own columns.
+        label: column of class labels (``name`` or ``Metadata_name``).
+        split: column saying which split each row belongs to.
+        train, val, test: the values of ``split`` marking each split (compared as text).
+
+    Returns:
+        :class:`FeatureSplits`; pass ``splits.probe_args()`` to :func:`linear_probe`.
+
+    Raises:
+        InputError: a missing column, a non-numeric feature column, no feature columns, or an empty split.
+    """
+    label_col, split_col = _table_column(table, label, "label"), _table_column(table, split, "split")
+    features = [c for c in table.columns if not str(c).startswith("Metadata_") and c not in (label_col, split_col)]
+    if not features:
+        raise InputError("the table has no feature columns; expected Metadata_* columns followed by numeric features")
+    bad = [c for c in features if not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise InputError(f"columns {bad[:5]} are not numeric, so they cannot be features; rename metadata columns "
+                         "with the 'Metadata_' prefix (e.g. Metadata_treatment)")
+    missing = table[label_col].isna()
+    if missing.any():
+        logger.warning("dropping %d rows without a label in %r", int(missing.sum()), label_col)
+        table = table[~missing]
+    which = table[split_col].astype(str)
+    parts = {}
+    for name, value in (("train", train), ("val", val), ("test", test)):
+        rows = table[(which == str(value)).to_numpy()]
+        if rows.empty:
+            raise InputError(
+                f"no rows have {split_col} == {value!r} (the {name} split); the column holds "
+                f"{sorted(which.unique().tolist())[:10]} — pass the right value, or set aside a validation split "
+                "(e.g. 10 % of each class of the training rows)"
+            )
+        parts[name] = (rows[features].to_numpy(dtype=np.float32), rows[label_col].to_numpy())
+    return FeatureSplits(*parts["train"], *parts["val"], *parts["test"], feature_columns=[str(c) for c in features])

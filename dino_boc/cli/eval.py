@@ -1,0 +1,135 @@
+"""``dino-boc eval``: the CHAMMI benchmark and linear probing, each printed as a Markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import numbers
+from pathlib import Path
+
+_CHAMMI_HELP = """\
+Score a model on the CHAMMI benchmark (1-nearest-neighbour, macro-F1 in percent, as in the paper's
+Tables 4 and 5). ROOT is the unpacked CHAMMI download (Zenodo record 7988357): the folder holding
+morphem70k_v2.csv and the Allen, HPA and CP folders. The images are embedded once and the features
+cached; running again with the same model reads the cache. See docs/eval.md for how to read the table.
+"""
+
+_LINEAR_HELP = """\
+Train linear classifiers on a feature table (e.g. written by 'dino-boc embed' with your own label
+and split columns added): 14 learning rates x 3 weight decays trained together, the best one chosen
+on the validation rows, then scored once on the test rows (macro-F1 and accuracy, fractions of 1).
+Feature columns are all columns not starting with 'Metadata_' (other than --label and --split).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="benchmarks: CHAMMI 1-NN, linear probe on a feature table",
+        description="Evaluate features: the CHAMMI benchmark or a linear probe. See docs/eval.md.",
+    )
+    s = p.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
+
+    c = s.add_parser("chammi", help="score a model on the CHAMMI benchmark", description=_CHAMMI_HELP)
+    c.add_argument("--root", required=True, help="folder of the unpacked CHAMMI download")
+    c.add_argument("--model", required=True,
+                   help="model name (see 'dino-boc weights list'), model folder, checkpoint or hf-hub:org/repo")
+    c.add_argument("--metric", choices=["cosine", "l2"], default="cosine",
+                   help="nearest-neighbour distance: cosine as in the paper, l2 as the benchmark's own scripts "
+                        "(default: %(default)s)")
+    c.add_argument("--preset", choices=["chammi", "linear"], default="chammi",
+                   help="which features: 'chammi' = last-block CLS tokens (the paper's 1-NN tables), 'linear' = "
+                        "plus the average of patch tokens (default: %(default)s)")
+    c.add_argument("--cache-dir", default=None,
+                   help="where features are cached (default: $DINO_BOC_CACHE/chammi or ~/.cache/dino_boc/chammi); "
+                        "delete the model's folder there to embed again")
+    c.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
+    c.add_argument("--num-workers", type=int, default=4,
+                   help="processes reading images while embedding (default: %(default)s)")
+    c.add_argument("-o", "--output", default=None, help="also save the table as CSV here")
+    c.set_defaults(func=run)
+
+    lin = s.add_parser("linear", help="linear probe on a feature table (train / val / test rows)",
+                       description=_LINEAR_HELP)
+    lin.add_argument("features", help="feature table (.parquet or .csv): Metadata_* columns, then features")
+    lin.add_argument("--label", required=True, help="column with the class of each row, e.g. Metadata_moa")
+    lin.add_argument("--split", required=True, help="column saying which split each row is in, e.g. Metadata_split")
+    lin.add_argument("--train", default="train", help="value of --split marking training rows (default: %(default)s)")
+    lin.add_argument("--val", default="val",
+                     help="value marking validation rows, used to choose the learning rate (default: %(default)s)")
+    lin.add_argument("--test", default="test", help="value marking test rows, scored once (default: %(default)s)")
+    lin.add_argument("--epochs", type=int, default=30, help="passes over the training rows (default: %(default)s)")
+    lin.add_argument("--batch-size", type=int, default=256, help="rows per step (default: %(default)s)")
+    lin.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: GPU if present)")
+    lin.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    lin.add_argument("--sweep", default=None, help="also save every learning rate's validation scores as CSV here")
+    lin.add_argument("-o", "--output", default=None, help="also save the result table as CSV here")
+    lin.set_defaults(func=run)
+
+
+def _cell(value, digits: int) -> str:
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return "" if math.isnan(value) else f"{float(value):.{digits}f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(df, *, digits: int = 1, index: bool = False) -> str:
+    """A GitHub-Markdown table of a DataFrame; floats with ``digits`` decimals, NaN as an empty cell."""
+    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for key, row in zip(df.index, df.itertuples(index=False)):
+        cells = ([_cell(key, digits)] if index else []) + [_cell(v, digits) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _read_features(path: str):
+    import pandas as pd
+
+    from dino_boc.errors import InputError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"feature table {path!r} does not exist; expected a .parquet or .csv file")
+    if p.is_dir() or p.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(p)
+    if p.suffix.lower() in (".csv", ".tsv"):
+        return pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",")
+    raise InputError(f"cannot read {path!r}: expected a .parquet or .csv feature table")
+
+
+def run_chammi(args: argparse.Namespace) -> int:
+    from dino_boc.eval import chammi
+
+    table = chammi(args.root, model=args.model, cache_dir=args.cache_dir, metric=args.metric, preset=args.preset,
+                   batch_size=args.batch_size, num_workers=args.num_workers)
+    table.index.name = "model"
+    print(markdown_table(table, digits=1, index=True))
+    if args.output:
+        table.to_csv(args.output)
+        print(f"\nwrote {args.output}")
+    return 0
+
+
+def run_linear(args: argparse.Namespace) -> int:
+    from dino_boc.eval import feature_splits, linear_probe
+
+    splits = feature_splits(_read_features(args.features), label=args.label, split=args.split, train=args.train,
+                            val=args.val, test=args.test)
+    result = linear_probe(*splits.probe_args(), epochs=args.epochs, batch_size=args.batch_size, device=args.device,
+                          seed=args.seed)
+    table = result.to_frame()
+    table.insert(0, "n_features", len(splits.feature_columns))
+    for name, y in (("n_train", splits.train_y), ("n_val", splits.val_y), ("n_test", splits.test_y)):
+        table[name] = len(y)
+    print(markdown_table(table.assign(lr=[f"{result.lr:.3g}"], weight_decay=[f"{result.weight_decay:g}"]), digits=4))
+    if args.output:
+        table.to_csv(args.output, index=False)
+        print(f"\nwrote {args.output}")
+    if args.sweep:
+        result.sweep.to_csv(args.sweep, index=False)
+        print(f"wrote {args.sweep}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_chammi(args) if args.eval_command == "chammi" else run_linear(args)
