@@ -33,7 +33,7 @@ from catalog import load_crops  # noqa: E402
 
 import dino_boc  # noqa: E402
 from dino_boc.eval import accuracy, macro_f1  # noqa: E402
-from dino_boc.eval.finetune import Classifier, finetune, predict, prepare_images  # noqa: E402
+from dino_boc.train.finetune import Classifier, finetune, predict, prepare_images  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -6,7 +6,7 @@ import torch
 
 import dino_boc
 from dino_boc.errors import ConfigError, InputError
-from dino_boc.eval.finetune import Classifier, finetune, finetune_optimizer, predict, prepare_images
+from dino_boc.train.finetune import Classifier, finetune, finetune_optimizer, predict, prepare_images
 
 
 def tiny_model():
