@@ -17,7 +17,9 @@ from dino_boc.models.base import Embedding, EmbeddingModel
 from dino_boc.preprocess import PreprocessConfig, prepare_image
 from dino_boc.preprocess.channels import resolve_channels
 
-__all__ = ["embed", "embed_tokens", "Precision", "default_model", "autocast_context"]
+__all__ = [
+    "embed", "embed_tokens", "Precision", "default_model", "autocast_context", "run_tensors", "resolve_preprocess",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +93,9 @@ def _read_items(images: Any) -> tuple[list[tuple[Any, list[str] | None]], str, l
     )
 
 
-def _resolve_preprocess(model: EmbeddingModel, resize: int | None, crop: int | None,
-                        normalize: str | None) -> PreprocessConfig:
+def resolve_preprocess(model: EmbeddingModel, resize: int | None, crop: int | None,
+                       normalize: str | None) -> PreprocessConfig:
+    """The model's pre-processing with the given overrides (None: keep the model's; 0: none)."""
     cfg = model.preprocess
     changes: dict[str, Any] = {}
     if resize is not None:
@@ -105,11 +108,26 @@ def _resolve_preprocess(model: EmbeddingModel, resize: int | None, crop: int | N
 
 
 @torch.inference_mode()
-def _run(
+def run_tensors(
     model: EmbeddingModel, tensors: list[torch.Tensor], *, n_last_blocks: int, avgpool: bool, batch_size: int,
-    precision: Precision, channel_ids: Sequence[int | str] | None,
+    precision: Precision, channel_ids: Sequence[int | str] | None = None,
 ) -> list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]]:
-    """Run the model on pre-processed ``(K, H, W)`` tensors, grouped by shape, chunked by channel-images."""
+    """Run the model on pre-processed ``(K, H, W)`` tensors, grouped by shape, chunked by channel-images.
+
+    Used by :func:`embed_tokens` and by the dataset pipeline (``dino_boc.pipeline``).
+
+    Args:
+        model: the model (its device is used).
+        tensors: pre-processed float ``(K, H, W)`` tensors; shapes may differ.
+        n_last_blocks: L.
+        avgpool: also return the per-channel mean of the last block's patch tokens.
+        batch_size: channel-images per forward pass: ``max(1, batch_size // K)`` images of one shape.
+        precision: see :func:`autocast_context`.
+        channel_ids: Channel-ViT only.
+
+    Returns:
+        Per tensor, ``(cls (L, K, D) | None, global_cls (L, D) | None, patch_mean (K, D) | None)``.
+    """
     device = next(model.parameters()).device
     results: list[Any] = [None] * len(tensors)
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -162,7 +180,7 @@ def embed_tokens(
     model = _get_model(model)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size={batch_size!r} must be a positive integer (channel-images per forward)")
-    cfg = _resolve_preprocess(model, resize, crop, normalize)
+    cfg = resolve_preprocess(model, resize, crop, normalize)
     items, structure, counts = _read_items(images)
     tensors, names_per_image = [], []
     for arr, names in items:
@@ -174,7 +192,7 @@ def embed_tokens(
         tensors.append(prepare_image(arr, cfg, model.config.patch_size))
         k = tensors[-1].shape[0]
         names_per_image.append(list(names) if names else [f"ch{i}" for i in range(k)])
-    res = _run(model, tensors, n_last_blocks=n_last_blocks, avgpool=avgpool, batch_size=batch_size,
+    res = run_tensors(model, tensors, n_last_blocks=n_last_blocks, avgpool=avgpool, batch_size=batch_size,
                precision=precision, channel_ids=channel_ids)
     first = model.config.depth - n_last_blocks
     blocks = tuple(range(first, model.config.depth))

@@ -1,0 +1,152 @@
+"""``dino-boc embed``: embed a folder, files, a glob or a table of images into a feature table."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLI_MODEL = "dino-boc-vitt16-nuclei-demo"
+FALLBACK_CLI_MODEL = "random-init-boc-vits16"
+
+DESCRIPTION = """\
+Turn microscopy images into feature vectors, one row per image (or per cell), in a table that
+pycytominer, pandas or scanpy can read. Images may have any number of channels, in any order:
+each channel is encoded on its own and the per-channel features are put side by side.
+
+What it reads: TIFF / OME-TIFF, OME-Zarr, PNG / JPEG, .npy, CZI / ND2 / LIF (with the bioio
+extra); a folder (searched recursively), a glob ("plate1/*.tif"), a list of files, a CSV / Parquet
+table with a 'path' column (its other columns are kept as Metadata_*), or a CellProfiler LoadData
+CSV (FileName_<Channel> / PathName_<Channel> columns, one file per channel).
+
+What it writes: OUT (.parquet, .h5ad or .npy) with Metadata_* columns first, then the features,
+and next to it NAME.errors.csv (features.errors.csv for features.parquet) listing every image that
+could not be used and why: the run goes on. Rows are saved as the run goes in OUT.shards/, so an
+interrupted run continues with --resume.
+
+Large images are embedded whole by default (a size that is not a multiple of 16 loses at most
+15 border pixels); use --tile 224 to average over a grid of tiles instead, or --resize/--crop."""
+
+EPILOG = """\
+examples:
+  # a folder of multi-channel TIFFs -> one row per image
+  dino-boc embed plates/ -o features.parquet --num-workers 4
+
+  # Cell Painting data described by a LoadData CSV, five channels chosen by name
+  dino-boc embed load_data.csv -o features.parquet --channels DNA,ER,RNA,AGP,Mito
+
+  # single cells: one row per object of the label images in masks/ (matched by file name,
+  # e.g. A01.tif <- A01_cp_masks.png), a 96-pixel crop centred on each object
+  dino-boc embed images/ --masks masks/ --cell-size 96 -o cells.parquet
+
+  # several GPUs: torchrun --nproc-per-node 4 -m dino_boc embed plates/ -o features.parquet"""
+
+
+def _z(text: str):
+    if text in ("max", "mean"):
+        return text
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--z must be 'max', 'mean' or a plane number, got {text!r}") from exc
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="embed images (folder, files, glob, table) into a feature table",
+                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, image files, glob patterns or tables (CSV/Parquet)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output table: .parquet (recommended), .h5ad (AnnData) or .npy (+ .index.csv)")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help=f"model name, folder or checkpoint (default: {DEFAULT_CLI_MODEL}; 'dino-boc weights list' "
+                        "shows the names; the paper's model is dino-boc-vitl16)")
+    g = p.add_argument_group("reading the images")
+    g.add_argument("--channels", metavar="NAMES", help="channels to use, in this order, by name (DNA,Mito) or number from 0 (0,2)")
+    g.add_argument("--dims", metavar="AXES", help="axes of the files when their metadata is missing or wrong, e.g. CYX, YXC, ZCYX")
+    g.add_argument("--z", type=_z, default="max", metavar="max|mean|N", help="z-stacks: 'max' projection (default), 'mean', or a plane number")
+    g.add_argument("--t", type=int, default=0, metavar="N", help="time series: which time point (default 0, the first)")
+    g.add_argument("--level", type=int, default=0, metavar="N", help="pyramidal files: resolution level (default 0, full)")
+    g.add_argument("--channel-width", type=int, metavar="PX", help="CHAMMI tapes: width in pixels of one channel in the strip")
+    g = p.add_argument_group("image size and intensity")
+    g.add_argument("--resize", type=int, metavar="PX", help="resize so the shorter side is this many pixels (0: no resize)")
+    g.add_argument("--crop", type=int, metavar="PX", help="centre crop to this many pixels (0: none); must be a multiple of 16")
+    g.add_argument("--normalize", choices=["self", "percentile", "none"],
+                   help="intensity normalisation per channel (default 'self', as the paper)")
+    g.add_argument("--tile", type=int, metavar="PX", help="large images: average the features of a grid of TILE-pixel tiles")
+    g = p.add_argument_group("single cells")
+    g.add_argument("--masks", metavar="MASKS", help="label images (folder or glob; one integer per cell, 0 = background, as cellpose "
+                                   "or CellProfiler write), or the input table's column naming them")
+    g.add_argument("--cell-size", type=int, metavar="PX", help="side of the crop around each cell (default: --crop, else 96)")
+    g.add_argument("--mask-outside", action="store_true", help="set pixels outside the cell to 0")
+    g = p.add_argument_group("features")
+    g.add_argument("--n-last-blocks", type=int, default=4, metavar="N", help="use the CLS tokens of the last N blocks (default 4)")
+    g.add_argument("--no-avgpool", action="store_true", help="leave out the per-channel mean patch token")
+    g.add_argument("--channel-pool", choices=["concat", "mean"], default="concat",
+                   help="'concat' per-channel features (default) or 'mean' over channels")
+    g = p.add_argument_group("running")
+    g.add_argument("--batch-size", type=int, default=256, metavar="N", help="single-channel images per model call (lower it "
+                                                               "if the GPU runs out of memory; default 256)")
+    g.add_argument("--num-workers", type=int, default=0, metavar="N",
+                   help="processes reading images while the model runs (e.g. 4-8 on a GPU machine; default 0)")
+    g.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1 ... (default: the GPU if there is one)")
+    g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                   help="'auto': fp16 on GPU, fp32 on CPU")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run with the same output")
+    g.add_argument("--strict", action="store_true", help="exit with status 1 if any image failed")
+    g.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after the table is written")
+    g.add_argument("--shard-size", type=int, default=4096, metavar="ROWS", help="rows per shard file (default 4096)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar and no info messages")
+    p.set_defaults(func=run)
+
+
+def default_model() -> str:
+    """:data:`DEFAULT_CLI_MODEL` when the registry has it, else the random stand-in (said loudly)."""
+    from dino_boc.weights.registry import REGISTRY
+
+    if DEFAULT_CLI_MODEL in REGISTRY:
+        return DEFAULT_CLI_MODEL
+    logger.warning(
+        "the default model %r is not installed; using %r, a RANDOMLY INITIALISED model whose features carry no "
+        "learned biology. Pass --model for real features.", DEFAULT_CLI_MODEL, FALLBACK_CLI_MODEL,
+    )
+    return FALLBACK_CLI_MODEL
+
+
+def run(args: argparse.Namespace) -> int:
+    from dino_boc.pipeline import FailedInputsError, embed_dataset
+
+    if args.quiet:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        summary = embed_dataset(
+            args.inputs, args.output, model=args.model or default_model(), channels=args.channels,
+            dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
+            n_last_blocks=args.n_last_blocks, avgpool=not args.no_avgpool, channel_pool=args.channel_pool,
+            resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
+            cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,
+            num_workers=args.num_workers, resume=args.resume, strict=args.strict, keep_shards=args.keep_shards,
+            shard_size=args.shard_size, device=args.device, precision=args.precision, progress=not args.quiet,
+        )
+        code = 0
+    except FailedInputsError as exc:
+        summary, code = exc.summary, 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_summary(summary)
+    return 1 if summary["n_ok"] == 0 else code
+
+
+def print_summary(summary: dict) -> None:
+    """The final lines of a run: counts, failures by reason, where things are."""
+    print(f"embedded {summary['n_ok']} of {summary['n_ok'] + summary['n_failed']} inputs "
+          f"({summary['n_rows']} rows, {summary['feature_columns']} feature columns) -> {summary['output']}")
+    if summary.get("n_resumed"):
+        print(f"  (resumed: {summary['n_resumed']} inputs had been handled by the interrupted run)")
+    if summary["n_failed"]:
+        print(f"failed: {summary['n_failed']}")
+        for reason, count in sorted(summary["by_reason"].items(), key=lambda kv: -kv[1]):
+            print(f"  {count:6d}  {reason}")
+    print(f"errors file: {summary['errors_file']}")
+    if summary.get("shards"):
+        print(f"shards kept in: {summary['shards']}")

@@ -1,0 +1,176 @@
+"""A torch ``Dataset`` over input records: read, select channels, crop cells or tiles, pre-process.
+
+``InputDataset[i]`` runs in a DataLoader worker and never raises for a bad input: it returns a
+:class:`Loaded` (the tensors the model will see, with their metadata rows) or a :class:`Failed`
+(the reason as ``"ErrorClass: message"``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Union
+
+import numpy as np
+import torch
+
+from dino_boc.errors import InputError
+from dino_boc.io import ImageRecord, read_image
+from dino_boc.outputs import metadata_row
+from dino_boc.pipeline.inputs import image_key
+from dino_boc.pipeline.options import EmbedOptions, ReadOptions
+from dino_boc.preprocess import PreprocessConfig, prepare_image, to_float_tensor
+from dino_boc.preprocess.cells import crop_cells
+from dino_boc.preprocess.channels import resolve_channels
+from dino_boc.preprocess.geometry import resize_shorter
+from dino_boc.preprocess.intensity import normalize_image, scale_intensity
+from dino_boc.preprocess.tiles import fit_to_patch, tile_image
+
+__all__ = ["Loaded", "Failed", "InputDataset", "prepare_field", "identity_collate"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    """One input, pre-processed.
+
+    Attributes:
+        index: position of the input in the run's input list.
+        tensors: float32 ``(n, K, H, W)``: the image (n = 1), its tiles, or its cells (n may be 0).
+        channel_names: the K channel names.
+        rows: metadata rows: one per cell, or one for the image (also when tiled).
+        reduce: ``"mean"``: average the n tiles' tokens into the one row; ``"none"``: one row per tensor.
+        source: the input's id (its path), for messages.
+    """
+
+    index: int
+    tensors: torch.Tensor
+    channel_names: list[str]
+    rows: list[dict[str, Any]]
+    reduce: Literal["none", "mean"] = "none"
+    source: str = ""
+
+    def pin_memory(self) -> "Loaded":  # called by the DataLoader's pin-memory thread on CUDA
+        return replace(self, tensors=self.tensors.pin_memory())
+
+
+@dataclass
+class Failed:
+    """An input that could not be embedded: ``reason`` is ``"ErrorClass: message"``."""
+
+    index: int
+    path: str
+    reason: str
+
+
+Item = Union[Loaded, Failed]
+
+
+def identity_collate(item: Item) -> Item:
+    """The DataLoader's per-item conversion: keep the item as it is (module level: picklable)."""
+    return item
+
+
+def prepare_field(image: np.ndarray, cfg: PreprocessConfig, patch_size: int, *, fit: bool) -> torch.Tensor:
+    """:func:`dino_boc.preprocess.prepare_image`, plus, when ``fit`` and no crop is set, a centre crop to
+    the largest multiple of the patch (after resize) instead of an error.
+
+    Returns:
+        float32 ``(K, H', W')``.
+    """
+    if not fit or cfg.crop is not None:
+        return prepare_image(image, cfg, patch_size)
+    x = scale_intensity(to_float_tensor(image), cfg)
+    if cfg.resize is not None:
+        x = resize_shorter(x, cfg.resize)
+    return normalize_image(fit_to_patch(x, patch_size), cfg)
+
+
+class InputDataset(torch.utils.data.Dataset):
+    """Item ``i``: record ``i`` read, its channels selected and pre-processed, as :class:`Loaded` or :class:`Failed`.
+
+    Args:
+        records: the run's inputs.
+        preprocess: the run's pre-processing (resize, crop, normalisation).
+        patch_size: the model's patch; final sizes are multiples of it.
+        read: read options (only ``channels`` is used here; the others are on the records).
+        embed: tiling and single-cell settings.
+        masks: per record its label image path (single-cell mode), ``""`` when none matched; or None.
+        fit: centre-crop fields whose size is not a multiple of the patch (when no crop is set).
+    """
+
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        *,
+        preprocess: PreprocessConfig,
+        patch_size: int,
+        read: ReadOptions,
+        embed: EmbedOptions,
+        masks: list[str] | None = None,
+        fit: bool = True,
+    ) -> None:
+        self.records = records
+        self.preprocess = preprocess
+        self.patch_size = patch_size
+        self.channels = read.channels
+        self.embed = embed
+        self.masks = masks
+        self.fit = fit
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Item:
+        record = self.records[index]
+        threads = torch.get_num_threads()
+        # small per-image tensor ops only lose to thread wake-ups; workers already run 1 thread, the main
+        # process (num_workers=0) is set to 1 for the item and restored for the model
+        torch.set_num_threads(1)
+        try:
+            return self._load(index, record)
+        except Exception as exc:  # any failure of one input (reader, decoder, bad values) is recorded; the run goes on
+            logger.debug("input %d (%s) failed: %s", index, record.id, exc)
+            return Failed(index, record.id, f"{type(exc).__name__}: {exc}")
+        finally:
+            torch.set_num_threads(threads)
+
+    def _load(self, index: int, record: ImageRecord) -> Loaded:
+        array, names = record.read()
+        k = array.shape[0]
+        selected = resolve_channels(self.channels, k, names)
+        if selected != list(range(k)):
+            array = array[selected]
+            names = [names[i] for i in selected] if names else None
+        names = list(names) if names else [f"ch{i}" for i in range(array.shape[0])]
+        path = record.paths[0] or record.id
+        if self.masks is not None:
+            return self._cells(index, record, array, names, path)
+        row = metadata_row(path, names, record.metadata)
+        if self.embed.tile is not None:
+            tiles = tile_image(array, self.embed.tile)
+            tensors = torch.stack([prepare_field(t, self.preprocess, self.patch_size, fit=False) for t in tiles])
+            return Loaded(index, tensors, names, [row], reduce="mean", source=record.id)
+        tensor = prepare_field(array, self.preprocess, self.patch_size, fit=self.fit)
+        return Loaded(index, tensor[None], names, [row], source=record.id)
+
+    def _cells(self, index: int, record: ImageRecord, array: np.ndarray, names: list[str], path: str) -> Loaded:
+        mask_path = self.masks[index]
+        if not mask_path:
+            stem = image_key(path)
+            raise InputError(
+                f"no label image for {record.id!r}: expected one named {stem}.tif, {stem}_masks.tif, "
+                f"{stem}_cp_masks.png (or with another image suffix) among the masks"
+            )
+        labels, _ = read_image(mask_path)
+        cells = crop_cells(array, labels, self.embed.cell_size, mask_outside=self.embed.mask_outside, source=path)
+        rows = [
+            metadata_row(path, names, record.metadata, cell_label=int(lab), centroid=(float(cy), float(cx)))
+            for lab, (cy, cx) in zip(cells.labels, cells.centroids)
+        ]
+        if not rows:
+            logger.info("%s: its label image %s holds no object", record.id, mask_path)
+            return Loaded(index, torch.zeros((0, array.shape[0], 1, 1)), names, [], source=record.id)
+        tensors = torch.stack([prepare_field(c, self.preprocess, self.patch_size, fit=False) for c in cells.crops])
+        return Loaded(index, tensors, names, rows, source=record.id)

@@ -1,0 +1,133 @@
+"""The settings of a dataset run, grouped by concern (each a frozen dataclass, validated on creation)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Sequence
+
+from dino_boc.errors import ConfigError
+from dino_boc.io.axes import ZReduction, check_t, check_z
+
+__all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH"]
+
+# What happens to a field whose size (after resize) is not a multiple of the patch when no crop is
+# given: it is centre-cropped to the largest multiple (at most patch - 1 pixels lost per axis).
+FIT_TO_PATCH = "center-crop"
+
+
+def _positive(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive integer{' or None' if allow_none else ''}")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How files become ``(K, H, W)`` arrays (see :func:`dino_boc.io.read_image`).
+
+    Attributes:
+        channels: channels to keep, in order, by index or name (``None``: all, as stored).
+        dims: the files' axes when their metadata is missing or wrong, e.g. ``"CYX"``.
+        z: Z-stack reduction, ``"max"`` (default), ``"mean"`` or a plane index.
+        t: time point of a time series.
+        level: resolution level of pyramidal files (0 = full resolution).
+        channel_width: unfold CHAMMI tapes (channels side by side) every this many pixels.
+    """
+
+    channels: tuple[int | str, ...] | None = None
+    dims: str | None = None
+    z: ZReduction = "max"
+    t: int = 0
+    level: int = 0
+    channel_width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels is not None:
+            chans = (self.channels,) if isinstance(self.channels, (str, int)) else tuple(self.channels)
+            if not chans:
+                raise ConfigError("channels=[] selects no channel; pass None for all channels or at least one")
+            object.__setattr__(self, "channels", chans)
+        check_z(self.z)
+        check_t(self.t)
+        if isinstance(self.level, bool) or not isinstance(self.level, int) or self.level < 0:
+            raise ConfigError(f"level={self.level!r} must be an int >= 0 (0 = full resolution)")
+        _positive("channel_width", self.channel_width, allow_none=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = None if self.channels is None else list(self.channels)
+        return d
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What is embedded and how tokens become one feature row.
+
+    Attributes:
+        n_last_blocks: L, CLS tokens of the last L blocks (4 as released).
+        avgpool: append the per-channel mean patch token.
+        channel_pool: ``"concat"`` (per-channel features) or ``"mean"`` (averaged over channels).
+        tile: embed a grid of ``tile x tile`` tiles covering the field and average their features per
+            channel (one row per image); None embeds the whole field.
+        cell_size: single-cell mode: side of the crop centred on each object (set with masks).
+        mask_outside: single-cell mode: zero every pixel outside the object.
+    """
+
+    n_last_blocks: int = 4
+    avgpool: bool = True
+    channel_pool: Literal["concat", "mean"] = "concat"
+    tile: int | None = None
+    cell_size: int | None = None
+    mask_outside: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("n_last_blocks", self.n_last_blocks)
+        _positive("tile", self.tile, allow_none=True)
+        _positive("cell_size", self.cell_size, allow_none=True)
+        if self.channel_pool not in ("concat", "mean"):
+            raise ConfigError(f"channel_pool={self.channel_pool!r}; choose 'concat' or 'mean'")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the run goes; none of these change the numbers (except ``precision``).
+
+    Attributes:
+        batch_size: channel-images per forward pass (B·K).
+        num_workers: DataLoader worker processes reading and pre-processing files (0: in the main process).
+        resume: continue the shards of an interrupted run with the same output.
+        strict: raise :class:`~dino_boc.pipeline.FailedInputsError` (CLI: exit 1) when any input failed.
+        keep_shards: keep ``<output>.shards/`` after the output is written.
+        shard_size: rows per committed shard (memory holds at most this many rows per feature width).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None: this rank's GPU when there is one, else CPU.
+        precision: ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"fp16"``, ``"bf16"``.
+        progress: show a progress bar (images/s, ETA) on rank 0.
+    """
+
+    batch_size: int = 256
+    num_workers: int = 0
+    resume: bool = False
+    strict: bool = False
+    keep_shards: bool = False
+    shard_size: int = 4096
+    device: str | None = None
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("batch_size", self.batch_size)
+        _positive("shard_size", self.shard_size)
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ConfigError(f"num_workers={self.num_workers!r} must be an int >= 0")
+        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ConfigError(f"precision={self.precision!r}; choose 'auto', 'fp32', 'fp16' or 'bf16'")
+
+
+def channel_list(channels: Sequence[int | str] | str | None) -> tuple[int | str, ...] | None:
+    """``"DNA,RNA"`` / ``"0,2"`` / a list -> a tuple (digits stay strings; resolve_channels reads them)."""
+    if channels is None:
+        return None
+    if isinstance(channels, str):
+        return tuple(c.strip() for c in channels.split(",") if c.strip())
+    return tuple(channels)

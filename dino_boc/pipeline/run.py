@@ -1,0 +1,406 @@
+"""``embed_dataset``: embed a whole dataset into a feature table, with workers, shards, resume and torchrun.
+
+One run: list the inputs (every rank the same list) -> rank 0 works out what an earlier run already did
+(``resume``) -> each rank takes a contiguous block of the pending inputs -> DataLoader workers read and
+pre-process while the main process groups images by shape and runs the model -> rows go to atomic
+shards -> rank 0 merges the shards in input order into the output, and removes the shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+from dino_boc import distributed as dist
+from dino_boc.embed import Precision, resolve_preprocess, run_tensors
+from dino_boc.errors import ConfigError, DinoBocError, InputError
+from dino_boc.features import flatten
+from dino_boc.models.base import Embedding, EmbeddingModel
+from dino_boc.outputs import Provenance, ShardWriter, done_indices, finalize, read_manifests
+from dino_boc.outputs.writers import output_format
+from dino_boc.pipeline.batching import Finished, ShapeBatcher
+from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
+from dino_boc.pipeline.inputs import RunInputs, gather_inputs
+from dino_boc.pipeline.options import FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
+from dino_boc.preprocess import PreprocessConfig
+
+__all__ = ["embed_dataset", "run_dataset", "FailedInputsError", "DEFAULT_MODEL", "DEFAULT_CELL_SIZE"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "dino-boc-vitl16"
+DEFAULT_CELL_SIZE = 96
+
+
+class FailedInputsError(InputError):
+    """``strict=True`` and some inputs failed; ``summary`` is the run's summary (the output was written)."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def embed_dataset(
+    source: Any,
+    output: str | os.PathLike | None = None,
+    *,
+    model: EmbeddingModel | str = DEFAULT_MODEL,
+    channels: Sequence[int | str] | str | None = None,
+    dims: str | None = None,
+    z: Literal["max", "mean"] | int = "max",
+    t: int = 0,
+    level: int = 0,
+    channel_width: int | None = None,
+    n_last_blocks: int = 4,
+    avgpool: bool = True,
+    channel_pool: Literal["concat", "mean"] = "concat",
+    resize: int | None = None,
+    crop: int | None = None,
+    normalize: Literal["self", "percentile", "none"] | None = None,
+    tile: int | None = None,
+    masks: Any = None,
+    cell_size: int | None = None,
+    mask_outside: bool = False,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    resume: bool = False,
+    strict: bool = False,
+    keep_shards: bool = False,
+    shard_size: int = 4096,
+    device: str | None = None,
+    precision: Precision = "auto",
+    progress: bool = True,
+):
+    """Embed every image of a dataset: one feature row per image (or per cell), written as it goes.
+
+    Every bad input (unreadable, truncated, wrong axes, NaN, too small, missing channel file, unknown
+    channel name, ...) is skipped and listed with its reason in ``<output stem>.errors.csv``; the run
+    goes on. Rows are committed in shards (``<output>.shards/``), so an interrupted run continues with
+    ``resume=True`` and gives the same table. Under ``torchrun`` every process embeds its own block of
+    inputs; rank 0 merges them in input order.
+
+    Whole fields (the default): with no ``crop``, the full image (after ``resize``) is embedded, thanks
+    to position-embedding interpolation; a size that is not a multiple of the patch (16) is centre-
+    cropped to the largest multiple (at most 15 pixels per axis; provenance ``options.fit_to_patch``).
+    For very large fields use ``tile`` (or ``resize``/``crop``).
+
+    Args:
+        source: a folder, an image file, a glob (``"plates/**/*.tif"``), a CSV/Parquet table with a ``path``
+            column (other columns become ``Metadata_*``), a CellProfiler LoadData CSV, an
+            :class:`~dino_boc.io.ImageRecord`, or a list of these (see :func:`dino_boc.io.collect_sources`).
+        output: ``.parquet``, ``.h5ad`` or ``.npy`` path; None returns the table instead.
+        model: a loaded model or a name/path for :func:`dino_boc.load_model`.
+        channels: channels to keep, in order: indices or names (``["DNA", "RNA"]``, ``"0,2"``).
+        dims, z, t, level, channel_width: read options (:func:`dino_boc.io.read_image`): axes override,
+            Z reduction (``"max"`` projection by default), time point, pyramid level, CHAMMI tape width.
+        n_last_blocks, avgpool, channel_pool: feature layout (docs/features.md).
+        resize, crop, normalize: pre-processing overrides (None: the model's; 0: none).
+        tile: embed a grid of ``tile x tile`` tiles covering each field, averaging their features per
+            channel (one row per image).
+        masks: single-cell mode: label images (a folder, glob or list, matched to the images by file
+            stem: ``A01.tif`` <- ``A01.tif``/``A01_masks.tif``/``A01_cp_masks.png``), or the name of a
+            column of the input table holding each row's label image. One row per object.
+        cell_size: single-cell crop side S (default: ``crop`` if given, else 96); the crop is centred on
+            the object's centroid and zero-padded at the borders.
+        mask_outside: single-cell mode: zero the pixels outside the object.
+        batch_size: channel-images per forward pass (lower it on out-of-memory errors).
+        num_workers: DataLoader processes reading files while the model runs (e.g. 4-8 on a GPU node).
+        resume: continue the shards of an interrupted run with the same output and settings.
+        strict: raise :class:`FailedInputsError` after writing the output if any input failed.
+        keep_shards: keep ``<output>.shards/`` after a successful run.
+        shard_size: rows per shard file.
+        device: ``"cuda"``, ``"cpu"``, ...; None: this rank's GPU if any, else CPU.
+        precision: ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"fp16"``, ``"bf16"``.
+        progress: show a progress bar (images/s and time left).
+
+    Returns:
+        With ``output``: the summary dict of :func:`dino_boc.outputs.finalize` (``n_ok``, ``n_failed``,
+        ``by_reason``, ``errors_file``, ...). Without: a ``pandas.DataFrame`` (``Metadata_*`` columns then
+        features; ``df.attrs["summary"]``, ``df.attrs["errors"]``, ``df.attrs["provenance"]``); None on
+        ranks other than 0 under torchrun.
+
+    Raises:
+        ConfigError: bad settings, an output folder holding another run's shards (pass ``resume``).
+        InputError: no inputs found; :class:`FailedInputsError` with ``strict``.
+        ModelNotFoundError, WeightsError: the model cannot be loaded.
+
+    Example:
+        >>> dino_boc.embed_dataset("plates/", "features.parquet", model="dino-boc-vitl16", num_workers=4)
+        >>> cells = dino_boc.embed_dataset("fields/", masks="masks/", cell_size=96)
+    """
+    read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width)
+    embed = EmbedOptions(n_last_blocks=n_last_blocks, avgpool=avgpool, channel_pool=channel_pool, tile=tile,
+                         cell_size=cell_size, mask_outside=mask_outside)
+    run = RunOptions(batch_size=batch_size, num_workers=num_workers, resume=resume, strict=strict,
+                     keep_shards=keep_shards, shard_size=shard_size, device=device, precision=precision,
+                     progress=progress)
+    return run_dataset(source, output, model=model, read=read, embed=embed, run=run,
+                       resize=resize, crop=crop, normalize=normalize, masks=masks)
+
+
+def run_dataset(
+    source: Any,
+    output: str | os.PathLike | None,
+    *,
+    model: EmbeddingModel | str,
+    read: ReadOptions,
+    embed: EmbedOptions,
+    run: RunOptions,
+    resize: int | None = None,
+    crop: int | None = None,
+    normalize: str | None = None,
+    masks: Any = None,
+):
+    """:func:`embed_dataset` with its settings grouped in dataclasses (same behaviour and return value)."""
+    if output is not None:
+        output_format(output)  # an unknown suffix fails before any work
+    if embed.tile is not None and masks is not None:
+        raise ConfigError("tile= and masks= cannot be combined: choose tiles of whole fields or single-cell crops")
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    rank, world, local = dist.init_distributed()
+    try:
+        return _run(source, output, model=model, read=read, embed=embed, run=run, resize=resize, crop=crop,
+                    normalize=normalize, masks=masks, rank=rank, world=world, local=local)
+    finally:
+        if owns_group:
+            dist.cleanup()
+
+
+def _run(source, output, *, model, read, embed, run, resize, crop, normalize, masks, rank, world, local):
+    device = _device(run.device, local)
+    model = _load_model(model, device, explicit=run.device is not None or world > 1)
+    device = next(model.parameters()).device
+    cfg, embed = _geometry(model, resize, crop, normalize, embed, cells=masks is not None)
+    if embed.n_last_blocks > model.config.depth:
+        raise ConfigError(f"n_last_blocks={embed.n_last_blocks} but the model has {model.config.depth} blocks; "
+                          f"choose 1..{model.config.depth} (--n-last-blocks)")
+    inputs = gather_inputs(source, read, masks)
+    provenance = _provenance(model, cfg, read, embed, _effective_precision(run.precision, device))
+    shard_dir, out_path, tmp = _paths(output)
+    done = _plan(shard_dir, provenance, run.resume)
+    pending = [i for i in range(len(inputs.records)) if i not in done]
+    mine = [pending[j] for j in dist.shard_indices(len(pending), rank, world)]
+    if done:
+        logger.info("resuming: %d of %d inputs already done", len(done), len(inputs.records))
+    dist.barrier()
+    _embed_block(inputs, mine, model=model, cfg=cfg, read=read, embed=embed, run=run, shard_dir=shard_dir,
+                 provenance=provenance, rank=rank)
+    dist.barrier()
+    summary = _finish(shard_dir, out_path, rank, keep=run.keep_shards and tmp is None)
+    summary.update(n_inputs=len(inputs.records), n_resumed=len(done))
+    return _result(summary, output, out_path, tmp, provenance, rank, strict=run.strict)
+
+
+def _device(device: str | None, local_rank: int) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _load_model(model: EmbeddingModel | str | os.PathLike, device: torch.device, *, explicit: bool) -> EmbeddingModel:
+    if isinstance(model, EmbeddingModel):
+        return model.to(device).eval() if explicit else model.eval()
+    if isinstance(model, (str, os.PathLike)):
+        from dino_boc.weights import load_model
+
+        return load_model(model, device=device)
+    raise ConfigError(f"model must be a dino_boc model or a model name/path, got {type(model).__name__}")
+
+
+def _geometry(model: EmbeddingModel, resize, crop, normalize, embed: EmbedOptions, *, cells: bool):
+    """The run's PreprocessConfig and the single-cell size; checks that the final size fits the patch."""
+    p = model.config.patch_size
+    if cells:
+        size = embed.cell_size or crop or DEFAULT_CELL_SIZE
+        cfg = resolve_preprocess(model, resize, crop if embed.cell_size and crop else 0, normalize)
+        embed = replace(embed, cell_size=size)
+        final, what = cfg.crop or cfg.resize or size, "cell crop size"
+    else:
+        cfg = resolve_preprocess(model, resize, crop, normalize)
+        final = cfg.crop or cfg.resize or embed.tile
+        what = "tile size" if embed.tile else "crop/resize"
+    if final is not None and (final < p or final % p):
+        raise ConfigError(
+            f"the {what} gives {final}x{final}-pixel images, not a multiple of the model's {p}-pixel patch; "
+            f"choose a multiple of {p} (e.g. {max(p, (final // p) * p)})"
+        )
+    return cfg, embed
+
+
+def _effective_precision(precision: str, device: torch.device) -> str:
+    from dino_boc.embed import autocast_context
+
+    autocast_context(device, precision)  # validates the combination (fp16 on CPU is refused)
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOptions, precision: str) -> Provenance:
+    options: dict[str, Any] = {**read.to_dict(), "z_projection": read.z, "precision": precision}
+    if embed.cell_size is not None:
+        options["single_cell"] = {"size": embed.cell_size, "mask_outside": embed.mask_outside, "centre": "centroid"}
+    elif embed.tile is None and cfg.crop is None:
+        options["fit_to_patch"] = FIT_TO_PATCH
+    tiling = None if embed.tile is None else {"size": embed.tile, "reduce": "mean", "grid": "cover"}
+    return Provenance.from_model(model, n_last_blocks=embed.n_last_blocks, avgpool=embed.avgpool,
+                                 channel_pool=embed.channel_pool, preprocessing=cfg, tiling=tiling, options=options)
+
+
+def _paths(output) -> tuple[Path, Path, Path | None]:
+    """(shard folder, final output, temporary folder to delete or None)."""
+    if output is not None:
+        out = Path(output)
+        return out.with_name(out.name + ".shards"), out, None
+    tmp = Path(dist.broadcast_object(tempfile.mkdtemp(prefix="dino_boc_") if dist.is_main() else None))
+    return tmp / "shards", tmp / "features.parquet", tmp
+
+
+def _plan(shard_dir: Path, provenance: Provenance, resume: bool) -> set[int]:
+    """Rank 0 decides what is done (and whether the folder may be used); every rank gets the answer."""
+    answer: tuple[list[int], str | None] = ([], None)
+    if dist.is_main():
+        try:
+            manifests = read_manifests(shard_dir)
+            used = [m for m in manifests if m.shards or m.failures]
+            if used and not resume:
+                answer = ([], f"{shard_dir} holds the shards of an earlier run of this output; pass resume=True "
+                              "(--resume) to continue it, or delete that folder to start again")
+            elif used and used[0].provenance.differences(provenance):
+                diff = used[0].provenance.differences(provenance)
+                answer = ([], f"cannot resume {shard_dir}: the earlier run differs in {diff}; use the same "
+                              "model and settings, or delete that folder to start again")
+            elif resume:
+                answer = (sorted(done_indices(shard_dir)), None)
+        except DinoBocError as exc:
+            answer = ([], str(exc))
+    done, problem = dist.broadcast_object(answer)
+    if problem:
+        raise ConfigError(problem)
+    return set(done)
+
+
+def _prefetch(run: RunOptions, embed: EmbedOptions) -> int | None:
+    """Items each worker keeps ready. About one batch of images in flight in all (at most 128 inputs), so
+    the next batch is ready when the model finishes one; tiles and cells bring many images per input."""
+    if run.num_workers == 0:
+        return None
+    per_input = 1 if embed.tile is None and embed.cell_size is None else 16
+    in_flight = min(128, max(1, run.batch_size // per_input))
+    return max(2, -(-in_flight // run.num_workers))
+
+
+def _embed_block(inputs: RunInputs, mine: list[int], *, model, cfg, read, embed, run, shard_dir, provenance, rank):
+    """Embed the inputs ``mine`` of this rank into its shards."""
+    from tqdm.auto import tqdm
+
+    dataset = InputDataset(inputs.records, preprocess=cfg, patch_size=model.config.patch_size, read=read,
+                           embed=embed, masks=inputs.masks)
+    device = next(model.parameters()).device
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, sampler=mine, num_workers=run.num_workers, collate_fn=identity_collate,
+        pin_memory=device.type == "cuda", prefetch_factor=_prefetch(run, embed),
+    )
+    forward = partial(run_tensors, model, n_last_blocks=embed.n_last_blocks, avgpool=embed.avgpool,
+                      batch_size=run.batch_size, precision=run.precision)
+    batcher = ShapeBatcher(forward, batch_size=run.batch_size)
+    rows = _RowMaker(model, embed)
+    bar = tqdm(total=len(mine), unit="img", desc=f"embed (rank {rank})" if rank else "embed",
+               disable=not run.progress or rank != 0, dynamic_ncols=True, smoothing=0.05)
+    failed = 0
+    with ShardWriter(shard_dir, provenance, run.shard_size, rank, resume=run.resume) as writer, bar:
+        def write(done: list) -> None:
+            nonlocal failed
+            for d in done:
+                if isinstance(d, Failed):
+                    writer.add_failure(d.index, d.path, d.reason)
+                    failed += 1
+                    bar.set_postfix(failed=failed, refresh=False)
+                elif d.item.rows:
+                    writer.add([d.item.index] * len(d.item.rows), d.item.rows, rows.features(d), rows.names(d))
+                bar.update(1)
+
+        for item in loader:
+            write([item] if isinstance(item, Failed) else batcher.put(item))
+        write(batcher.flush())
+    logger.debug("rank %d: %d forward passes, %d inputs, %d failed", rank, batcher.forward_calls, len(mine), failed)
+
+
+class _RowMaker:
+    """Token results of one input -> its feature rows (tiles averaged per channel) and column names."""
+
+    def __init__(self, model: EmbeddingModel, embed: EmbedOptions) -> None:
+        self.model, self.embed = model, embed
+        self.blocks = tuple(range(model.config.depth - embed.n_last_blocks, model.config.depth))
+        self._names: dict[tuple[str, ...], list[str]] = {}
+
+    def features(self, done: Finished) -> np.ndarray:
+        parts = [None if done.results[0][k] is None else np.stack([r[k] for r in done.results]) for k in range(3)]
+        if done.item.reduce == "mean":  # tiles: average the structured tokens, then flatten (same layout)
+            parts = [None if a is None else a.mean(axis=0, keepdims=True) for a in parts]
+        emb = Embedding(cls=parts[0], global_cls=parts[1], patch_mean=parts[2],
+                        channel_names=done.item.channel_names, blocks=self.blocks)
+        return flatten(emb, channel_pool=self.embed.channel_pool)
+
+    def names(self, done: Finished) -> list[str]:
+        key = tuple(done.item.channel_names)
+        if key not in self._names:
+            self._names[key] = self.model.feature_names(
+                list(key), n_last_blocks=self.embed.n_last_blocks, avgpool=self.embed.avgpool,
+                channel_pool=self.embed.channel_pool,
+            )
+        return self._names[key]
+
+
+def _finish(shard_dir: Path, out_path: Path, rank: int, *, keep: bool) -> dict[str, Any]:
+    """Rank 0 merges the shards into the output (and removes them unless ``keep``); all ranks get the summary."""
+    summary: dict[str, Any] | str = {}
+    if rank == 0:
+        try:
+            summary = finalize(shard_dir, out_path)
+        except DinoBocError as exc:
+            summary = f"{type(exc).__name__}: {exc}"
+        else:
+            if keep:
+                summary["shards"] = str(shard_dir)
+            else:
+                shutil.rmtree(shard_dir, ignore_errors=True)
+    summary = dist.broadcast_object(summary)
+    if isinstance(summary, str):
+        raise ConfigError(f"merging the shards in {shard_dir} failed: {summary}")
+    return summary
+
+
+def _result(summary, output, out_path: Path, tmp: Path | None, provenance: Provenance, rank: int, *, strict: bool):
+    n_failed, n_ok = summary["n_failed"], summary["n_ok"]
+    if n_ok == 0:
+        logger.error("nothing was embedded: all %d inputs failed (see the errors file / summary)", n_failed)
+    elif n_failed:
+        logger.warning("%d of %d inputs failed: %s", n_failed, n_failed + n_ok, summary["by_reason"])
+    table = None
+    if output is None and rank == 0:
+        import pandas as pd
+
+        table = pd.read_parquet(out_path)
+        errors = pd.read_csv(summary["errors_file"]).to_dict("records")
+        summary = {**summary, "output": None, "errors_file": None}
+        table.attrs.update(summary=summary, errors=errors, provenance=provenance.to_dict())
+        shutil.rmtree(tmp, ignore_errors=True)
+    if strict and n_failed:
+        where = summary["errors_file"] or "df.attrs['errors']"
+        raise FailedInputsError(f"{n_failed} of {n_failed + n_ok} inputs failed {summary['by_reason']}; see {where}",
+                                summary)
+    if output is None:
+        return table
+    return summary
