@@ -60,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
         plot.embedding(args.features, args.color, method=args.method, channels=args.channels,
                        standardize=args.standardize, seed=args.seed, output=args.output)
     elif args.plot_command == "patches":
-        from dino_boc.embed import DEFAULT_MODEL
+        from dino_boc.cli.embed import default_model
 
-        plot.patch_maps(args.image, model=args.model or DEFAULT_MODEL, channels=args.channels, resize=args.resize,
+        plot.patch_maps(args.image, model=args.model or default_model(), channels=args.channels, resize=args.resize,
                         crop=args.crop, attention=args.attention, output=args.output)
     else:
         plot.channels(args.image, output=args.output)

@@ -161,11 +161,15 @@ def imagej_channel_names(meta: dict | None, axes: str, shape: tuple[int, ...]) -
     ImageJ stores a label per plane in C, Z, T order with C varying fastest, so the first ``C`` labels
     are the names of the channels at the first Z and T.
     """
-    if not meta or "C" not in axes.upper():
+    if not meta:
         return None
     labels = meta.get("Labels")
+    if isinstance(labels, str):  # ImageJ writes a single label as a plain string
+        labels = [labels]
     if not isinstance(labels, (list, tuple)):
         return None
+    if "C" not in axes.upper():  # one channel: its label names it; several labels are Z/T planes
+        return [str(labels[0])] if len(labels) == 1 else None
     n_channels = shape[axes.upper().index("C")]
     if len(labels) < n_channels:
         return None

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dino_boc import distributed as dist
-from dino_boc.embed import Precision, resolve_preprocess, run_tensors
+from dino_boc.embed import DEFAULT_MODEL, Precision, resolve_preprocess, run_tensors
 from dino_boc.errors import ConfigError, DinoBocError, InputError
 from dino_boc.features import flatten
 from dino_boc.models.base import Embedding, EmbeddingModel
@@ -37,7 +37,6 @@ __all__ = ["embed_dataset", "run_dataset", "FailedInputsError", "DEFAULT_MODEL",
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "dino-boc-vitl16"
 DEFAULT_CELL_SIZE = 96
 
 
