@@ -133,7 +133,6 @@ def run_tensors(
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, t in enumerate(tensors):
         groups.setdefault(tuple(t.shape), []).append(i)
-    runner = getattr(model, "_compiled", None) or model
     for shape, idx in groups.items():
         k = shape[0]
         ids = model.resolve_channel_ids(channel_ids, k)
@@ -142,7 +141,8 @@ def run_tensors(
             chunk = idx[start:start + per_chunk]
             x = torch.stack([tensors[i] for i in chunk]).to(device, non_blocking=True)
             with autocast_context(device, precision):
-                out = runner.forward_tokens(x, n_last_blocks=n_last_blocks, channel_ids=ids)
+                # through __call__, so that model.compile() (torch.compile) takes effect
+                out = model(x, n_last_blocks=n_last_blocks, channel_ids=ids)
             cls = None if out.cls is None else out.cls.float().cpu().numpy()
             glob = None if out.global_cls is None else out.global_cls.float().cpu().numpy()
             pm = out.patch.float().mean(dim=2).cpu().numpy() if avgpool else None
@@ -170,6 +170,7 @@ def embed_tokens(
     batch_size: int = 256,
     precision: Precision = "auto",
     channel_ids: Sequence[int | str] | None = None,
+    compile: bool = False,
 ) -> Embedding | list[Embedding]:
     """Structured per-channel features; the options are those of :func:`embed`.
 
@@ -178,6 +179,8 @@ def embed_tokens(
         ``(K, H, W)`` image), or, for a list input, a list of them (one per entry).
     """
     model = _get_model(model)
+    if compile and getattr(model, "_compiled_call_impl", None) is None:
+        model.compile()  # torch.compile, once per model; later calls reuse it
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size={batch_size!r} must be a positive integer (channel-images per forward)")
     cfg = resolve_preprocess(model, resize, crop, normalize)
@@ -228,6 +231,7 @@ def embed(
     batch_size: int = 256,
     precision: Precision = "auto",
     channel_ids: Sequence[int | str] | None = None,
+    compile: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """Feature vectors of microscopy images with any number and order of channels.
 
@@ -252,6 +256,9 @@ def embed(
         precision: ``"auto"`` (fp32 on CPU, fp16 autocast on CUDA as released), ``"fp32"``, ``"fp16"``, ``"bf16"``.
         channel_ids: Channel-ViT only: channel-embedding ids (or names stored with the model) of the
             selected channels.
+        compile: compile the model with ``torch.compile`` on first use (worth it for many images of one
+            size on a GPU; the first batch is slow). ``model.compile()`` beforehand has the same effect,
+            also for :func:`dino_boc.embed_dataset`.
 
     Returns:
         float32 ``(F,)`` for one ``(K, H, W)`` image or path, ``(B, F)`` for a ``(B, K, H, W)`` batch, or a
@@ -269,7 +276,7 @@ def embed(
     """
     emb = embed_tokens(
         images, channels, model=model, n_last_blocks=n_last_blocks, avgpool=avgpool, resize=resize, crop=crop,
-        normalize=normalize, batch_size=batch_size, precision=precision, channel_ids=channel_ids,
+        normalize=normalize, batch_size=batch_size, precision=precision, channel_ids=channel_ids, compile=compile,
     )
     if isinstance(emb, list):
         singles = [not (isinstance(e, (np.ndarray, torch.Tensor)) and e.ndim == 4) for e in images]

@@ -46,7 +46,8 @@ def normalize_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor
 
     Handles a plain state dict with chunked (``blocks.{chunk}.{i}.*``, ``block_chunks=4``) or unchunked
     keys, a training checkpoint ``{"teacher": {"backbone.*": ..., "dino_head.*": ...}}`` (also
-    ``"model"``/``"state_dict"`` wrappers), and ``module.`` prefixes.
+    ``"model"``/``"state_dict"`` wrappers), a full DINOv2 training checkpoint
+    ``{"model": {"student.*": ..., "teacher.backbone.*": ...}}`` (the teacher is kept), and ``module.`` prefixes.
 
     Returns:
         The backbone state dict and the list of keys dropped because inference does not use them.
@@ -62,6 +63,11 @@ def normalize_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor
         k = key
         while k.startswith("module."):
             k = k[len("module."):]
+        if k.startswith("student."):  # a full training checkpoint: the teacher is the model
+            ignored.append(key)
+            continue
+        if k.startswith("teacher."):
+            k = k[len("teacher."):]
         if k.startswith("backbone."):
             k = k[len("backbone."):]
         if k.startswith(IGNORED_PREFIXES):

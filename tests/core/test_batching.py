@@ -63,3 +63,17 @@ def test_a_model_name_is_loaded_once_and_reused(monkeypatch, rng):
     assert first.pretrained is False and first.name == "tiny-random"
     img = rng.integers(0, 255, size=(2, 32, 32)).astype(np.uint8)
     np.testing.assert_array_equal(dino_boc.embed(img, model="tiny-random"), dino_boc.embed(img, model=first))
+
+
+def test_compile_option_gives_the_same_features():
+    """embed(compile=True) runs the model through torch.compile and changes no value."""
+    import numpy as np
+
+    import dino_boc
+
+    model = dino_boc.create_model("boc", embed_dim=64, depth=2, num_heads=2, patch_size=8, img_size=32, seed=0)
+    img = np.random.default_rng(1).integers(0, 255, (2, 32, 32)).astype(np.uint8)
+    ref = model.embed(img, n_last_blocks=2)
+    out = model.embed(img, n_last_blocks=2, compile=True)
+    assert getattr(model, "_compiled_call_impl", None) is not None
+    np.testing.assert_allclose(out, ref, atol=1e-5)

@@ -127,3 +127,25 @@ def test_wrong_suffix_is_model_not_found(tmp_path):
     path.write_text("hello")
     with pytest.raises(ModelNotFoundError, match=r"\.txt file; expected \.pth"):
         dino_boc.load_model(path, device="cpu")
+
+
+def test_full_dinov2_training_checkpoint_keeps_the_teacher(tmp_path):
+    """{"model": {"student.backbone.*", "teacher.backbone.*", heads}} loads the teacher's weights."""
+    import numpy as np
+    import torch
+
+    import dino_boc
+
+    teacher = dino_boc.create_model("boc", embed_dim=128, depth=2, num_heads=2, patch_size=8, img_size=32, seed=1)
+    student = dino_boc.create_model("boc", embed_dim=128, depth=2, num_heads=2, patch_size=8, img_size=32, seed=2)
+    sd = {}
+    for prefix, m in (("teacher", teacher), ("student", student)):
+        for k, v in m.backbone.state_dict().items():
+            sd[f"{prefix}.backbone.{k}"] = v
+        sd[f"{prefix}.dino_head.last_layer.weight_v"] = torch.zeros(4, 8)
+    path = tmp_path / "training.pth"
+    torch.save({"model": sd}, path)
+    loaded = dino_boc.load_model(path, device="cpu")
+    img = np.random.default_rng(0).integers(0, 255, (2, 32, 32)).astype(np.uint8)
+    np.testing.assert_allclose(loaded.embed(img, n_last_blocks=2), teacher.embed(img, n_last_blocks=2), atol=1e-6)
+    assert np.abs(loaded.embed(img, n_last_blocks=2) - student.embed(img, n_last_blocks=2)).max() > 1e-3
