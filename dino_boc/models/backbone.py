@@ -90,18 +90,23 @@ class ViTBackbone(VisionTransformer):
         """Position embeddings ``(1, 1 + rows*cols, D)`` for a ``rows × cols`` patch grid."""
         return interpolate_pos_embed(self.pos_embed, rows, cols, offset=self.interpolate_offset)
 
-    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+    def _pos_embed(self, x: torch.Tensor, cls_token: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, rows, cols, D) from the dynamic-size patch embedding
         b, rows, cols, d = x.shape
-        x = torch.cat([self.cls_token.expand(b, -1, -1), x.reshape(b, rows * cols, d)], dim=1)
+        cls = self.cls_token if cls_token is None else cls_token
+        x = torch.cat([cls.expand(b, -1, -1), x.reshape(b, rows * cols, d)], dim=1)
         return self.pos_drop(x + self.pos_embed_for(rows, cols))
 
-    def prepare_tokens(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    def prepare_tokens(
+        self, x: torch.Tensor, masks: torch.Tensor | None = None, *, cls_token: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Patchify, mask, add the class token and position embeddings.
 
         Args:
             x: ``(B, 1, H, W)`` pre-processed single-channel images; H, W multiples of the patch.
             masks: optional bool ``(B, N)``; True replaces that patch embedding by ``mask_token``.
+            cls_token: ``(1, 1, D)`` to use instead of ``cls_token`` (DINO HA's channel CLS); it takes the
+                class position embedding too.
 
         Returns:
             ``(B, 1 + N, D)`` tokens, class token first.
@@ -111,7 +116,7 @@ class ViTBackbone(VisionTransformer):
             b, rows, cols, d = p.shape
             m = masks.reshape(b, rows, cols, 1)
             p = torch.where(m, self.mask_token.to(p.dtype).reshape(1, 1, 1, d), p)
-        return self.norm_pre(self._pos_embed(p))
+        return self.norm_pre(self._pos_embed(p, cls_token))
 
     def run_block(self, i: int, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Block ``i`` on ``x`` (gradient-checkpointed in training when enabled)."""

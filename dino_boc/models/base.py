@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dino_boc.errors import InputError
+from dino_boc.models.backbone import ViTBackbone
 from dino_boc.models.config import ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
 
@@ -85,9 +86,14 @@ class EmbeddingModel(nn.Module):
     """
 
     config: ModelConfig
+    #: the ``ModelConfig.arch`` a subclass implements
+    arch: str = ""
 
     def __init__(self, config: ModelConfig, *, preprocess: PreprocessConfig | None = None, name: str = ""):
+        if config.arch != self.arch:
+            raise ValueError(f"{type(self).__name__} needs arch={self.arch!r}, got {config.arch!r}")
         super().__init__()
+        self.backbone = ViTBackbone(config)
         self.config = config
         self.preprocess = preprocess or PreprocessConfig()
         self.name = name or f"untrained-{config.arch}"

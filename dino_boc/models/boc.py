@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dino_boc.models.backbone import ViTBackbone
 from dino_boc.models.base import EmbeddingModel, TokenOutput
-from dino_boc.models.config import ModelConfig
-from dino_boc.preprocess.config import PreprocessConfig
 
 __all__ = ["BagOfChannelsModel"]
 
@@ -22,11 +19,7 @@ class BagOfChannelsModel(EmbeddingModel):
         name: registry name, Hub id or path.
     """
 
-    def __init__(self, config: ModelConfig, *, preprocess: PreprocessConfig | None = None, name: str = ""):
-        if config.arch != "boc":
-            raise ValueError(f"BagOfChannelsModel needs arch='boc', got {config.arch!r}")
-        super().__init__(config, preprocess=preprocess, name=name)
-        self.backbone = ViTBackbone(config)
+    arch = "boc"
 
     def forward_tokens(
         self,

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from dino_boc.errors import ChannelError, InputError
-from dino_boc.models.backbone import ViTBackbone
 from dino_boc.models.base import EmbeddingModel, TokenOutput
 from dino_boc.models.config import ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
@@ -37,11 +36,10 @@ class ChannelViTModel(EmbeddingModel):
         name: registry name, Hub id or path.
     """
 
+    arch = "channel_vit"
+
     def __init__(self, config: ModelConfig, *, preprocess: PreprocessConfig | None = None, name: str = ""):
-        if config.arch != "channel_vit":
-            raise ValueError(f"ChannelViTModel needs arch='channel_vit', got {config.arch!r}")
         super().__init__(config, preprocess=preprocess, name=name)
-        self.backbone = ViTBackbone(config)
         self.channel_embed = nn.Parameter(torch.zeros(config.max_channels, config.embed_dim))
         nn.init.trunc_normal_(self.channel_embed, std=0.02)
 

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from dino_boc.errors import InputError
-from dino_boc.models.backbone import ViTBackbone
 from dino_boc.models.base import EmbeddingModel, TokenOutput
 from dino_boc.models.config import ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
@@ -93,11 +92,10 @@ class HierarchicalAttentionModel(EmbeddingModel):
         name: registry name, Hub id or path.
     """
 
+    arch = "ha"
+
     def __init__(self, config: ModelConfig, *, preprocess: PreprocessConfig | None = None, name: str = ""):
-        if config.arch != "ha":
-            raise ValueError(f"HierarchicalAttentionModel needs arch='ha', got {config.arch!r}")
         super().__init__(config, preprocess=preprocess, name=name)
-        self.backbone = ViTBackbone(config)
         self.channel_cls_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim))
         nn.init.normal_(self.channel_cls_token, std=1e-6)  # as timm / DINOv2 initialise cls_token
 
@@ -107,13 +105,7 @@ class HierarchicalAttentionModel(EmbeddingModel):
     # ---------------------------------------------------------------- tokens
     def _channel_tokens(self, x: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
         """``(B', 1, H, W)`` -> ``(B', 1 + N, D)``: ``[CH + pos_cls, patch + pos]`` (mask token where masked)."""
-        bb = self.backbone
-        p = bb.patch_embed(x)  # (B', rows, cols, D)
-        b, rows, cols, d = p.shape
-        if masks is not None:
-            p = torch.where(masks.reshape(b, rows, cols, 1), bb.mask_token.to(p.dtype).reshape(1, 1, 1, d), p)
-        tokens = torch.cat([self.channel_cls_token.expand(b, -1, -1), p.reshape(b, rows * cols, d)], dim=1)
-        return bb.norm_pre(bb.pos_drop(tokens + bb.pos_embed_for(rows, cols)))
+        return self.backbone.prepare_tokens(x, masks, cls_token=self.channel_cls_token)
 
     def _global_token(self, b: int, rows: int, cols: int) -> torch.Tensor:
         bb = self.backbone

@@ -24,7 +24,7 @@ from torch import nn
 
 from dino_boc.errors import ConfigError, InputError
 
-__all__ = ["Reduce", "CenteringMode", "all_reduce_sum", "sinkhorn_knopp", "TeacherCentering"]
+__all__ = ["Reduce", "CenteringMode", "all_reduce_sum", "sinkhorn_knopp", "TeacherCentering", "CenteredLoss"]
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 """Sums a tensor over processes and returns the sum (the identity on one process)."""
@@ -142,3 +142,32 @@ class TeacherCentering(nn.Module):
         # no device sync: an empty batch (count 0 on every process) leaves the centre unchanged
         m = torch.where(count > 0, self.momentum, 1.0).to(self.center.dtype)
         self.center.copy_(self.center * m + batch_center * (1.0 - m))
+
+
+class CenteredLoss(nn.Module):
+    """Base of the DINO and iBOT losses: a student temperature and a :class:`TeacherCentering`.
+
+    Args:
+        out_dim: P, the number of prototypes.
+        student_temp: temperature of the student softmax.
+        center_momentum: EMA momentum of the centre (``centering="centering"``).
+        centering: ``"centering"`` or ``"sinkhorn_knopp"``.
+        sinkhorn_iterations: iterations of Sinkhorn-Knopp.
+        reduce: sums over processes; default :func:`all_reduce_sum`.
+    """
+
+    def __init__(
+        self,
+        out_dim: int,
+        *,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        centering: CenteringMode = "centering",
+        sinkhorn_iterations: int = 3,
+        reduce: Reduce | None = None,
+    ) -> None:
+        super().__init__()
+        self.student_temp = float(student_temp)
+        self.centering = TeacherCentering(
+            out_dim, mode=centering, momentum=center_momentum, sinkhorn_iterations=sinkhorn_iterations, reduce=reduce
+        )

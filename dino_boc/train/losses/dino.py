@@ -16,10 +16,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dino_boc.errors import InputError
-from dino_boc.train.losses.centering import CenteringMode, Reduce, TeacherCentering
+from dino_boc.train.losses.centering import CenteredLoss
 
 __all__ = ["DINOLoss"]
 
@@ -33,7 +32,7 @@ def _stack_crops(x: torch.Tensor | Sequence[torch.Tensor], what: str) -> torch.T
     return t
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(CenteredLoss):
     """DINO cross-entropy over (global teacher crop, student crop) pairs, excluding same-crop pairs.
 
     Args:
@@ -49,22 +48,6 @@ class DINOLoss(nn.Module):
     centre), then ``loss(student_logits, t)``. If the loss stalls at ``log(P)`` the teacher has collapsed
     to uniform: lower the teacher temperature or check the centre momentum.
     """
-
-    def __init__(
-        self,
-        out_dim: int,
-        *,
-        student_temp: float = 0.1,
-        center_momentum: float = 0.9,
-        centering: CenteringMode = "centering",
-        sinkhorn_iterations: int = 3,
-        reduce: Reduce | None = None,
-    ) -> None:
-        super().__init__()
-        self.student_temp = float(student_temp)
-        self.centering = TeacherCentering(
-            out_dim, mode=centering, momentum=center_momentum, sinkhorn_iterations=sinkhorn_iterations, reduce=reduce
-        )
 
     @torch.no_grad()
     def teacher_probs(

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dino_boc.errors import InputError
-from dino_boc.train.losses.centering import CenteringMode, Reduce, TeacherCentering
+from dino_boc.train.losses.centering import CenteredLoss
 
 __all__ = ["IBOTPatchLoss", "masked_patch_weights"]
 
@@ -35,7 +34,7 @@ def masked_patch_weights(masks: torch.Tensor) -> torch.Tensor:
     return per_image.unsqueeze(-1).expand_as(masks)[masks]
 
 
-class IBOTPatchLoss(nn.Module):
+class IBOTPatchLoss(CenteredLoss):
     """Cross-entropy between teacher targets and student predictions on masked patches, per-image weighted.
 
     Args:
@@ -49,22 +48,6 @@ class IBOTPatchLoss(nn.Module):
     Use: ``t = loss.teacher_probs(teacher_logits[masks], teacher_temp)``, then
     ``loss(student_logits[masks], t, masks, weights=batch_weights)``.
     """
-
-    def __init__(
-        self,
-        out_dim: int,
-        *,
-        student_temp: float = 0.1,
-        center_momentum: float = 0.9,
-        centering: CenteringMode = "centering",
-        sinkhorn_iterations: int = 3,
-        reduce: Reduce | None = None,
-    ) -> None:
-        super().__init__()
-        self.student_temp = float(student_temp)
-        self.centering = TeacherCentering(
-            out_dim, mode=centering, momentum=center_momentum, sinkhorn_iterations=sinkhorn_iterations, reduce=reduce
-        )
 
     @torch.no_grad()
     def teacher_probs(
