@@ -1,8 +1,8 @@
 """Regenerate the pictures of docs/plots.md from the example data (CPU, about a minute).
 
 Run from the repository root: ``python docs/images/make_plot_images.py``. The model is
-``random-init-boc-vits16`` (randomly initialised) until a trained small model ships, so the maps and
-the embedding reflect intensity and texture, not learned biology.
+``dino-boc-vitt16-nuclei-demo``, the small demo model shipped in the package (trained on CPU on the example
+crops; see its model card in docs/models.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tifffile  # noqa: E402
 import dino_boc  # noqa: E402
 from dino_boc import plot  # noqa: E402
 
-MODEL = "random-init-boc-vits16"
+MODEL = "dino-boc-vitt16-nuclei-demo"
 OUT = Path("docs/images")
 IMAGE = Path("examples/images/mixed_4ch.tif")
 DPI = 80
