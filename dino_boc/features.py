@@ -14,7 +14,8 @@ channels (the paper's App. K reduced form: BoC CLS averaged over channels, ``D``
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+import re
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 
@@ -23,7 +24,9 @@ from dino_boc.models.base import Embedding
 
 ChannelPool = Literal["concat", "mean"]
 
-__all__ = ["flatten", "feature_names", "feature_size", "channel_labels"]
+__all__ = ["flatten", "feature_names", "feature_size", "channel_labels", "parse_feature_name", "FeatureName"]
+
+_NAME = re.compile(r"^(?P<channel>.+)_(?:cls(?P<block>\d+)|(?P<mean>mean))_(?P<dim>\d+)$")
 
 
 def channel_labels(channels: int | Sequence[str]) -> list[str]:
@@ -106,3 +109,24 @@ def feature_size(arch: str, k: int, dim: int, *, n_last_blocks: int = 4, avgpool
     kk = 1 if channel_pool == "mean" else k
     per_block = {"boc": kk, "ha": 1 + kk, "channel_vit": 1}[arch]
     return (n_last_blocks * per_block + (kk if avgpool else 0)) * dim
+
+
+class FeatureName(NamedTuple):
+    """A parsed feature column name (see :func:`feature_names`)."""
+
+    channel: str | None  #: channel label, or None for a global CLS column (HA, Channel-ViT)
+    kind: Literal["cls", "mean"]
+    block: int | None  #: block index of a CLS column, None for a patch mean
+    dim: int
+
+
+def parse_feature_name(name: str) -> FeatureName | None:
+    """The inverse of :func:`feature_names`: what a column holds, or None for a non-feature column."""
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    block = None if m["mean"] else int(m["block"])
+    channel = m["channel"]
+    if channel == "global" and block is not None:
+        channel = None
+    return FeatureName(channel, "mean" if m["mean"] else "cls", block, int(m["dim"]))

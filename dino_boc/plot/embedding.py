@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dino_boc.errors import ChannelError, InputError, require
+from dino_boc.features import parse_feature_name
 from dino_boc.plot._common import matplotlib_figure, pca, save_figure
 
 __all__ = ["embedding", "load_table", "select_channels", "reduce"]
@@ -21,9 +21,6 @@ __all__ = ["embedding", "load_table", "select_channels", "reduce"]
 logger = logging.getLogger(__name__)
 
 METADATA_PREFIX = "Metadata_"
-#: per-channel feature columns: ``{channel}_cls{block}_{d}`` and ``{channel}_mean_{d}`` (docs/features.md)
-_CHANNEL_COLUMN = re.compile(r"^(?P<channel>.+)_(?:cls\d+|mean)_\d+$")
-_GLOBAL_COLUMN = re.compile(r"^global_cls\d+_\d+$")
 #: UMAP input is first reduced to this many principal components (as scanpy does), for speed
 _UMAP_PCS = 50
 _NA = "NA"
@@ -115,11 +112,11 @@ def select_channels(names: Sequence[str], channels: Sequence[int | str]) -> list
     Raises:
         ChannelError: a channel with no columns; the message lists the channels present.
     """
+    parsed = [parse_feature_name(n) for n in names]
     present: list[str] = []
-    for n in names:
-        m = _CHANNEL_COLUMN.match(n)
-        if m and not _GLOBAL_COLUMN.match(n) and m["channel"] not in present:
-            present.append(m["channel"])
+    for f in parsed:
+        if f is not None and f.channel is not None and f.channel not in present:
+            present.append(f.channel)
     if isinstance(channels, (str, int)):
         channels = [channels]
     wanted: list[str] = []
@@ -132,8 +129,8 @@ def select_channels(names: Sequence[str], channels: Sequence[int | str]) -> list
             wanted.append(str(c))
         else:
             raise ChannelError(f"no feature columns for channel {c!r}; the table has channels {present}")
-    patterns = [re.compile(rf"^{re.escape(c)}_(?:cls\d+|mean)_\d+$") for c in wanted]
-    return [i for i, n in enumerate(names) if not _GLOBAL_COLUMN.match(n) and any(p.match(n) for p in patterns)]
+    chosen = set(wanted)
+    return [i for i, f in enumerate(parsed) if f is not None and f.channel in chosen]
 
 
 def reduce(x: np.ndarray, method: Literal["umap", "pca"], *, seed: int = 0) -> tuple[np.ndarray, list[str]]:

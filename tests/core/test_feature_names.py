@@ -49,3 +49,21 @@ def test_channel_mean_pooling(tiny_model, rng):
     np.testing.assert_allclose(pooled, want, atol=1e-6, rtol=0)
     names = tiny_model.feature_names(3, n_last_blocks=1, channel_pool="mean")
     assert len(names) == pooled.size == feature_size("boc", 3, D, n_last_blocks=1, channel_pool="mean")
+
+
+def test_parse_feature_name_inverts_feature_names():
+    """Every generated column parses back to its channel, kind, block and dim; others give None."""
+    from dino_boc.features import feature_names, parse_feature_name
+
+    for arch in ("boc", "ha", "channel_vit"):
+        names = feature_names(arch, ["DNA", "ER_x"], 3, n_last_blocks=2, last_block=12)
+        for name in names:
+            f = parse_feature_name(name)
+            assert f is not None
+            rebuilt = (
+                f"global_cls{f.block}_{f.dim:04d}" if f.channel is None
+                else f"{f.channel}_{'mean' if f.kind == 'mean' else f'cls{f.block}'}_{f.dim:04d}"
+            )
+            assert rebuilt == name
+    assert parse_feature_name("Metadata_path") is None
+    assert parse_feature_name("ER_x_cls11_0002") == ("ER_x", "cls", 11, 2)
