@@ -1,6 +1,6 @@
 """DINOv2 pretraining of DINO BoC, DINO HA and Channel-ViT (paper §4.2, App. C-D.1).
 
-Import explicitly (``from dino_boc.train.losses import DINOLoss``); nothing in the rest of the package imports
+Import explicitly: ``from dino_boc.train import train, load_config, export_run``; nothing in the rest of the package imports
 this. Model-independent pieces an engine composes:
 
 * ``augment``   — ``MultiCropAugmentation(MultiCropConfig)``: image ``(K, H, W)`` -> ``MultiCrops`` (2 global +
@@ -24,3 +24,9 @@ and its head on the CLS tokens and the masked patch tokens; turns them into targ
 ``DINOLoss + KoLeo (0.1, per global crop) + IBOTPatchLoss``; back-propagates, clips (3.0), steps; then
 updates the teacher by EMA with ``Schedules.momentum[it]``.
 """
+
+from dino_boc.train.config import TrainConfig, load_config
+from dino_boc.train.engine import NonFiniteLossError, Trainer, TrainResult, train
+from dino_boc.train.export import export_run
+
+__all__ = ["train", "Trainer", "TrainResult", "TrainConfig", "load_config", "export_run", "NonFiniteLossError"]
