@@ -32,7 +32,7 @@ import yaml
 from dino_boc.errors import ConfigError
 from dino_boc.models.config import ModelConfig
 from dino_boc.train.augment import MultiCropConfig
-from dino_boc.train.schedules import LrScaling
+from dino_boc.train.schedules import ScheduleConfig
 
 __all__ = [
     "SourceConfig",
@@ -187,7 +187,7 @@ class IbotConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(ScheduleConfig):
     """Training length, schedules and AdamW (see :mod:`dino_boc.train.schedules`).
 
     Attributes:
@@ -207,20 +207,8 @@ class OptimConfig:
         adamw_beta1, adamw_beta2: AdamW betas.
     """
 
-    epochs: float = 400
+    epochs: float = 400  # the schedule fields and their defaults are ScheduleConfig's
     iters_per_epoch: int | None = 450
-    base_lr: float = 5e-4
-    lr_scaling: LrScaling = "sqrt_wrt_1024"
-    min_lr: float = 1e-6
-    warmup_epochs: float = 20
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.2
-    momentum_teacher: float = 0.996
-    final_momentum_teacher: float = 1.0
-    warmup_teacher_temp: float = 0.04
-    teacher_temp: float = 0.07
-    warmup_teacher_temp_epochs: float = 20
-    freeze_last_layer_epochs: float = 1
     layerwise_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
     clip_grad: float = 3.0

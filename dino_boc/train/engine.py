@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -176,14 +176,7 @@ class Trainer:
     def _schedules(self, index: SampleIndex) -> tuple[Schedules, int]:
         o = self.cfg.optim
         ipe = o.iters_per_epoch or iters_per_epoch(index, self.cfg.train.batch_size)
-        sc = ScheduleConfig(
-            epochs=o.epochs, iters_per_epoch=ipe, base_lr=o.base_lr, lr_scaling=o.lr_scaling, min_lr=o.min_lr,
-            warmup_epochs=o.warmup_epochs, weight_decay=o.weight_decay, weight_decay_end=o.weight_decay_end,
-            momentum_teacher=o.momentum_teacher, final_momentum_teacher=o.final_momentum_teacher,
-            warmup_teacher_temp=o.warmup_teacher_temp, teacher_temp=o.teacher_temp,
-            warmup_teacher_temp_epochs=o.warmup_teacher_temp_epochs,
-            freeze_last_layer_epochs=o.freeze_last_layer_epochs,
-        )
+        sc = ScheduleConfig(**{f.name: getattr(o, f.name) for f in fields(ScheduleConfig)} | {"iters_per_epoch": ipe})
         return build_schedules(sc, global_batch_size=self.cfg.train.batch_size), ipe
 
     def _build_model(self):
