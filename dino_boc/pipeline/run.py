@@ -15,7 +15,10 @@ import tempfile
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
 
 import numpy as np
 import torch
@@ -78,7 +81,7 @@ def embed_dataset(
     device: str | None = None,
     precision: Precision = "auto",
     progress: bool = True,
-):
+) -> "dict[str, Any] | pandas.DataFrame | None":
     """Embed every image of a dataset: one feature row per image (or per cell), written as it goes.
 
     Every bad input (unreadable, truncated, wrong axes, NaN, too small, missing channel file, unknown
@@ -99,10 +102,18 @@ def embed_dataset(
         output: ``.parquet``, ``.h5ad`` or ``.npy`` path; None returns the table instead.
         model: a loaded model or a name/path for :func:`dino_boc.load_model`.
         channels: channels to keep, in order: indices or names (``["DNA", "RNA"]``, ``"0,2"``).
-        dims, z, t, level, channel_width: read options (:func:`dino_boc.io.read_image`): axes override,
-            Z reduction (``"max"`` projection by default), time point, pyramid level, CHAMMI tape width.
-        n_last_blocks, avgpool, channel_pool: feature layout (docs/features.md).
-        resize, crop, normalize: pre-processing overrides (None: the model's; 0: none).
+        dims: axes of the files when their metadata is missing or wrong, e.g. ``"CYX"``
+            (see :func:`dino_boc.io.read_image`).
+        z: Z-stack reduction: ``"max"`` projection (default), ``"mean"`` or a plane index.
+        t: time point of a time series.
+        level: resolution level of pyramidal files (0 = full resolution).
+        channel_width: CHAMMI tapes: width of one channel in the strip.
+        n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md).
+        avgpool: append the per-channel mean of the last block's patch tokens.
+        channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels.
+        resize: shorter side after resizing (None: the model's default; 0: none).
+        crop: centre-crop side (None: the model's default, else the whole field; 0: none).
+        normalize: ``"self"``, ``"percentile"`` or ``"none"`` (None: the model's default).
         tile: embed a grid of ``tile x tile`` tiles covering each field, averaging their features per
             channel (one row per image).
         masks: single-cell mode: label images (a folder, glob or list, matched to the images by file
@@ -122,10 +133,10 @@ def embed_dataset(
         progress: show a progress bar (images/s and time left).
 
     Returns:
-        With ``output``: the summary dict of :func:`dino_boc.outputs.finalize` (``n_ok``, ``n_failed``,
-        ``by_reason``, ``errors_file``, ...). Without: a ``pandas.DataFrame`` (``Metadata_*`` columns then
-        features; ``df.attrs["summary"]``, ``df.attrs["errors"]``, ``df.attrs["provenance"]``); None on
-        ranks other than 0 under torchrun.
+        The summary dict of :func:`dino_boc.outputs.finalize` when ``output`` is given
+            (``n_ok``, ``n_failed``, ``by_reason``, ``errors_file``, ...), else a ``pandas.DataFrame``
+            (``Metadata_*`` columns then features, with ``df.attrs["summary"]``, ``df.attrs["errors"]``
+            and ``df.attrs["provenance"]``); None on ranks other than 0 under torchrun.
 
     Raises:
         ConfigError: bad settings, an output folder holding another run's shards (pass ``resume``).
