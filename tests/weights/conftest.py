@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import dino_boc
+from core.active_blocks import with_active_blocks
 
 #: D = 128 so that the default head count D / 64 = 2 is the tiny model's
 TINY = dict(embed_dim=128, depth=4, num_heads=2, patch_size=8, img_size=32)
@@ -64,20 +65,6 @@ def released_checkpoint(model, layout: str) -> dict:
         student = {k: v + 1.0 for k, v in teacher.items()}
         return {"teacher": teacher, "student": student, "iteration": torch.tensor(125000)}
     raise ValueError(layout)
-
-
-def with_active_blocks(model):
-    """Set every LayerScale gamma to seeded values in [0.5, 1.5] (in place; returns the model).
-
-    At their initial 1e-5 the blocks barely change the tokens, and a comparison of features could not
-    tell a wrong attention or MLP from a right one.
-    """
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for blk in model.backbone.blocks:
-            for ls in (blk.ls1, blk.ls2):
-                ls.gamma.copy_(0.5 + torch.rand(ls.gamma.shape, generator=gen))
-    return model
 
 
 @pytest.fixture
