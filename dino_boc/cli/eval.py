@@ -24,8 +24,9 @@ Feature columns are all columns not starting with 'Metadata_' (other than --labe
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "eval", help="benchmarks: CHAMMI 1-NN, linear probe on a feature table",
-        description="Evaluate features: the CHAMMI benchmark or a linear probe. See docs/eval.md.",
+        "eval", help="benchmarks: CHAMMI 1-NN, linear probe, well profiles and mAP",
+        description="Evaluate features: the CHAMMI benchmark, a linear probe, or well profiles scored with "
+                    "mAP (copairs). See docs/eval.md and docs/profiles.md.",
     )
     s = p.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
 
@@ -64,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     lin.add_argument("--sweep", default=None, help="also save every learning rate's validation scores as CSV here")
     lin.add_argument("-o", "--output", default=None, help="also save the result table as CSV here")
     lin.set_defaults(func=run)
+
+    from dino_boc.cli import _profiles
+
+    _profiles.register(s)
 
 
 def _cell(value, digits: int) -> str:

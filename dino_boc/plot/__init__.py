@@ -15,8 +15,9 @@ from __future__ import annotations
 from dino_boc.plot.channels import channels, composite
 from dino_boc.plot.embedding import embedding, load_table, select_channels
 from dino_boc.plot.patches import attention_maps, patch_maps, patch_pca
+from dino_boc.plot.profiles import map_activity
 
 __all__ = [
     "embedding", "patch_maps", "channels", "attention_maps", "patch_pca", "composite", "load_table",
-    "select_channels",
+    "select_channels", "map_activity",
 ]
