@@ -405,9 +405,8 @@ def make_profiles(table: pd.DataFrame, *, config: ProfileConfig = ProfileConfig(
     steps: list[dict[str, Any]] = [{"step": "config", **asdict(config)}]
     feats = feature_columns(table, config.features)
     feats = _channel_sets(table, feats, config.channel_sets, steps)
-    keep = [c for c in table.columns if str(c).startswith(METADATA_PREFIX)] + feats
-    work = table[keep].copy()
-    work[feats] = work[feats].astype(np.float64)
+    meta = [c for c in table.columns if str(c).startswith(METADATA_PREFIX)]
+    work = pd.concat([table[meta], table[feats].astype(np.float64)], axis=1)
     if config.aggregate != "none":
         work = _aggregate(work, feats, config, steps)
     if config.normalize != "none":

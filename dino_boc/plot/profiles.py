@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from dino_boc.errors import InputError
 from dino_boc.plot._common import matplotlib_figure, save_figure
+
+if TYPE_CHECKING:  # matplotlib is an optional extra
+    from matplotlib.figure import Figure
 
 __all__ = ["map_activity"]
 
@@ -27,7 +31,7 @@ def map_activity(
     key: str,
     threshold: float = 0.05,
     output: str | os.PathLike | None = None,
-):
+) -> Figure:
     """Plot phenotypic activity tables (``activity.csv`` of ``dino-boc eval map``).
 
     Left panel, one colour per feature set: each perturbation's mAP (x) against -log10 of its
