@@ -98,6 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channel-sets", choices=get_args(ChannelSets), default=d["channel_sets"],
                    help="tables mixing channel sets: keep the features all sets share, or refuse "
                         "(default: %(default)s)")
+    p.add_argument("--features", nargs="+", default=None, metavar="COL", dest="feature_columns",
+                   help="feature columns (default: every numeric column not starting with 'Metadata_')")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(func=run_profiles)
 
@@ -119,6 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     mp.add_argument("--threshold", type=float, default=m["threshold"], help="FDR level (default: %(default)s)")
     mp.add_argument("--seed", type=int, default=m["seed"], help="seed of the null distribution (default: %(default)s)")
     mp.add_argument("--distance", choices=get_args(Distance), default=m["distance"], help="default: %(default)s")
+    mp.add_argument("--features", nargs="+", default=None, metavar="COL", dest="feature_columns",
+                    help="feature columns (default: every numeric column not starting with 'Metadata_')")
     mp.add_argument("--overwrite", action="store_true", help="replace files already in OUTDIR")
     mp.set_defaults(func=run_map)
 
@@ -131,7 +135,8 @@ def run_profiles(args: argparse.Namespace) -> int:
                            mad_epsilon=args.mad_epsilon, inverse_normal=args.inverse_normal, select=tuple(args.select),
                            na_cutoff=args.na_cutoff, corr_threshold=args.corr_threshold,
                            outlier_cutoff=args.outlier_cutoff, sphere=args.sphere, sphere_epsilon=args.sphere_epsilon,
-                           harmony=args.harmony, channel_sets=args.channel_sets)
+                           harmony=args.harmony, channel_sets=args.channel_sets,
+                           features=tuple(args.feature_columns) if args.feature_columns else None)
     table, meta = read_table(args.features)
     result = make_profiles(table, config=config, source={"input": str(args.features), **meta})
     path = write_profiles(result, args.output, overwrite=args.overwrite)
@@ -148,7 +153,7 @@ def _score(path: str, args: argparse.Namespace, outdir: Path):
 
     config = MapConfig(pert_col=args.pert_col, control=args.control, plate_col=args.plate_col,
                        target_col=args.target_col, null_size=args.null_size, threshold=args.threshold, seed=args.seed,
-                       distance=args.distance)
+                       distance=args.distance, features=tuple(args.feature_columns) if args.feature_columns else None)
     table, meta = read_table(path)
     result = profile_map(table, config=config)
     write_map(result, outdir, overwrite=args.overwrite, source={"input": str(path), **meta})

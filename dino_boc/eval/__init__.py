@@ -1,4 +1,5 @@
-"""Evaluation on pre-computed features: the CHAMMI benchmark, k-NN, linear probing, metrics.
+"""Evaluation on pre-computed features: the CHAMMI benchmark, k-NN, linear probing, metrics, well profiles and
+their mAP (``profiles``, ``profile_map``; need the ``profiles`` extra).
 
 Import explicitly (``from dino_boc.eval import chammi_knn``); nothing else in dino_boc imports this package.
 """
@@ -9,6 +10,8 @@ from dino_boc.eval.knn import knn, nearest_neighbors
 from dino_boc.eval.linear import FeatureSplits, LinearProbeResult, feature_splits, fit_linear_sweep, linear_probe
 from dino_boc.eval.metrics import accuracy, macro_f1
 from dino_boc.eval.presets import PRESETS, FeaturePreset, get_preset
+from dino_boc.eval.profile_map import MapConfig, MapResult, profile_map
+from dino_boc.eval.profiles import ProfileConfig, Profiles, make_profiles
 
 __all__ = [
     "chammi",
@@ -32,4 +35,10 @@ __all__ = [
     "get_preset",
     "TASK_COLUMNS",
     "SUMMARY_COLUMNS",
+    "ProfileConfig",
+    "Profiles",
+    "make_profiles",
+    "MapConfig",
+    "MapResult",
+    "profile_map",
 ]

@@ -151,6 +151,13 @@ def phenotypic_activity(profiles: pd.DataFrame, *, config: MapConfig) -> tuple[p
     if unnamed.any():
         raise InputError(f"{int(unnamed.sum())} non-control wells have no {config.pert_col!r} value (first: row "
                          f"{int(np.argmax(unnamed))}); fill it or widen the control query")
+    if config.plate_col:
+        plates = profiles[config.plate_col].astype(str)
+        bare = sorted(set(plates[treated]) - set(plates[controls]))
+        if bare:
+            raise InputError(f"plates {bare[:5]} have treated wells but no control well; their wells would have no "
+                             "negatives (and a perfect AP). Add their controls, drop those plates, or leave out "
+                             "plate_col (--plate-col) to draw negatives from every plate")
     meta_cols = [config.pert_col] + ([config.plate_col] if config.plate_col else [])
     meta = profiles[meta_cols].astype(str)
     meta = from_matching.assign_reference_index(meta, np.flatnonzero(controls), reference_col=REFERENCE_COLUMN,

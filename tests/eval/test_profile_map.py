@@ -140,6 +140,10 @@ def test_input_errors():
     unnamed.loc[unnamed.Metadata_pert_type == "trt", "Metadata_pert"] = None
     with pytest.raises(InputError, match="no 'Metadata_pert' value"):
         phenotypic_activity(unnamed, config=config())
+    no_ctrl = df[~((df.Metadata_Plate == "P3") & (df.Metadata_pert_type == "negcon"))]
+    with pytest.raises(InputError, match=r"plates \['P3'\] have treated wells but no control"):
+        phenotypic_activity(no_ctrl, config=config())
+    assert len(phenotypic_activity(no_ctrl, config=config(plate_col=None))[0]) == 3
     with pytest.raises(ConfigError):
         config(null_size=10)
 
@@ -198,3 +202,19 @@ def test_write_map_refuses_to_overwrite(tmp_path):
     with pytest.raises(InputError, match="already exists"):
         write_map(result, tmp_path)
     write_map(result, tmp_path, overwrite=True)
+
+
+def test_cli_feature_subset_and_error_message(tmp_path, capsys):
+    from dino_boc.cli import main
+
+    df = planted(seed=6, n_perts=4)
+    df.to_csv(tmp_path / "p.csv", index=False)
+    base = ["eval", "map", str(tmp_path / "p.csv"), "--pert-col", "Metadata_pert", "--control", CONTROL,
+            "--null-size", "500"]
+    assert main(base + ["-o", str(tmp_path / "a"), "--features", "x0", "x1", "x2"]) == 0
+    protocol = json.loads((tmp_path / "a" / "map.json").read_text())
+    assert protocol["analyses"][0]["n_features"] == 3 and protocol["config"]["features"] == ["x0", "x1", "x2"]
+    assert protocol["analyses"][0]["neg_sameby"] == []
+    assert main(base + ["-o", str(tmp_path / "b"), "--features", "x0", "nope"]) == 1
+    assert "['nope'] are not in the table" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
