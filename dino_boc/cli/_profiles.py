@@ -128,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_profiles(args: argparse.Namespace) -> int:
-    from dino_boc.eval.profiles import make_profiles, read_table, write_profiles
+    from dino_boc.eval.profile_files import make_profiles_from_file, write_profiles
 
     config = ProfileConfig(strata=tuple(args.strata), aggregate=args.aggregate, plate_col=args.plate_col,
                            control=args.control, normalize=args.normalize, normalize_by=args.normalize_by,
@@ -137,8 +137,7 @@ def run_profiles(args: argparse.Namespace) -> int:
                            outlier_cutoff=args.outlier_cutoff, sphere=args.sphere, sphere_epsilon=args.sphere_epsilon,
                            harmony=args.harmony, channel_sets=args.channel_sets,
                            features=tuple(args.feature_columns) if args.feature_columns else None)
-    table, meta = read_table(args.features)
-    result = make_profiles(table, config=config, source={"input": str(args.features), **meta})
+    result = make_profiles_from_file(args.features, config=config)
     path = write_profiles(result, args.output, overwrite=args.overwrite)
     for step in result.steps[1:]:
         print(f"{step['step']:>15}: {step['rows_in']} x {step['features_in']} -> {step['rows_out']} x "
@@ -149,7 +148,7 @@ def run_profiles(args: argparse.Namespace) -> int:
 
 def _score(path: str, args: argparse.Namespace, outdir: Path):
     from dino_boc.eval.profile_map import profile_map, write_map
-    from dino_boc.eval.profiles import read_table
+    from dino_boc.eval.profile_files import read_table
 
     config = MapConfig(pert_col=args.pert_col, control=args.control, plate_col=args.plate_col,
                        target_col=args.target_col, null_size=args.null_size, threshold=args.threshold, seed=args.seed,

@@ -16,12 +16,10 @@ Needs the ``profiles`` extra: ``pip install "dino-boc[profiles]"``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -42,10 +40,12 @@ __all__ = [
     "make_profiles",
     "feature_columns",
     "control_rows",
+    "channel_presence",
+    "common_features",
+    "aggregate",
+    "as_float",
+    "finish_profiles",
     "library_versions",
-    "read_table",
-    "write_profiles",
-    "PROFILES_KEY",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,6 @@ ChannelSets = Literal["common", "error"]
 #: CellProfiler-specific and not in the default
 DEFAULT_SELECT: tuple[SelectOp, ...] = ("variance_threshold", "correlation_threshold", "drop_na_columns",
                                         "drop_outliers")
-#: Parquet schema-metadata key (and ``<output>.profiles.json`` sidecar key) holding the steps
-PROFILES_KEY = "dino_boc_profiles"
 METADATA_PREFIX = "Metadata_"
 CHANNELS_COLUMN = "Metadata_channels"
 ROW_COUNT_COLUMN = "Metadata_n_rows"
@@ -150,7 +148,7 @@ class Profiles:
     source: dict[str, Any] | None = None
 
     def provenance(self) -> dict[str, Any]:
-        """The JSON written into the output under :data:`PROFILES_KEY`."""
+        """The JSON written into the output (``dino_boc.eval.profile_files.PROFILES_KEY``)."""
         return {"format_version": 1, "steps": self.steps, "n_rows": len(self.table), "n_features": len(self.features),
                 "libraries": library_versions("pycytominer", "harmonypy", "dino-boc")}
 
@@ -164,38 +162,6 @@ def library_versions(*names: str) -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def read_table(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read a feature or profile table (.parquet, .csv, .csv.gz, .tsv) and its schema metadata.
-
-    Returns:
-        (table, metadata): metadata maps each JSON schema-metadata key of a Parquet file (e.g.
-        ``dino_boc``, ``dino_boc_profiles``) to its parsed value; ``{}`` for CSV.
-
-    Raises:
-        InputError: a missing file or an unknown suffix.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"table {str(path)!r} does not exist; expected a .parquet, .csv(.gz) or .tsv file")
-    name = p.name.lower()
-    if p.is_dir() or name.endswith((".parquet", ".pq")):
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(p)
-        meta = {}
-        for key, value in (table.schema.metadata or {}).items():
-            if key.decode(errors="replace").startswith("dino_boc"):
-                try:
-                    meta[key.decode()] = json.loads(value)
-                except ValueError:
-                    logger.warning("%s: schema metadata %r is not JSON; not carried over", p, key)
-        return table.to_pandas(), meta
-    for suffix, sep in ((".csv", ","), (".csv.gz", ","), (".tsv", "\t"), (".tsv.gz", "\t")):
-        if name.endswith(suffix):
-            return pd.read_csv(p, sep=sep, low_memory=False), {}
-    raise InputError(f"cannot read {str(path)!r}: expected a .parquet, .csv, .csv.gz or .tsv table")
 
 
 def feature_columns(table: pd.DataFrame, features: Any = None) -> list[str]:
@@ -233,16 +199,29 @@ def _step(steps: list[dict[str, Any]], name: str, before: pd.DataFrame, after: p
     logger.info("%s: %d rows x %d features -> %d x %d", name, len(before), n_in, len(after), n_out)
 
 
-def _channel_sets(table: pd.DataFrame, feats: list[str], policy: ChannelSets,
-                  steps: list[dict[str, Any]]) -> list[str]:
-    """Features present in every channel set (rows grouped by ``Metadata_channels``)."""
-    if CHANNELS_COLUMN not in table.columns or table[CHANNELS_COLUMN].nunique(dropna=False) < 2:
+def channel_presence(table: pd.DataFrame, feats: list[str]) -> tuple[pd.DataFrame, pd.Series] | None:
+    """Which features each channel set has: (sets x F) bool frame and the rows per set; None for a table
+    without ``Metadata_channels``. Frames of several parts of a table combine with ``|`` and ``+``."""
+    if CHANNELS_COLUMN not in table.columns:
+        return None
+    sets = table[CHANNELS_COLUMN].astype(str)
+    return table[feats].notna().groupby(sets, sort=True).any(), sets.value_counts()
+
+
+def common_features(presence: tuple[pd.DataFrame, pd.Series] | None, feats: list[str], policy: ChannelSets,
+                    steps: list[dict[str, Any]]) -> list[str]:
+    """Features present in every channel set; records a ``channel_sets`` step when some are dropped.
+
+    Raises:
+        InputError: sets lack each other's features and ``policy`` is ``"error"``, or they share none.
+    """
+    if presence is None or len(presence[0]) < 2:
         return feats
-    present = table[feats].notna().groupby(table[CHANNELS_COLUMN].astype(str), sort=True).any()
+    present, counts = presence
     common = [c for c in feats if bool(present[c].all())]
     if len(common) == len(feats):
         return feats
-    sets = {str(k): int(v) for k, v in table[CHANNELS_COLUMN].astype(str).value_counts().items()}
+    sets = {str(k): int(v) for k, v in counts.sort_values(ascending=False, kind="stable").items()}
     if policy == "error":
         raise InputError(f"the table mixes {len(sets)} channel sets {list(sets)[:4]}; {len(feats) - len(common)} "
                          f"features are missing in some of them. Pass channel_sets='common' (--channel-sets common) "
@@ -252,11 +231,15 @@ def _channel_sets(table: pd.DataFrame, feats: list[str], policy: ChannelSets,
                          "need one feature space: embed with a channel-pooled layout or profile each set separately")
     logger.warning("mixed channel sets %s: keeping the %d features all sets share, dropping %d", list(sets)[:4],
                    len(common), len(feats) - len(common))
-    _step(steps, "channel_sets", table, table, len(feats), len(common), policy=policy, channel_sets=sets)
+    n = int(counts.sum())
+    steps.append({"step": "channel_sets", "policy": policy, "channel_sets": sets, "rows_in": n, "rows_out": n,
+                  "features_in": len(feats), "features_out": len(common)})
     return common
 
 
-def _aggregate(table: pd.DataFrame, feats: list[str], cfg: ProfileConfig, steps: list[dict[str, Any]]) -> pd.DataFrame:
+def aggregate(table: pd.DataFrame, feats: list[str], cfg: ProfileConfig, steps: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> one row per ``cfg.strata`` group (``pycytominer.aggregate``), keeping the metadata that is constant
+    within each group and adding ``Metadata_n_rows``; records an ``aggregate`` step."""
     pycytominer = require("pycytominer", "profiles")
     missing = [c for c in cfg.strata if c not in table.columns]
     if missing:
@@ -404,11 +387,22 @@ def make_profiles(table: pd.DataFrame, *, config: ProfileConfig = ProfileConfig(
     """
     steps: list[dict[str, Any]] = [{"step": "config", **asdict(config)}]
     feats = feature_columns(table, config.features)
-    feats = _channel_sets(table, feats, config.channel_sets, steps)
-    meta = [c for c in table.columns if str(c).startswith(METADATA_PREFIX)]
-    work = pd.concat([table[meta], table[feats].astype(np.float64)], axis=1)
+    feats = common_features(channel_presence(table, feats), feats, config.channel_sets, steps)
+    work = as_float(table, feats)
     if config.aggregate != "none":
-        work = _aggregate(work, feats, config, steps)
+        work = aggregate(work, feats, config, steps)
+    return finish_profiles(work, feats, config=config, steps=steps, source=source)
+
+
+def as_float(table: pd.DataFrame, feats: list[str]) -> pd.DataFrame:
+    """The ``Metadata_*`` columns and the features as float64, one unfragmented frame."""
+    meta = [c for c in table.columns if str(c).startswith(METADATA_PREFIX)]
+    return pd.concat([table[meta], table[feats].astype(np.float64)], axis=1)
+
+
+def finish_profiles(work: pd.DataFrame, feats: list[str], *, config: ProfileConfig, steps: list[dict[str, Any]],
+                    source: dict[str, Any] | None = None) -> Profiles:
+    """The steps after aggregation (normalise, inverse normal, select, sphere, Harmony) and the final check."""
     if config.normalize != "none":
         work = _normalize(work, feats, config, steps)
     if config.inverse_normal:
@@ -430,37 +424,3 @@ def make_profiles(table: pd.DataFrame, *, config: ProfileConfig = ProfileConfig(
                          "or a MAD of 0 in the controls made them infinite")
     meta = [c for c in work.columns if c not in set(feats)]
     return Profiles(table=work[meta + feats].reset_index(drop=True), features=feats, steps=steps, source=source)
-
-
-def write_profiles(profiles: Profiles, output: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write profiles as Parquet (steps in the schema metadata under :data:`PROFILES_KEY`, the input's
-    ``dino_boc`` provenance kept) or CSV (steps in ``<output>.profiles.json``).
-
-    Raises:
-        InputError: the output exists and ``overwrite`` is False, or an unknown suffix.
-    """
-    out = Path(output)
-    name = out.name.lower()
-    sidecar = out.with_name(out.name + ".profiles.json")
-    if not name.endswith((".parquet", ".csv", ".csv.gz")):
-        raise InputError(f"output {str(output)!r}: expected a .parquet, .csv or .csv.gz file name")
-    if not overwrite and (out.exists() or (not name.endswith(".parquet") and sidecar.exists())):
-        raise InputError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = profiles.provenance()
-    tmp = out.with_name(out.name + ".tmp")
-    if name.endswith(".parquet"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(profiles.table, preserve_index=False)
-        meta = dict(table.schema.metadata or {})
-        for key, value in (profiles.source or {}).items():
-            meta[key.encode()] = json.dumps(value).encode()
-        meta[PROFILES_KEY.encode()] = json.dumps(record).encode()
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-    else:
-        profiles.table.to_csv(tmp, index=False, compression="gzip" if name.endswith(".gz") else None)
-        sidecar.write_text(json.dumps({PROFILES_KEY: record, **(profiles.source or {})}, indent=2))
-    os.replace(tmp, out)
-    return out

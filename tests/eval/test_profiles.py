@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dino_boc.errors import ConfigError, InputError
-from dino_boc.eval.profiles import PROFILES_KEY, ProfileConfig, make_profiles, read_table, write_profiles
+from dino_boc.eval.profile_files import PROFILES_KEY, make_profiles_from_file, read_table, write_profiles
+from dino_boc.eval.profiles import ProfileConfig, make_profiles
 
 pycytominer = pytest.importorskip("pycytominer")
 
@@ -206,3 +207,32 @@ def test_written_parquet_and_csv_carry_the_steps(tmp_path):
     side = json.loads((tmp_path / "profiles.csv.gz.profiles.json").read_text())
     assert side[PROFILES_KEY]["steps"][-1]["step"] == "sphere"
     np.testing.assert_allclose(pd.read_csv(csv)[out.features].to_numpy(), out.table[out.features].to_numpy())
+
+
+def test_parquet_file_profiled_plate_by_plate_equals_the_whole_table(tmp_path):
+    df = pd.concat([site_table(seed=7, plates=("P1", "P2", "P3")), mixed_channels_for(site_table(seed=7,
+                   plates=("P1", "P2", "P3")))], axis=1)
+    df.to_parquet(tmp_path / "cells.parquet", row_group_size=10)
+    cfg = ProfileConfig(control=CONTROL, sphere="ZCA")
+    whole = make_profiles(df, config=cfg)
+    by_plate = make_profiles_from_file(tmp_path / "cells.parquet", config=cfg)
+    assert by_plate.features == whole.features
+    assert "ER_0" not in whole.features and "DNA_0" in whole.features  # the ER block is missing in one set
+    pd.testing.assert_frame_equal(by_plate.table, whole.table, check_exact=False, rtol=1e-10)
+    step = next(s for s in by_plate.steps if s["step"] == "aggregate")
+    assert step["plates_read_one_at_a_time"] == 3 and step["rows_in"] == len(df) and step["rows_out"] == 24
+    assert [s["step"] for s in by_plate.steps] == [s["step"] for s in whole.steps]
+    assert next(s for s in by_plate.steps if s["step"] == "channel_sets")["channel_sets"] == {
+        "DNA;ER": 60, "DNA": 12}
+
+
+def mixed_channels_for(df):
+    """A channel column and two feature blocks: DNA everywhere, ER absent from the sites of plate P3's first
+    four wells (a 1-channel acquisition)."""
+    rng = np.random.default_rng(8)
+    one = ((df.Metadata_Plate == "P3") & (df.Metadata_Well.str[1:].astype(int) < 4)).to_numpy()
+    out = pd.DataFrame({"Metadata_channels": np.where(one, "DNA", "DNA;ER")}, index=df.index)
+    for d in range(3):
+        out[f"DNA_{d}"] = rng.normal(size=len(df))
+        out[f"ER_{d}"] = np.where(one, np.nan, rng.normal(size=len(df)))
+    return out
