@@ -239,6 +239,7 @@ def profile_map(profiles: pd.DataFrame, *, config: MapConfig) -> MapResult:
     Returns:
         :class:`MapResult` with the activity, consistency and summary tables.
     """
+    _check_columns(profiles, config.pert_col, config.plate_col, config.target_col)
     activity, p_act = phenotypic_activity(profiles, config=config)
     n_perts = int(profiles.loc[~control_rows(profiles.reset_index(drop=True), config.control),
                                config.pert_col].nunique())

@@ -63,6 +63,8 @@ DEFAULT_SELECT: tuple[SelectOp, ...] = ("variance_threshold", "correlation_thres
 METADATA_PREFIX = "Metadata_"
 CHANNELS_COLUMN = "Metadata_channels"
 ROW_COUNT_COLUMN = "Metadata_n_rows"
+#: CellProfiler row indices without the Metadata_ prefix: never features
+CELLPROFILER_INDEX = ("ImageNumber", "ObjectNumber", "TableNumber")
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,8 @@ def library_versions(*names: str) -> dict[str, str]:
 
 def feature_columns(table: pd.DataFrame, features: Any = None) -> list[str]:
     """The feature columns: ``features`` if given (all must exist and be numeric), else every numeric
-    column not starting with ``Metadata_``.
+    column not starting with ``Metadata_`` (CellProfiler's ``ImageNumber`` / ``ObjectNumber`` /
+    ``TableNumber`` row indices excepted).
 
     Raises:
         InputError: a named column is missing or not numeric, or the table has no feature column.
@@ -179,6 +182,10 @@ def feature_columns(table: pd.DataFrame, features: Any = None) -> list[str]:
                              f"{[c for c in table.columns if not str(c).startswith(METADATA_PREFIX)][:5]}...")
     else:
         names = [str(c) for c in table.columns if not str(c).startswith(METADATA_PREFIX)]
+        index = [c for c in names if c in CELLPROFILER_INDEX]
+        if index:
+            logger.info("CellProfiler index columns %s are not features", index)
+            names = [c for c in names if c not in CELLPROFILER_INDEX]
     numeric = [c for c in names if pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
     skipped = [c for c in names if c not in numeric]
     if skipped and features is not None:

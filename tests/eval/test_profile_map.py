@@ -144,6 +144,8 @@ def test_input_errors():
     with pytest.raises(InputError, match=r"plates \['P3'\] have treated wells but no control"):
         phenotypic_activity(no_ctrl, config=config())
     assert len(phenotypic_activity(no_ctrl, config=config(plate_col=None))[0]) == 3
+    with pytest.raises(InputError, match="not in the profiles"):
+        profile_map(df, config=config(target_col="Metadata_moa"))
     with pytest.raises(ConfigError):
         config(null_size=10)
 

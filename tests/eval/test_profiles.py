@@ -183,6 +183,9 @@ def test_errors_say_what_to_do():
         ProfileConfig(normalize="zscore")
     with pytest.raises(ConfigError):
         ProfileConfig(select=("variance",))
+    cp = df.assign(ImageNumber=np.arange(len(df)), ObjectNumber=1)
+    assert make_profiles(cp, config=ProfileConfig(control=CONTROL)).features == \
+        make_profiles(df, config=ProfileConfig(control=CONTROL)).features
     with pytest.raises(InputError, match="not numeric"):
         make_profiles(df, config=ProfileConfig(control=CONTROL, features=("f1", "Metadata_path")))
 
