@@ -219,9 +219,14 @@ def phenotypic_consistency(profiles: pd.DataFrame, active: list[str], *,
     if len(consensus) < 3 or (int(counts.max()) if len(counts) else 0) < 2:
         logger.warning("consistency: fewer than two active perturbations share a target; nothing to score")
         return empty, {**protocol, "skipped": "no target shared by two active perturbations"}
-    ap = copairs_map.multilabel.average_precision(meta, consensus.to_numpy(dtype=np.float64),
-                                                  batch_size=config.batch_size, distance=config.distance,
-                                                  progress_bar=False, **rules)
+    unpaired = require("copairs.matching", "profiles").UnpairedException
+    try:
+        ap = copairs_map.multilabel.average_precision(meta, consensus.to_numpy(dtype=np.float64),
+                                                      batch_size=config.batch_size, distance=config.distance,
+                                                      progress_bar=False, **rules)
+    except unpaired as exc:  # e.g. every active perturbation shares one target: no negatives
+        logger.warning("consistency: %s; nothing to score", exc)
+        return empty, {**protocol, "skipped": f"copairs: {exc}"}
     result = copairs_map.mean_average_precision(ap, [config.target_col], null_size=config.null_size,
                                                 threshold=config.threshold, seed=config.seed, progress_bar=False)
     result = result.drop(columns=["indices"], errors="ignore")

@@ -220,3 +220,12 @@ def test_cli_feature_subset_and_error_message(tmp_path, capsys):
     assert main(base + ["-o", str(tmp_path / "b"), "--features", "x0", "nope"]) == 1
     assert "['nope'] are not in the table" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_consistency_without_negatives_is_skipped_not_a_traceback():
+    df = planted(seed=7, n_perts=3, effect=2.0, targets=True)  # cmp00..02 all carry T0: no negative pairs
+    result = profile_map(df, config=config(target_col="Metadata_targets"))
+    assert result.activity.below_corrected_p.all()
+    assert result.consistency.empty
+    assert "skipped" in result.protocol["analyses"][1]
+    assert result.summary.set_index("analysis").loc["consistency", "n_scored"] == 0
