@@ -181,6 +181,8 @@ def test_real_cpjump1_table_through_eval_map_end_to_end(tmp_path):
     protocol = json.loads((out / "map.json").read_text())
     assert protocol["analyses"][0]["neg_sameby"] == ["Metadata_Plate"]
     assert protocol["config"]["null_size"] == 1000
+    steps = json.loads((out / "compare" / "map.json").read_text())["profiles_provenance"]["dino_boc_profiles"]
+    assert [s["step"] for s in steps["steps"]] == ["config", "normalize", "feature_select"]  # carried from PROFILES
     assert main(args) == 1  # refuses to overwrite
     # the same numbers as copairs called directly on the table
     feats = [c for c in table.columns if not c.startswith("Metadata_")]
