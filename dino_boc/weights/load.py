@@ -19,6 +19,7 @@ from dino_boc.errors import ConfigError, ModelNotFoundError, WeightsError
 from dino_boc.models import EmbeddingModel, ModelConfig, build_model
 from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from dino_boc.preprocess.config import PreprocessConfig
+from dino_boc.weights.check import check_finite, check_weights_fit, fit_message, safetensors_shapes
 from dino_boc.weights.convert import infer_config, normalize_state_dict, read_checkpoint
 from dino_boc.weights.registry import REGISTRY, RegistryEntry, cache_dir, packaged_dir
 
@@ -27,8 +28,6 @@ __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
 logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-#: keys a checkpoint may lack; the model keeps its initial values
-_OPTIONAL_KEYS = ("backbone.mask_token",)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -46,44 +45,55 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_state_dict_strict(model: EmbeddingModel, state: Mapping[str, torch.Tensor], *, source: str) -> None:
-    """Load ``state`` into ``model``; every missing, unexpected or mis-shaped key is named.
+    """Load ``state`` into ``model``; every missing, unexpected or mis-shaped key is named, NaN/inf refused.
 
     Raises:
-        WeightsError: listing the keys that do not fit.
+        WeightsError: listing the keys that do not fit, or those holding non-finite values.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and k not in _OPTIONAL_KEYS]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
-        if shapes:
-            parts.append("shape mismatches " + "; ".join(shapes[:5]))
-        raise WeightsError(f"weights from {source} do not fit the {model.config.arch!r} architecture: " + ", ".join(parts))
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    msg = fit_message(model.config, own, {k: tuple(v.shape) for k, v in state.items()}, source=source)
+    if msg:
+        raise WeightsError(msg)
+    check_finite(state, source=source)
     model.load_state_dict(dict(state), strict=False)  # strictness checked above, optional keys allowed
+
+
+def _read_config_json(cfg_path: Path) -> tuple[dict[str, Any], ModelConfig, PreprocessConfig]:
+    """``config.json`` → (its fields, the model config, the preprocessing); every invalid value a WeightsError."""
+    try:
+        text = cfg_path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read {cfg_path}: {exc}") from exc
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{cfg_path} holds a JSON {type(meta).__name__}; expected an object with format_version, "
+                           "model and preprocess (as written by save_pretrained)")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise WeightsError(f"{cfg_path} has format_version={version!r}; this dino_boc reads {FORMAT_VERSION}")
+    for key, kind in (("name", str), ("card", dict), ("pretrained", bool)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise WeightsError(f"{cfg_path}: {key!r} is a {type(meta[key]).__name__}; expected a {kind.__name__}")
+    if "model" not in meta:
+        raise WeightsError(f"{cfg_path} has an invalid model section: no 'model' key")
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+        preprocess = PreprocessConfig.from_dict(meta.get("preprocess", {}))
+    except (ConfigError, TypeError) as exc:
+        raise WeightsError(f"{cfg_path} has an invalid model section: {exc}") from exc
+    return meta, config, preprocess
 
 
 def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingModel:
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not cfg_path.is_file() or not w_path.is_file():
         raise WeightsError(f"{folder} must hold {CONFIG_NAME} and {WEIGHTS_NAME} (as written by save_pretrained)")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{cfg_path} is not valid JSON: {exc}") from exc
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise WeightsError(f"{cfg_path} has format_version={version!r}; this dino_boc reads {FORMAT_VERSION}")
-    try:
-        config = ModelConfig.from_dict(meta["model"])
-        preprocess = PreprocessConfig.from_dict(meta.get("preprocess", {}))
-    except (KeyError, ConfigError, TypeError) as exc:
-        raise WeightsError(f"{cfg_path} has an invalid model section: {exc}") from exc
+    meta, config, preprocess = _read_config_json(cfg_path)
+    # shapes from the header first: nothing is built for a config the file does not back
+    check_weights_fit(config, safetensors_shapes(w_path), source=str(w_path))
     from safetensors.torch import load_file
 
     try:
@@ -105,8 +115,10 @@ def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: 
     if ignored:
         logger.info("%s: ignoring %d keys inference does not use (%s ...)", path, len(ignored), ignored[0])
     config = infer_config(state, num_heads=num_heads)
+    state = {f"backbone.{k}": v for k, v in state.items()}
+    check_weights_fit(config, {k: tuple(v.shape) for k, v in state.items()}, source=str(path))
     model = build_model(config, preprocess=preprocess, name=name)
-    load_state_dict_strict(model, {f"backbone.{k}": v.float() for k, v in state.items()}, source=str(path))
+    load_state_dict_strict(model, {k: v.float() for k, v in state.items()}, source=str(path))
     model.pretrained = True
     model.weights_sha256 = file_sha256(path)
     return model.to(device).eval()
