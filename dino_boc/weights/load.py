@@ -8,8 +8,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +19,7 @@ from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from dino_boc.preprocess.config import PreprocessConfig
 from dino_boc.weights.check import check_finite, check_weights_fit, fit_message, safetensors_shapes
 from dino_boc.weights.convert import infer_config, normalize_state_dict, read_checkpoint
+from dino_boc.weights.names import cache_folder, check_model_name, check_revision, is_model_folder, replace_model_folder
 from dino_boc.weights.registry import REGISTRY, RegistryEntry, cache_dir, packaged_dir
 
 __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
@@ -124,6 +123,13 @@ def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: 
     return model.to(device).eval()
 
 
+def _is_cached_name(spec: str) -> bool:
+    try:
+        return is_model_folder(cache_folder(cache_dir(), spec))
+    except (ConfigError, WeightsError):
+        return False
+
+
 def _missing_gated(entry: RegistryEntry, looked: list[str]) -> WeightsError:
     return WeightsError(
         f"the weights of {entry.name!r} are not on this machine. They are gated by their authors "
@@ -147,8 +153,9 @@ def _random_model(entry: RegistryEntry, device: torch.device) -> EmbeddingModel:
 
 def _from_hub(repo_id: str, *, revision: str | None, device: torch.device) -> EmbeddingModel:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
+    check_revision(revision)  # huggingface_hub joins it to paths of its cache when offline
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md"])
     except LocalEntryNotFoundError as exc:
@@ -156,6 +163,10 @@ def _from_hub(repo_id: str, *, revision: str | None, device: torch.device) -> Em
             f"Hub repo {repo_id!r} (revision {revision or 'main'}) is not in the local cache and the Hub cannot be "
             f"reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}); download it once with network access "
             "or pass a local folder"
+        ) from exc
+    except HFValidationError as exc:
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not a valid Hub repo id ({exc}); expected 'org/name' of letters, digits, '-', '_', '.'"
         ) from exc
     except HfHubHTTPError as exc:
         raise ModelNotFoundError(f"Hub repo {repo_id!r} could not be fetched: {exc}") from exc
@@ -178,18 +189,21 @@ def load_model(
               gated: found in the cache after ``dino-boc weights add CHECKPOINT.pth``);
             * ``"hf-hub:org/repo"`` or ``"org/repo"``: a Hugging Face Hub repo in the dino_boc format
               (cached; ``HF_HUB_OFFLINE=1`` honoured);
+            * a name given to ``dino-boc weights add --name`` (a model folder in :func:`cache_dir`);
             * a folder written by ``save_pretrained`` (``config.json`` + ``model.safetensors``);
             * a released checkpoint file (``.pth``/``.pt``/``.safetensors``): chunked or plain keys, or a
               training checkpoint ``{"teacher": ...}``; the architecture is inferred from the tensors.
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
-        revision: Hub revision (branch, tag or commit) to pin.
+        revision: Hub revision to pin: a branch or tag name, or a 40-hex commit.
         num_heads: heads for a checkpoint file (default D / 64).
 
     Returns:
         The model in eval mode on ``device``.
 
     Raises:
-        ModelNotFoundError: an unknown name, path or repo (close names are suggested).
+        ModelNotFoundError: an unknown name, path or repo (close names are suggested), or a Hub id that
+            huggingface_hub rejects.
+        ConfigError: a revision that is neither a branch/tag name nor a 40-hex commit.
         WeightsError: weights missing (gated: where to request them), corrupt, or not fitting.
     """
     dev = _resolve_device(device)
@@ -215,6 +229,8 @@ def load_model(
             looked.append(f"hf-hub:{entry.hf_hub_id}")
             return _from_hub(entry.hf_hub_id, revision=revision or entry.revision, device=dev)
         raise _missing_gated(entry, looked)
+    if _is_cached_name(spec):  # a name given to 'dino-boc weights add --name' that the registry lacks
+        return _from_folder(cache_dir() / spec, name=spec, device=dev)
     if spec.startswith("hf-hub:"):
         return _from_hub(spec[len("hf-hub:"):], revision=revision, device=dev)
     if _HUB_ID.match(spec) and not spec.startswith((".", "/")) and not path.parent.exists():
@@ -236,7 +252,7 @@ def add_weights(
 
     Args:
         checkpoint: the downloaded ``.pth``.
-        name: registry name to store it under.
+        name: registry name to store it under: one folder name (letters, digits, ``.``, ``_``, ``-``).
         num_heads: heads, default D / 64.
         sha256: if given, the checkpoint file's expected SHA-256.
 
@@ -244,8 +260,11 @@ def add_weights(
         The cache folder.
 
     Raises:
-        WeightsError: unreadable, mismatching hash, or weights that do not fit / give non-finite features.
+        ConfigError: ``name`` is not one safe folder name (letters, digits, ``.``, ``_``, ``-``).
+        WeightsError: unreadable, mismatching hash, weights that do not fit / give non-finite features, or
+            ``cache_dir() / name`` exists but is not a model folder cached by dino_boc (it is left untouched).
     """
+    check_model_name(name)  # before any work: the name becomes a folder inside the cache
     src = Path(checkpoint).expanduser()
     if not src.is_file():
         raise WeightsError(f"checkpoint {src} does not exist")
@@ -267,16 +286,9 @@ def add_weights(
         "source_checkpoint": src.name, "source_sha256": digest,
         "licence": entry.licence if entry else "", "paper": entry.paper if entry else "",
     }
-    target = cache_dir() / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    target = cache_folder(root, name)
+    replace_model_folder(target, model.save_pretrained, marker={"name": name, "source_sha256": digest})
     logger.info("cached %s as %r in %s", src, name, target)
     return target
