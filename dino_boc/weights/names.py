@@ -37,7 +37,7 @@ def check_model_name(name: str) -> str:
     Raises:
         ConfigError: anything else (a path separator, an absolute path, ``..``, an empty name).
     """
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise ConfigError(
             f"model name {name!r} is not allowed; expected one folder name of letters, digits, '.', '_' and '-' "
             "starting with a letter or digit (e.g. 'dino-boc-vitl16' or 'my-model.v2'), no '/' and no '..'"
@@ -54,10 +54,10 @@ def check_revision(revision: str | None) -> str | None:
     Raises:
         ConfigError: anything else, e.g. ``'../../../x'``.
     """
-    if revision is None or (isinstance(revision, str) and _COMMIT.match(revision)):
+    if revision is None or (isinstance(revision, str) and _COMMIT.fullmatch(revision)):
         return revision
     parts = revision.split("/") if isinstance(revision, str) else []
-    if (not isinstance(revision, str) or not _REF_CHARS.match(revision) or ".." in revision
+    if (not isinstance(revision, str) or not _REF_CHARS.fullmatch(revision) or ".." in revision
             or any(not p or p.startswith(".") or p.endswith(".lock") for p in parts)):
         raise ConfigError(
             f"revision {revision!r} is not a branch or tag name nor a 40-hex commit; expected e.g. 'main', "
