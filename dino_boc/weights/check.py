@@ -62,10 +62,10 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 def _arch_hint(config: ModelConfig, missing: list[str], unexpected: list[str]) -> str:
     for arch, key in ARCH_KEYS.items():
         if key in unexpected:
-            return (f" The weights hold {key!r}, a key of arch={arch!r} models, but the configuration declares "
+            return (f"; the weights hold {key!r}, a key of arch={arch!r} models, but the configuration declares "
                     f"arch={config.arch!r} — the config does not belong to these weights.")
         if key in missing:
-            return (f" The configuration declares arch={arch!r}, but the weights lack its {key!r} — they are "
+            return (f"; the configuration declares arch={arch!r}, but the weights lack its {key!r} — they are "
                     "weights of another architecture.")
     return ""
 
