@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
-from pathlib import Path
 
 _CHAMMI_HELP = """\
 Score a model on the CHAMMI benchmark (1-nearest-neighbour, macro-F1 in percent, as in the paper's
@@ -82,21 +81,6 @@ def markdown_table(df, *, digits: int = 1, index: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _read_features(path: str):
-    import pandas as pd
-
-    from dino_boc.errors import InputError
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"feature table {path!r} does not exist; expected a .parquet or .csv file")
-    if p.is_dir() or p.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(p)
-    if p.suffix.lower() in (".csv", ".tsv"):
-        return pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",")
-    raise InputError(f"cannot read {path!r}: expected a .parquet or .csv feature table")
-
-
 def run_chammi(args: argparse.Namespace) -> int:
     from dino_boc.eval import chammi
 
@@ -111,9 +95,10 @@ def run_chammi(args: argparse.Namespace) -> int:
 
 
 def run_linear(args: argparse.Namespace) -> int:
-    from dino_boc.eval import feature_splits, linear_probe
+    from dino_boc.eval.linear import check_sweep_options, feature_splits, linear_probe, read_feature_table
 
-    splits = feature_splits(_read_features(args.features), label=args.label, split=args.split, train=args.train,
+    check_sweep_options(epochs=args.epochs, batch_size=args.batch_size)  # before the table is read
+    splits = feature_splits(read_feature_table(args.features), label=args.label, split=args.split, train=args.train,
                             val=args.val, test=args.test)
     result = linear_probe(*splits.probe_args(), epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                           seed=args.seed)
