@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     c.add_argument("--num-workers", type=int, default=4,
                    help="processes reading images while embedding (default: %(default)s)")
+    c.add_argument("--cache-name", default=None,
+                   help="cache folder name to use instead of the model's name and weights hash, e.g. for features "
+                        "computed elsewhere (you vouch that they match the model)")
     c.add_argument("-o", "--output", default=None, help="also save the table as CSV here")
     c.set_defaults(func=run)
 
@@ -85,7 +88,7 @@ def run_chammi(args: argparse.Namespace) -> int:
     from dino_boc.eval import chammi
 
     table = chammi(args.root, model=args.model, cache_dir=args.cache_dir, metric=args.metric, preset=args.preset,
-                   batch_size=args.batch_size, num_workers=args.num_workers)
+                   batch_size=args.batch_size, num_workers=args.num_workers, cache_name=args.cache_name)
     table.index.name = "model"
     print(markdown_table(table, digits=1, index=True))
     if args.output:
