@@ -284,7 +284,7 @@ def cache_key(model, preset: FeaturePreset, cache_name: str | None = None, *, la
     if isinstance(model, (str, os.PathLike)):
         from dino_boc.weights import load_model
 
-        label = label or os.fspath(model)
+        label = label or (Path(model).name if Path(model).exists() else os.fspath(model))
         model = load_model(model)
     if not hasattr(model, "state_dict"):
         raise ConfigError(f"cannot name a cache for model {model!r}; pass a dino_boc model or cache_name=")
@@ -417,7 +417,9 @@ def chammi(
     root = Path(root)
     preset = get_preset(preset)
     meta = load_chammi(root)  # the release is checked before a model is loaded
-    label = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    label = None
+    if isinstance(model, (str, os.PathLike)):  # a path is named by its last component; the hash tells them apart
+        label = Path(model).name if Path(model).exists() else os.fspath(model)
     if cache_name is None and label is not None:  # loaded once: its weights name the cache and embed the images
         from dino_boc.weights import load_model
 
