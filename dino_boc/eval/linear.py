@@ -310,6 +310,7 @@ def linear_probe(
                 f"{name}_x has shape {tuple(np.shape(xs))} with {len(ys)} labels; expected ({len(ys)}, {f}) "
                 "like train_x, one label per row"
             )
+        _as_features(xs, f"{name}_x", torch.device("cpu"))  # non-finite values refused before training
     sweep = fit_linear_sweep(train_x, train_y, lrs=lrs, weight_decays=weight_decays, epochs=epochs,
                              batch_size=batch_size, device=device, seed=seed, max_bytes=max_bytes)
     val_true = np.asarray(val_y).reshape(-1)

@@ -131,7 +131,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None
     depth = len(idx)
     fc1 = sd.get("blocks.0.mlp.fc1.weight")
     hidden = int(fc1.shape[0]) if fc1 is not None and fc1.ndim == 2 else 4 * dim
-    heads = num_heads or max(1, dim // 64)
+    heads = num_heads if num_heads is not None else max(1, dim // 64)  # 0 is refused by ModelConfig, not defaulted
     init_values = 1e-5 if "blocks.0.ls1.gamma" in sd else None
     return ModelConfig(
         arch="boc", embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=hidden / dim, patch_size=patch,

@@ -203,3 +203,12 @@ def test_replaced_weights_are_embedded_again_and_a_truncated_cache_too(tmp_path,
     assert "are unreadable" in caplog.text and caplog.text.count("using cached CHAMMI features") == 2
     pd.testing.assert_frame_equal(again, second)
     assert len(pd.read_parquet(allen)) == (load_chammi(root)["chammi_source"] == "Allen").sum()
+
+
+def test_non_finite_validation_rows_are_refused_before_training():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)), np.arange(30) % 3
+    bad = x.copy()
+    bad[4, 2] = np.inf
+    with pytest.raises(InputError, match="val_x contains NaN or inf"):
+        linear_probe(x, y, bad, y, x, y, epochs=10**6, device="cpu")  # would take hours if it trained first

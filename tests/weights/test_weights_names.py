@@ -122,3 +122,25 @@ def test_hub_ids_that_huggingface_hub_rejects(spec, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelNotFoundError, match="not a valid Hub repo id|unknown model"):
         dino_boc.load_model(spec, device="cpu")
+
+
+def test_weights_list_shows_models_added_under_a_new_name(cache, tiny_model, write_checkpoint, capsys):
+    dino_boc.add_weights(write_checkpoint(tiny_model, "plain"), name="my-model")
+    (cache / "not-a-model").mkdir()
+    (cache / "not-a-model" / "notes.txt").write_text("x")
+    assert main(["weights", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("my-model ") and " cached " in line for line in lines)
+    assert not any(line.startswith("not-a-model") for line in lines)
+
+
+def test_num_heads_zero_is_refused_not_defaulted(cache, tiny_model, write_checkpoint):
+    with pytest.raises(ConfigError, match="num_heads=0"):
+        dino_boc.add_weights(write_checkpoint(tiny_model, "plain"), name="zero-heads", num_heads=0)
+    assert not (cache / "zero-heads").exists()
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", 3.5])
+def test_an_invalid_device_is_a_config_error(tiny_model, tmp_path, device):
+    with pytest.raises(ConfigError, match="is not a torch device"):
+        dino_boc.load_model(tiny_model.save_pretrained(tmp_path / "m"), device=device)
