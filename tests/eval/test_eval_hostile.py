@@ -212,3 +212,12 @@ def test_non_finite_validation_rows_are_refused_before_training():
     bad[4, 2] = np.inf
     with pytest.raises(InputError, match="val_x contains NaN or inf"):
         linear_probe(x, y, bad, y, x, y, epochs=10**6, device="cpu")  # would take hours if it trained first
+
+
+@pytest.mark.parametrize("chunk_size", [0, -3, 2.5])
+def test_knn_chunk_size_must_be_positive(chunk_size):
+    from dino_boc.eval import nearest_neighbors
+
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    with pytest.raises(InputError, match="chunk_size"):
+        nearest_neighbors(x, x, chunk_size=chunk_size, device="cpu")
