@@ -263,11 +263,17 @@ def add_weights(
         The cache folder.
 
     Raises:
-        ConfigError: ``name`` is not one safe folder name (letters, digits, ``.``, ``_``, ``-``).
+        ConfigError: ``name`` is not one safe folder name (letters, digits, ``.``, ``_``, ``-``), or names a
+            shipped or random registry model (load_model would never read the cached weights).
         WeightsError: unreadable, mismatching hash, weights that do not fit / give non-finite features, or
             ``cache_dir() / name`` exists but is not a model folder cached by dino_boc (it is left untouched).
     """
     check_model_name(name)  # before any work: the name becomes a folder inside the cache
+    if name in REGISTRY and REGISTRY[name].source in ("packaged", "random"):
+        raise ConfigError(
+            f"{name!r} is a {REGISTRY[name].source} model of the registry, which load_model({name!r}) always "
+            "returns; cached weights under that name would never be used — choose another --name"
+        )
     src = Path(checkpoint).expanduser()
     if not src.is_file():
         raise WeightsError(f"checkpoint {src} does not exist")

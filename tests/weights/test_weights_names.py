@@ -144,3 +144,11 @@ def test_num_heads_zero_is_refused_not_defaulted(cache, tiny_model, write_checkp
 def test_an_invalid_device_is_a_config_error(tiny_model, tmp_path, device):
     with pytest.raises(ConfigError, match="is not a torch device"):
         dino_boc.load_model(tiny_model.save_pretrained(tmp_path / "m"), device=device)
+
+
+@pytest.mark.parametrize("name", ["random-init-boc-vits16", "dino-boc-vitt16-nuclei-demo"])
+def test_names_of_shipped_or_random_models_are_refused(cache, tiny_model, write_checkpoint, name):
+    """load_model(name) returns the shipped / random model whatever the cache holds: adding would be ignored."""
+    with pytest.raises(ConfigError, match="choose another --name"):
+        dino_boc.add_weights(write_checkpoint(tiny_model, "plain"), name=name)
+    assert not cache.exists() or not any(cache.iterdir())
