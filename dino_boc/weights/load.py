@@ -19,7 +19,14 @@ from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from dino_boc.preprocess.config import PreprocessConfig
 from dino_boc.weights.check import check_finite, check_weights_fit, fit_message, safetensors_shapes
 from dino_boc.weights.convert import infer_config, normalize_state_dict, read_checkpoint
-from dino_boc.weights.names import cache_folder, check_model_name, check_revision, is_model_folder, replace_model_folder
+from dino_boc.weights.names import (
+    cache_folder,
+    check_model_name,
+    check_replaceable,
+    check_revision,
+    is_model_folder,
+    replace_model_folder,
+)
 from dino_boc.weights.registry import REGISTRY, RegistryEntry, cache_dir, packaged_dir
 
 __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
@@ -274,6 +281,8 @@ def add_weights(
             f"{name!r} is a {REGISTRY[name].source} model of the registry, which load_model({name!r}) always "
             "returns; cached weights under that name would never be used — choose another --name"
         )
+    target = cache_folder(cache_dir(), name)
+    check_replaceable(target)  # refused before the conversion; checked again just before the swap
     src = Path(checkpoint).expanduser()
     if not src.is_file():
         raise WeightsError(f"checkpoint {src} does not exist")
@@ -295,9 +304,7 @@ def add_weights(
         "source_checkpoint": src.name, "source_sha256": digest,
         "licence": entry.licence if entry else "", "paper": entry.paper if entry else "",
     }
-    root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    target = cache_folder(root, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
     replace_model_folder(target, model.save_pretrained, marker={"name": name, "source_sha256": digest})
     logger.info("cached %s as %r in %s", src, name, target)
     return target

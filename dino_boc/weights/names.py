@@ -21,7 +21,7 @@ from dino_boc.errors import ConfigError, WeightsError
 from dino_boc.models.base import CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = ["MARKER_NAME", "check_model_name", "check_revision", "cache_folder", "is_model_folder",
-           "replace_model_folder"]
+           "check_replaceable", "replace_model_folder"]
 
 #: file written into every model folder that ``add_weights`` caches
 MARKER_NAME = ".dino_boc_model"
@@ -89,8 +89,27 @@ def is_model_folder(folder: Path) -> bool:
         return False
     if (folder / MARKER_NAME).is_file():
         return True
-    entries = {p.name for p in folder.iterdir()}  # dino_boc 0.1 wrote no marker: only its two files
-    return bool(entries) and entries <= {CONFIG_NAME, WEIGHTS_NAME}
+    # dino_boc 0.1 wrote no marker: exactly its two files, the config naming dino_boc as its library
+    if {p.name for p in folder.iterdir()} != {CONFIG_NAME, WEIGHTS_NAME}:
+        return False
+    try:
+        meta = json.loads((folder / CONFIG_NAME).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("library") == "dino_boc"
+
+
+def check_replaceable(target: Path) -> None:
+    """Raise unless ``target`` is absent or a model folder that dino_boc cached (see :func:`is_model_folder`).
+
+    Raises:
+        WeightsError: naming the folder; nothing is touched.
+    """
+    if (target.exists() or target.is_symlink()) and not is_model_folder(target):
+        raise WeightsError(
+            f"{target} exists and is not a model folder cached by dino_boc (no {MARKER_NAME} file); nothing was "
+            "changed — remove or rename it yourself, or choose another --name"
+        )
 
 
 def replace_model_folder(target: Path, write: Callable[[Path], None], *, marker: dict) -> None:
@@ -102,11 +121,7 @@ def replace_model_folder(target: Path, write: Callable[[Path], None], *, marker:
     Raises:
         WeightsError: ``target`` exists and is not a model folder of dino_boc (nothing is touched).
     """
-    if (target.exists() or target.is_symlink()) and not is_model_folder(target):
-        raise WeightsError(
-            f"{target} exists and is not a model folder cached by dino_boc (no {MARKER_NAME} file); nothing was "
-            "changed — remove or rename it yourself, or choose another --name"
-        )
+    check_replaceable(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=target.parent))
     old: Path | None = None
     try:

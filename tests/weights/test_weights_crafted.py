@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,9 +73,15 @@ INVALID_CONFIGS = {
 }
 
 
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """The tiny model saved once; each test edits its own copy."""
+    return dino_boc.create_model("boc", seed=0, **TINY).save_pretrained(tmp_path_factory.mktemp("saved") / "model")
+
+
 @pytest.fixture
-def folder(tiny_model, tmp_path):
-    return tiny_model.save_pretrained(tmp_path / "model")
+def folder(saved, tmp_path):
+    return Path(shutil.copytree(saved, tmp_path / "model"))
 
 
 @pytest.mark.parametrize("case", list(INVALID_CONFIGS))

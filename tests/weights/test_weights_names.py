@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import dino_boc
 from dino_boc.cli import main
 from dino_boc.errors import ConfigError, ModelNotFoundError, WeightsError
 from dino_boc.weights.names import MARKER_NAME, check_revision
 
-from .conftest import TINY
+from .conftest import TINY, backbone_state
 
 UNSAFE_NAMES = ["../victim", "./../victim", "a/b", "..", ".", "", ".hidden", "x" * 200, "a\\b", "ok\n", "dino..boc"]
 
@@ -38,9 +39,17 @@ def _untouched(folder):
     assert sorted(p.name for p in folder.iterdir()) == ["thesis.txt"]
 
 
+@pytest.fixture(scope="module")
+def plain_checkpoint(tmp_path_factory):
+    """A valid released-layout checkpoint, written once: only the name can make add_weights fail."""
+    path = tmp_path_factory.mktemp("ckpt") / "plain.pth"
+    torch.save(backbone_state(dino_boc.create_model("boc", seed=0, **TINY)), path)
+    return path
+
+
 @pytest.mark.parametrize("name", UNSAFE_NAMES)
-def test_unsafe_names_are_refused_before_any_work(cache, victim, tiny_model, write_checkpoint, name):
-    ckpt = write_checkpoint(tiny_model, "plain")
+def test_unsafe_names_are_refused_before_any_work(cache, victim, plain_checkpoint, name):
+    ckpt = plain_checkpoint
     with pytest.raises(ConfigError, match="is not allowed; expected one folder name"):
         dino_boc.add_weights(ckpt, name=name)
     _untouched(victim)
@@ -73,6 +82,18 @@ def test_a_folder_that_is_not_ours_is_left_alone(cache, tiny_model, write_checkp
         dino_boc.add_weights(write_checkpoint(tiny_model, "plain"), name="my-model")
     assert sorted(p.name for p in mine.iterdir()) == ["config.json", "thesis.txt"]
     assert sorted(p.name for p in cache.iterdir()) == ["my-model"]  # no temporary folder left behind
+    with pytest.raises(WeightsError, match="not a model folder cached by dino_boc"):  # refused before reading
+        dino_boc.add_weights(cache / "no-such-checkpoint.pth", name="my-model")
+
+
+def test_a_look_alike_folder_of_another_library_is_left_alone(cache, tiny_model, write_checkpoint):
+    other = cache / "hf-model"
+    other.mkdir(parents=True)
+    (other / "config.json").write_text('{"library": "transformers", "format_version": 1}')
+    (other / "model.safetensors").write_bytes(b"someone else's weights")
+    with pytest.raises(WeightsError, match="not a model folder cached by dino_boc"):
+        dino_boc.add_weights(write_checkpoint(tiny_model, "plain"), name="hf-model")
+    assert (other / "model.safetensors").read_bytes() == b"someone else's weights"
 
 
 def test_a_previous_model_folder_is_replaced_and_found_by_its_name(cache, tiny_model, write_checkpoint, image):
