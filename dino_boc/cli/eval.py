@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
-from pathlib import Path
 
 _CHAMMI_HELP = """\
 Score a model on the CHAMMI benchmark (1-nearest-neighbour, macro-F1 in percent, as in the paper's
@@ -46,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     c.add_argument("--num-workers", type=int, default=4,
                    help="processes reading images while embedding (default: %(default)s)")
+    c.add_argument("--cache-name", default=None,
+                   help="cache folder name to use instead of the model's name and weights hash, e.g. for features "
+                        "computed elsewhere (you vouch that they match the model)")
     c.add_argument("-o", "--output", default=None, help="also save the table as CSV here")
     c.set_defaults(func=run)
 
@@ -87,26 +89,11 @@ def markdown_table(df, *, digits: int = 1, index: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _read_features(path: str):
-    import pandas as pd
-
-    from dino_boc.errors import InputError
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"feature table {path!r} does not exist; expected a .parquet or .csv file")
-    if p.is_dir() or p.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(p)
-    if p.suffix.lower() in (".csv", ".tsv"):
-        return pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",")
-    raise InputError(f"cannot read {path!r}: expected a .parquet or .csv feature table")
-
-
 def run_chammi(args: argparse.Namespace) -> int:
     from dino_boc.eval import chammi
 
     table = chammi(args.root, model=args.model, cache_dir=args.cache_dir, metric=args.metric, preset=args.preset,
-                   batch_size=args.batch_size, num_workers=args.num_workers)
+                   batch_size=args.batch_size, num_workers=args.num_workers, cache_name=args.cache_name)
     table.index.name = "model"
     print(markdown_table(table, digits=1, index=True))
     if args.output:
@@ -116,9 +103,10 @@ def run_chammi(args: argparse.Namespace) -> int:
 
 
 def run_linear(args: argparse.Namespace) -> int:
-    from dino_boc.eval import feature_splits, linear_probe
+    from dino_boc.eval.linear import check_sweep_options, feature_splits, linear_probe, read_feature_table
 
-    splits = feature_splits(_read_features(args.features), label=args.label, split=args.split, train=args.train,
+    check_sweep_options(epochs=args.epochs, batch_size=args.batch_size)  # before the table is read
+    splits = feature_splits(read_feature_table(args.features), label=args.label, split=args.split, train=args.train,
                             val=args.val, test=args.test)
     result = linear_probe(*splits.probe_args(), epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                           seed=args.seed)

@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      description="Convert CHECKPOINT (.pth) to the dino_boc format, verify it, and cache it "
                                  "under $DINO_BOC_CACHE (default ~/.cache/dino_boc) so load_model(NAME) finds it.")
     a.add_argument("checkpoint", help="the downloaded checkpoint file (.pth)")
-    a.add_argument("--name", default="dino-boc-vitl16", help="registry name to store it under (default: %(default)s)")
+    a.add_argument("--name", default="dino-boc-vitl16",
+                   help="name to store it under: one folder name of letters, digits, '.', '_', '-' (default: "
+                        "%(default)s); load_model(NAME) then finds it")
     a.add_argument("--num-heads", type=int, default=None, help="attention heads (default: embed_dim / 64)")
     a.add_argument("--sha256", default=None, help="expected SHA-256 of the checkpoint file")
     a.set_defaults(func=run_add)
@@ -40,4 +42,10 @@ def run_list(args: argparse.Namespace) -> int:
         if e.source == "gated":
             here = "cached" if (cache_dir() / name / "config.json").is_file() else "not here (gated)"
         print(f"{name:32s} {here:18s} {e.description}")
+    from dino_boc.weights.names import is_model_folder
+
+    root = cache_dir()
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder.name not in REGISTRY and not folder.name.startswith(".") and is_model_folder(folder):
+            print(f"{folder.name:32s} {'cached':18s} added with 'dino-boc weights add --name'")
     return 0

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ import pandas as pd
 
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.eval.chammi_data import SOURCES, ChammiSource, chammi_sources, load_chammi
-from dino_boc.eval.knn import Metric, knn
+from dino_boc.eval.knn import METRICS, Metric, knn
 from dino_boc.eval.metrics import accuracy, macro_f1
 from dino_boc.eval.presets import FeaturePreset, get_preset
 
@@ -239,31 +240,56 @@ def default_cache_dir() -> Path:
     return Path(xdg) / "dino_boc" / "chammi"
 
 
-def _model_fingerprint(model) -> str:
-    """A short hash of a model object's weights (shapes, sums and leading values of every tensor)."""
-    h = hashlib.sha1()
+def weights_hash(model) -> str:
+    """SHA-256 of everything that decides a model's features: every tensor of its state dict (name, dtype,
+    shape, bytes), its architecture and its preprocessing settings."""
+    import json
+
+    import torch
+
+    h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        flat = t.detach().float().reshape(-1).cpu()
-        h.update(f"{name}{tuple(t.shape)}{float(flat.sum()):.8e}".encode())
-        h.update(flat[:64].numpy().tobytes())
-    return h.hexdigest()[:12]
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for part in ("config", "preprocess"):
+        value = getattr(model, part, None)
+        if hasattr(value, "to_dict"):
+            h.update(json.dumps(value.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()
 
 
-def cache_key(model, preset: FeaturePreset, cache_name: str | None = None) -> str:
-    """Folder name of a model's cached CHAMMI features: ``<model>[-<weights hash>]__<preset>``.
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.") or "model"
 
-    A model given by name is keyed by that name; a model object by its ``name`` plus a hash of its
-    weights, so two different models never share a cache.
+
+def cache_key(model, preset: FeaturePreset, cache_name: str | None = None, *, label: str | None = None) -> str:
+    """Folder name of a model's cached CHAMMI features: ``<label>-<weights hash>__<preset>``.
+
+    The hash (:func:`weights_hash`, 16 hex digits) covers the weights, the architecture and the preprocessing,
+    so replacing a model folder's weights (or its ``config.json`` preprocessing) never reuses old features.
+
+    Args:
+        model: a loaded model (a name or path is loaded to hash its weights); ignored with ``cache_name``.
+        preset: the feature preset.
+        cache_name: a folder name chosen by the caller instead (e.g. features computed elsewhere): used as
+            given, without a hash — the caller vouches that it matches the model.
+        label: readable part of the name; default the model's ``name``.
+
+    Raises:
+        ConfigError: ``model`` is neither a model nor a name/path, and no ``cache_name`` is given.
     """
-    if cache_name is None:
-        if isinstance(model, (str, os.PathLike)):
-            cache_name = str(model)
-        elif hasattr(model, "state_dict"):
-            cache_name = f"{getattr(model, 'name', None) or type(model).__name__}-{_model_fingerprint(model)}"
-        else:
-            raise ConfigError(f"cannot name a cache for model {model!r}; pass cache_name=")
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_name).strip("_") or "model"
-    return f"{slug}__{preset.name}"
+    if cache_name is not None:
+        return f"{_slug(str(cache_name))}__{preset.name}"
+    if isinstance(model, (str, os.PathLike)):
+        from dino_boc.weights import load_model
+
+        label = label or (Path(model).name if Path(model).exists() else os.fspath(model))
+        model = load_model(model)
+    if not hasattr(model, "state_dict"):
+        raise ConfigError(f"cannot name a cache for model {model!r}; pass a dino_boc model or cache_name=")
+    label = label or getattr(model, "name", None) or type(model).__name__
+    return f"{_slug(str(label))}-{weights_hash(model)[:16]}__{preset.name}"
 
 
 def _embed_rows(paths: list[str], widths: list[int], file_paths: list[str], *, model, preset: FeaturePreset,
@@ -288,21 +314,46 @@ def _embed_rows(paths: list[str], widths: list[int], file_paths: list[str], *, m
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_cache(path: Path, file_paths: list[str]) -> np.ndarray | None:
+    """Cached features of ``file_paths`` from ``path``, or None when absent, stale, truncated or corrupt."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as exc:  # not a corrupt file: embedding again would not help
+        raise InputError(f"cannot open cached features {path}: permission denied; fix its permissions or pass "
+                         "another --cache-dir") from exc
+    try:
+        table = pd.read_parquet(path)
+        cached = table["Metadata_file_path"].astype(str).tolist() if "Metadata_file_path" in table else None
+        if cached != file_paths:
+            logger.warning("cached features %s do not match the metadata rows; embedding again", path)
+            return None
+        x = _as_features(table)
+    except (OSError, ValueError, TypeError, KeyError, InputError) as exc:  # pyarrow's errors subclass these
+        logger.warning("cached features %s are unreadable (%s: %s); embedding again", path, type(exc).__name__, exc)
+        return None
+    logger.info("using cached CHAMMI features %s", path)
+    return x
 
 
 def _cached_source(root: Path, rows: pd.DataFrame, path: Path, **embed_opts) -> np.ndarray:
     """Features (n, F) of one source's rows, from ``path`` when it matches the rows, else embedded and saved."""
     file_paths = rows["file_path"].astype(str).tolist()
-    if path.is_file():
-        table = pd.read_parquet(path)
-        cached = table["Metadata_file_path"].astype(str).tolist() if "Metadata_file_path" in table else None
-        if cached == file_paths:
-            logger.info("using cached CHAMMI features %s", path)
-            return _as_features(table)
-        logger.warning("cached features %s do not match the metadata rows; embedding again", path)
+    cached = _read_cache(path, file_paths)
+    if cached is not None:
+        return cached
     paths = [str(root / p) for p in file_paths]
     table = _embed_rows(paths, rows["channel_width"].astype(int).tolist(), file_paths, **embed_opts)
     if "Metadata_file_path" in table.columns:
@@ -335,9 +386,10 @@ def chammi(
 ) -> pd.DataFrame:
     """Run the CHAMMI 1-NN benchmark for a model: load, embed once (cached), score.
 
-    Features of each source are cached as ``<cache_dir>/<model>__<preset>/{Allen,HPA,CP}.parquet``
+    Features of each source are cached as ``<cache_dir>/<model>-<weights hash>__<preset>/{Allen,HPA,CP}.parquet``
     (``Metadata_file_path`` then the feature columns, rows in ``enriched_meta.csv`` order); a later call
-    with the same model and preset reads them instead of embedding again.
+    with the same weights, preprocessing and preset reads them instead of embedding again. A cache file that
+    is truncated, corrupt or does not match the metadata rows is embedded again.
 
     Args:
         root: folder of the unpacked CHAMMI release.
@@ -347,19 +399,33 @@ def chammi(
         preset: feature preset; ``"chammi"`` is the paper's (last-block CLS, resize 256, crop 224).
         batch_size: images per forward pass while embedding.
         num_workers: image-reading worker processes while embedding.
-        cache_name: name of the cache folder instead of the model's name (see :func:`cache_key`).
+        cache_name: name of the cache folder instead of the model's name and weights hash (see
+            :func:`cache_key`); the model is then loaded only if something must be embedded.
 
     Returns:
         The one-row table of :func:`chammi_knn`, indexed by the cache key.
 
     Raises:
+        ConfigError: ``batch_size`` < 1, ``num_workers`` < 0 or an unknown metric (before any work).
         InputError: the release is incomplete, or the pipeline failed on some images.
     """
+    for name, v, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"{name}={v!r} must be an integer >= {low}")
+    if metric not in METRICS:
+        raise ConfigError(f"metric={metric!r} is unknown; choose one of {METRICS}")
     root = Path(root)
     preset = get_preset(preset)
-    key = cache_key(model, preset, cache_name)
+    meta = load_chammi(root)  # the release is checked before a model is loaded
+    label = None
+    if isinstance(model, (str, os.PathLike)):  # a path is named by its last component; the hash tells them apart
+        label = Path(model).name if Path(model).exists() else os.fspath(model)
+    if cache_name is None and label is not None:  # loaded once: its weights name the cache and embed the images
+        from dino_boc.weights import load_model
+
+        model = load_model(model)
+    key = cache_key(model, preset, cache_name, label=label)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    meta = load_chammi(root)
     sources = chammi_sources(meta)
     opts = {"model": model, "preset": preset, "batch_size": batch_size, "num_workers": num_workers}
     rows = []

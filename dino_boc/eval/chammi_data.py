@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dino_boc.errors import InputError
+from dino_boc.io.formats import reading
 
 __all__ = [
     "SOURCES",
@@ -77,7 +78,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"{path} does not exist; expected the unpacked CHAMMI release (Zenodo record 7988357) with "
             f"{METADATA_FILE} and Allen/, HPA/, CP/ each holding {ENRICHED_FILE} — pass its folder as root"
         )
-    return pd.read_csv(path, low_memory=False)
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes); expected the CHAMMI metadata table — re-download the release")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as exc:  # not a corrupt file
+        raise InputError(f"cannot open {path}: permission denied; fix its permissions") from exc
+    with reading(path, "pandas"):
+        table = pd.read_csv(path, low_memory=False)
+    if table.empty:
+        raise InputError(f"{path} has a header but no rows; expected one row per CHAMMI image — re-download the "
+                         "release")
+    return table
 
 
 def load_chammi(root: str | Path) -> pd.DataFrame:

@@ -23,11 +23,12 @@ import torch.nn.functional as F
 
 from dino_boc.errors import InputError
 
-__all__ = ["knn", "nearest_neighbors", "Metric"]
+__all__ = ["knn", "nearest_neighbors", "Metric", "METRICS"]
 
 logger = logging.getLogger(__name__)
 
 Metric = Literal["cosine", "l2"]
+METRICS: tuple[str, ...] = ("cosine", "l2")
 
 #: Bytes allowed for one chunk's (queries x references) score matrix when ``chunk_size`` is None.
 SCORE_BUDGET_BYTES = 256 * 2**20
@@ -76,10 +77,12 @@ def nearest_neighbors(
         lower index (as faiss's flat index does); for ``k > 1`` the order within exact ties is unspecified.
 
     Raises:
-        InputError: shapes or widths disagree, non-finite values, bad ``k`` or ``metric``.
+        InputError: shapes or widths disagree, non-finite values, bad ``k``, ``metric`` or ``chunk_size``.
     """
-    if metric not in ("cosine", "l2"):
-        raise InputError(f"metric={metric!r}; expected 'cosine' or 'l2'")
+    if metric not in METRICS:
+        raise InputError(f"metric={metric!r}; expected one of {METRICS}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise InputError(f"chunk_size={chunk_size!r}; expected a positive integer or None (fits 256 MiB)")
     dev = _resolve_device(device)
     ref = _as_matrix(train_features, "train_features", dev)
     qry = _as_matrix(test_features, "test_features", dev)

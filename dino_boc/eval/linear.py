@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from dino_boc.errors import InputError
+from dino_boc.errors import ConfigError, InputError
 from dino_boc.eval.metrics import accuracy, macro_f1
+from dino_boc.io.formats import reading
 
-__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "LinearProbeResult", "LinearSweep", "FeatureSplits",
-           "feature_splits", "fit_linear_sweep", "linear_probe"]
+__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "MAX_SWEEP_BYTES", "LinearProbeResult", "LinearSweep",
+           "FeatureSplits", "check_sweep_options", "feature_splits", "fit_linear_sweep", "linear_probe",
+           "read_feature_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +37,51 @@ logger = logging.getLogger(__name__)
 DEFAULT_LRS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, 0, 14))
 DEFAULT_WEIGHT_DECAYS: tuple[float, ...] = (0.0, 1e-4, 1e-2)
 _BETAS, _EPS, _INIT_STD = (0.9, 0.999), 1e-8, 0.01
+#: Default ceiling on the memory of a sweep's state (weights, two AdamW moments, gradients, batch logits).
+MAX_SWEEP_BYTES = 16 * 2**30
+#: From this many training rows on, more classes than half the rows means a label column of identifiers.
+_MIN_ROWS_FOR_RATIO = 20
+
+
+def check_sweep_options(*, epochs: int, batch_size: int, lrs: Sequence[float] = DEFAULT_LRS,
+                        weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, min_epochs: int = 1) -> None:
+    """Refuse sweep options that cannot train, before any data is read.
+
+    Args:
+        epochs, batch_size, lrs, weight_decays: as :func:`linear_probe` takes them.
+        min_epochs: 1 for a probe (untrained classifiers are never scored); 0 lets :func:`fit_linear_sweep`
+            return the initial weights.
+
+    Raises:
+        ConfigError: ``epochs`` below ``min_epochs`` or ``batch_size`` below 1 (or not integers); a learning
+            rate not finite and > 0; a weight decay not finite and >= 0; an empty sweep.
+    """
+    for name, v, low in (("epochs", epochs, min_epochs), ("batch_size", batch_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ConfigError(f"{name}={v!r} must be an integer >= {low}; e.g. --epochs 30 --batch-size 256")
+    lrs, wds = list(lrs), list(weight_decays)
+    if not lrs or not wds:
+        raise ConfigError("the sweep is empty; expected at least one learning rate and one weight decay")
+    for name, values, low_ok in (("learning rate", lrs, False), ("weight decay", wds, True)):
+        for v in values:
+            if not isinstance(v, (int, float, np.number)) or not math.isfinite(v) or v < 0 or (v == 0 and not low_ok):
+                raise ConfigError(f"{name} {v!r} must be a finite number {'>= 0' if low_ok else '> 0'}")
+
+
+def _check_sweep_size(n: int, f: int, c: int, s: int, batch_size: int, max_bytes: int | None) -> None:
+    """Refuse label columns of identifiers and sweeps whose state would not fit, before allocating it."""
+    if n >= _MIN_ROWS_FOR_RATIO and 2 * c > n:
+        raise InputError(
+            f"train_y has {c} classes for {n} training rows; expected several rows per class — is the label "
+            "column an identifier (one value per row)? Pass the column holding the class, e.g. Metadata_moa"
+        )
+    need = 4 * s * c * (4 * f + 3 * min(batch_size, n))  # float32 weight, 2 moments, gradient; 3 (S, B, C) buffers
+    if max_bytes is not None and need > max_bytes:
+        raise InputError(
+            f"a sweep of {s} classifiers over {f} features and {c} classes needs about {need / 2**30:.1f} GiB, "
+            f"above the {max_bytes / 2**30:.1f} GiB allowed; sweep fewer learning rates / weight decays, reduce "
+            "the features, or pass max_bytes=None (Python API) if the memory is there"
+        )
 
 
 @dataclass(frozen=True)
@@ -64,6 +113,8 @@ class LinearSweep:
         w = self.weight if member is None else self.weight[member : member + 1]
         b = self.bias if member is None else self.bias[member : member + 1]
         out = []
+        # at most ~256 MiB of (S, rows, C) logits at a time, whatever the number of classes
+        batch_size = max(1, min(batch_size, (1 << 28) // (4 * w.shape[0] * w.shape[2])))
         for start in range(0, z.shape[0], batch_size):
             logits = torch.einsum("bf,sfc->sbc", z[start : start + batch_size], w) + b[:, None, :]
             out.append(torch.argmax(logits, dim=2).cpu())
@@ -134,6 +185,7 @@ def fit_linear_sweep(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     seed: int = 0,
+    max_bytes: int | None = MAX_SWEEP_BYTES,
 ) -> LinearSweep:
     """Train one linear classifier per (lr, weight decay) pair, all in one pass over the data.
 
@@ -146,17 +198,21 @@ def fit_linear_sweep(
         y: training labels (N,), any comparable dtype.
         lrs: peak learning rates.
         weight_decays: AdamW weight decays; members are the product lrs × weight_decays (lr-major).
-        epochs: passes over the training data.
+        epochs: passes over the training data (0 returns the initial weights).
         batch_size: rows per step (the last, smaller batch of an epoch is kept).
         device: torch device; default CUDA when available, else CPU.
         seed: seeds the initial weights and the shuffling.
+        max_bytes: ceiling on the sweep's memory (:data:`MAX_SWEEP_BYTES`); None for none.
 
     Returns:
         The trained :class:`LinearSweep`.
 
     Raises:
-        InputError: shapes disagree, fewer than two classes, non-finite features, or empty sweep.
+        ConfigError: see :func:`check_sweep_options`.
+        InputError: shapes disagree, fewer than two classes, more classes than half the rows (an identifier
+            column), a sweep above ``max_bytes``, or non-finite features.
     """
+    check_sweep_options(epochs=epochs, batch_size=batch_size, lrs=lrs, weight_decays=weight_decays, min_epochs=0)
     dev = _resolve_device(device)
     xt = _as_features(x, "train_x", dev)
     labels = np.asarray(y).reshape(-1)
@@ -166,8 +222,7 @@ def fit_linear_sweep(
     if classes.size < 2:
         raise InputError(f"train_y has {classes.size} class; expected at least 2 to train a classifier")
     grid = [(float(lr), float(wd)) for lr in lrs for wd in weight_decays]
-    if not grid:
-        raise InputError("the sweep is empty; expected at least one learning rate and one weight decay")
+    _check_sweep_size(xt.shape[0], xt.shape[1], classes.size, len(grid), batch_size, max_bytes)
     mean, std = xt.mean(dim=0), xt.std(dim=0, unbiased=False)
     std = torch.where(std > 1e-12, std, torch.ones_like(std))
     z = (xt - mean) / std
@@ -218,6 +273,7 @@ def linear_probe(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     seed: int = 0,
+    max_bytes: int | None = MAX_SWEEP_BYTES,
 ) -> LinearProbeResult:
     """Linear probe: train the sweep on train, choose on validation macro-F1, report test of that member.
 
@@ -235,22 +291,28 @@ def linear_probe(
         batch_size: rows per step.
         device: torch device; default CUDA when available, else CPU.
         seed: seeds initial weights and shuffling.
+        max_bytes: ceiling on the sweep's memory; None for none.
 
     Returns:
         :class:`LinearProbeResult` (macro-F1 over the classes present in each split's ground truth).
 
     Raises:
+        ConfigError: see :func:`check_sweep_options`.
         InputError: shapes or widths disagree, or non-finite features; see :func:`fit_linear_sweep`.
     """
-    sweep = fit_linear_sweep(train_x, train_y, lrs=lrs, weight_decays=weight_decays, epochs=epochs,
-                             batch_size=batch_size, device=device, seed=seed)
-    f = sweep.weight.shape[1]
-    for name, xs, ys in (("val", val_x, val_y), ("test", test_x, test_y)):
+    check_sweep_options(epochs=epochs, batch_size=batch_size, lrs=lrs, weight_decays=weight_decays)
+    if np.ndim(train_x) != 2:
+        raise InputError(f"train_x has shape {tuple(np.shape(train_x))}; expected (rows, F)")
+    f = np.shape(train_x)[1]
+    for name, xs, ys in (("val", val_x, val_y), ("test", test_x, test_y)):  # before training, not after
         if np.shape(xs)[1:] != (f,) or len(ys) != np.shape(xs)[0]:
             raise InputError(
                 f"{name}_x has shape {tuple(np.shape(xs))} with {len(ys)} labels; expected ({len(ys)}, {f}) "
                 "like train_x, one label per row"
             )
+        _as_features(xs, f"{name}_x", torch.device("cpu"))  # non-finite values refused before training
+    sweep = fit_linear_sweep(train_x, train_y, lrs=lrs, weight_decays=weight_decays, epochs=epochs,
+                             batch_size=batch_size, device=device, seed=seed, max_bytes=max_bytes)
     val_true = np.asarray(val_y).reshape(-1)
     val_pred = sweep.predict(val_x)
     finite = torch.isfinite(sweep.weight).flatten(1).all(1) & torch.isfinite(sweep.bias).all(1)
@@ -298,6 +360,35 @@ class FeatureSplits:
     def probe_args(self) -> tuple:
         """``(train_x, train_y, val_x, val_y, test_x, test_y)``, the positional arguments of :func:`linear_probe`."""
         return self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y
+
+
+def read_feature_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a feature table (``.parquet``/``.pq`` file or folder, ``.csv``, ``.tsv``) for :func:`feature_splits`.
+
+    Raises:
+        InputError: missing, unreadable (permission), of another suffix, or without rows.
+        ImageReadError: the file is corrupt or truncated (pyarrow/pandas cannot parse it).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if not p.exists():
+        raise InputError(f"feature table {str(p)!r} does not exist; expected a .parquet or .csv file")
+    if not (p.is_dir() or suffix in (".parquet", ".pq", ".csv", ".tsv")):
+        raise InputError(f"cannot read {str(p)!r}: expected a .parquet or .csv feature table")
+    if p.is_file():
+        try:
+            with open(p, "rb"):  # a permission problem is not a corrupt file
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot open feature table {str(p)!r}: {exc.strerror or exc}; check its permissions") from exc
+    with reading(p, "pandas"):
+        if p.is_dir() or suffix in (".parquet", ".pq"):
+            table = pd.read_parquet(p)
+        else:
+            table = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+    if table.empty:
+        raise InputError(f"feature table {str(p)!r} has no rows; expected Metadata_* columns and one row per image")
+    return table
 
 
 def _table_column(table: pd.DataFrame, name: str, what: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -9,6 +11,33 @@ from dino_boc.errors import ConfigError
 
 Arch = Literal["boc", "ha", "channel_vit"]
 ARCHS: tuple[str, ...] = ("boc", "ha", "channel_vit")
+
+#: Largest accepted value of each integer field: generous for every released ViT (ViT-7B has D = 4096,
+#: depth 40) while keeping a crafted ``config.json`` (``depth: 1000000``) from building a model for minutes.
+INT_LIMITS: dict[str, int] = {
+    "embed_dim": 16384, "depth": 256, "num_heads": 1024, "patch_size": 1024, "img_size": 16384,
+    "max_channels": 4096,
+}
+#: Accepted range ``(low, high, low_inclusive)`` of each float field (high is inclusive).
+FLOAT_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "mlp_ratio": (0.0, 64.0, False), "drop_path_rate": (0.0, 1.0, True), "interpolate_offset": (0.0, 1.0, True),
+    "layer_norm_eps": (0.0, 1.0, False), "init_values": (0.0, 1e3, False),
+}
+#: Largest position-embedding grid side (``img_size // patch_size``).
+MAX_GRID = 1024
+
+
+def _check_int(name: str, v: Any, *, low: int, high: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise ConfigError(f"{name}={v!r} must be an integer in [{low}, {high}]")
+
+
+def _check_float(name: str, v: Any) -> None:
+    low, high, inclusive = FLOAT_LIMITS[name]
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or not (low <= v if inclusive else low < v) or v > high:
+        bracket = "[" if inclusive else "("
+        raise ConfigError(f"{name}={v!r} must be a finite number in {bracket}{low:g}, {high:g}]")
 
 
 @dataclass(frozen=True)
@@ -50,12 +79,24 @@ class ModelConfig:
     layer_norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
+        if not isinstance(self.arch, str) or self.arch not in ARCHS:
             raise ConfigError(f"arch={self.arch!r} is unknown; choose one of {ARCHS}")
-        for name in ("embed_dim", "depth", "num_heads", "patch_size", "img_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
-                raise ConfigError(f"{name}={v!r} must be a positive integer")
+        for name, high in INT_LIMITS.items():
+            _check_int(name, getattr(self, name), low=0 if name == "max_channels" else 1, high=high)
+        for name in FLOAT_LIMITS:
+            if name == "init_values" and self.init_values is None:
+                continue
+            _check_float(name, getattr(self, name))
+        if not isinstance(self.qkv_bias, bool):
+            raise ConfigError(f"qkv_bias={self.qkv_bias!r} must be true or false")
+        names = self.channel_names
+        if not isinstance(names, (tuple, list)) or not all(isinstance(c, str) for c in names):
+            raise ConfigError(f"channel_names={self.channel_names!r} must be a list of strings")
+        if self.img_size // self.patch_size > MAX_GRID:
+            raise ConfigError(
+                f"img_size={self.img_size} / patch_size={self.patch_size} is a {self.img_size // self.patch_size}-patch "
+                f"grid; expected at most {MAX_GRID} patches a side"
+            )
         if self.embed_dim % self.num_heads:
             raise ConfigError(
                 f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
@@ -63,7 +104,7 @@ class ModelConfig:
             )
         if self.img_size % self.patch_size:
             raise ConfigError(f"img_size={self.img_size} must be a multiple of patch_size={self.patch_size}")
-        object.__setattr__(self, "channel_names", tuple(str(c) for c in self.channel_names))
+        object.__setattr__(self, "channel_names", tuple(self.channel_names))
         if self.arch == "channel_vit":
             if self.max_channels <= 0:
                 raise ConfigError("a channel_vit model needs max_channels > 0 (the number of channel embeddings)")
@@ -85,12 +126,19 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+        """A config from its ``to_dict`` form (the ``model`` section of ``config.json``).
+
+        Raises:
+            ConfigError: ``d`` is not a mapping, has unknown keys, or a value of the wrong type or out of range.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"the model config is a {type(d).__name__}; expected a JSON object of fields")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
         d = dict(d)
-        if "channel_names" in d:
+        if isinstance(d.get("channel_names"), list):
             d["channel_names"] = tuple(d["channel_names"])
         return cls(**d)

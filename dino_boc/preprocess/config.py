@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -9,6 +11,11 @@ from dino_boc.errors import ConfigError
 
 Normalize = Literal["self", "percentile", "none"]
 NORMALIZE_CHOICES: tuple[str, ...] = ("self", "percentile", "none")
+
+
+def _check_positive_finite(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{name}={v!r} must be a finite number > 0 (a divisor); 255 and 1e-7 are the released values")
 
 
 @dataclass(frozen=True)
@@ -37,13 +44,19 @@ class PreprocessConfig:
     percentiles: tuple[float, float] = (1.0, 99.0)
 
     def __post_init__(self) -> None:
-        if self.normalize not in NORMALIZE_CHOICES:
+        if not isinstance(self.normalize, str) or self.normalize not in NORMALIZE_CHOICES:
             raise ConfigError(f"normalize={self.normalize!r} is unknown; choose one of {NORMALIZE_CHOICES}")
         for name in ("resize", "crop"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v <= 0):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ConfigError(f"{name}={v!r} must be a positive integer or None")
-        lo, hi = self.percentiles
+        _check_positive_finite("scale", self.scale)
+        _check_positive_finite("eps", self.eps)
+        pair = self.percentiles
+        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+                or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in pair)):
+            raise ConfigError(f"percentiles={pair!r} must be two numbers (low, high)")
+        lo, hi = pair
         if not 0 <= lo < hi <= 100:
             raise ConfigError(f"percentiles={self.percentiles!r} must satisfy 0 <= low < high <= 100")
         object.__setattr__(self, "percentiles", (float(lo), float(hi)))
@@ -54,12 +67,19 @@ class PreprocessConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PreprocessConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessConfig":
+        """Settings from their ``to_dict`` form (the ``preprocess`` section of ``config.json``).
+
+        Raises:
+            ConfigError: ``d`` is not a mapping, has unknown keys, or a value of the wrong type or out of range.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"the preprocessing settings are a {type(d).__name__}; expected a JSON object")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(known)}")
         d = dict(d)
-        if "percentiles" in d:
+        if isinstance(d.get("percentiles"), list):
             d["percentiles"] = tuple(d["percentiles"])
         return cls(**d)

@@ -93,6 +93,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None
 
     Raises:
         WeightsError: a required tensor is missing or the tensors disagree.
+        ConfigError: the shapes describe an architecture out of :class:`ModelConfig`'s bounds.
     """
     for req in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if req not in sd:
@@ -100,6 +101,9 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None
                 f"checkpoint has no {req!r}; it does not look like a DINOv2/DINO BoC ViT backbone "
                 f"(first keys: {sorted(sd)[:6]})"
             )
+    for req, ndim in (("cls_token", 3), ("pos_embed", 3)):
+        if sd[req].ndim != ndim:
+            raise WeightsError(f"{req} has shape {tuple(sd[req].shape)}; expected {ndim} dimensions (1, N, D)")
     dim = int(sd["cls_token"].shape[-1])
     pw = sd["patch_embed.proj.weight"]
     if pw.ndim != 4 or pw.shape[2] != pw.shape[3]:
@@ -111,15 +115,23 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None
         )
     patch = int(pw.shape[-1])
     n = int(sd["pos_embed"].shape[1]) - 1
-    grid = math.isqrt(n)
-    if grid * grid != n:
+    grid = math.isqrt(max(n, 0))
+    if n <= 0 or grid * grid != n:
         raise WeightsError(f"pos_embed has {n} patch positions, not a square grid")
-    idx = {int(m.group(1)) for k in sd if (m := _PLAIN.match(k))}
+    idx = sorted({int(m.group(1)) for k in sd if (m := _PLAIN.match(k))})
     if not idx:
         raise WeightsError("checkpoint has no 'blocks.*' keys")
-    depth = max(idx) + 1
-    hidden = int(sd["blocks.0.mlp.fc1.weight"].shape[0]) if "blocks.0.mlp.fc1.weight" in sd else 4 * dim
-    heads = num_heads or max(1, dim // 64)
+    if idx != list(range(len(idx))):  # checked before the depth is used: a crafted 'blocks.999999.*' builds nothing
+        present = set(idx)
+        gap = next(i for i in range(len(idx) + 1) if i not in present)
+        raise WeightsError(
+            f"checkpoint has {len(idx)} blocks numbered {idx[:3]} ... {idx[-1]}; expected blocks 0..{len(idx) - 1} "
+            f"without gaps (block {gap} is missing) — the file is corrupt or not a ViT backbone"
+        )
+    depth = len(idx)
+    fc1 = sd.get("blocks.0.mlp.fc1.weight")
+    hidden = int(fc1.shape[0]) if fc1 is not None and fc1.ndim == 2 else 4 * dim
+    heads = num_heads if num_heads is not None else max(1, dim // 64)  # 0 is refused by ModelConfig, not defaulted
     init_values = 1e-5 if "blocks.0.ls1.gamma" in sd else None
     return ModelConfig(
         arch="boc", embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=hidden / dim, patch_size=patch,

@@ -8,8 +8,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,7 +17,16 @@ from dino_boc.errors import ConfigError, ModelNotFoundError, WeightsError
 from dino_boc.models import EmbeddingModel, ModelConfig, build_model
 from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from dino_boc.preprocess.config import PreprocessConfig
+from dino_boc.weights.check import check_finite, check_weights_fit, fit_message, safetensors_shapes
 from dino_boc.weights.convert import infer_config, normalize_state_dict, read_checkpoint
+from dino_boc.weights.names import (
+    cache_folder,
+    check_model_name,
+    check_replaceable,
+    check_revision,
+    is_model_folder,
+    replace_model_folder,
+)
 from dino_boc.weights.registry import REGISTRY, RegistryEntry, cache_dir, packaged_dir
 
 __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
@@ -27,8 +34,6 @@ __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
 logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-#: keys a checkpoint may lack; the model keeps its initial values
-_OPTIONAL_KEYS = ("backbone.mask_token",)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -42,48 +47,62 @@ def file_sha256(path: str | Path) -> str:
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"device={device!r} is not a torch device ({exc}); expected e.g. 'cpu', 'cuda', 'cuda:1'") from exc
 
 
 def load_state_dict_strict(model: EmbeddingModel, state: Mapping[str, torch.Tensor], *, source: str) -> None:
-    """Load ``state`` into ``model``; every missing, unexpected or mis-shaped key is named.
+    """Load ``state`` into ``model``; every missing, unexpected or mis-shaped key is named, NaN/inf refused.
 
     Raises:
-        WeightsError: listing the keys that do not fit.
+        WeightsError: listing the keys that do not fit, or those holding non-finite values.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and k not in _OPTIONAL_KEYS]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
-        if shapes:
-            parts.append("shape mismatches " + "; ".join(shapes[:5]))
-        raise WeightsError(f"weights from {source} do not fit the {model.config.arch!r} architecture: " + ", ".join(parts))
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    msg = fit_message(model.config, own, {k: tuple(v.shape) for k, v in state.items()}, source=source)
+    if msg:
+        raise WeightsError(msg)
+    check_finite(state, source=source)
     model.load_state_dict(dict(state), strict=False)  # strictness checked above, optional keys allowed
+
+
+def _read_config_json(cfg_path: Path) -> tuple[dict[str, Any], ModelConfig, PreprocessConfig]:
+    """``config.json`` → (its fields, the model config, the preprocessing); every invalid value a WeightsError."""
+    try:
+        text = cfg_path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read {cfg_path}: {exc}") from exc
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{cfg_path} holds a JSON {type(meta).__name__}; expected an object with format_version, "
+                           "model and preprocess (as written by save_pretrained)")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise WeightsError(f"{cfg_path} has format_version={version!r}; this dino_boc reads {FORMAT_VERSION}")
+    for key, kind in (("name", str), ("card", dict), ("pretrained", bool)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise WeightsError(f"{cfg_path}: {key!r} is a {type(meta[key]).__name__}; expected a {kind.__name__}")
+    if "model" not in meta:
+        raise WeightsError(f"{cfg_path} has an invalid model section: no 'model' key")
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+        preprocess = PreprocessConfig.from_dict(meta.get("preprocess", {}))
+    except (ConfigError, TypeError) as exc:
+        raise WeightsError(f"{cfg_path} has an invalid model section: {exc}") from exc
+    return meta, config, preprocess
 
 
 def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingModel:
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not cfg_path.is_file() or not w_path.is_file():
         raise WeightsError(f"{folder} must hold {CONFIG_NAME} and {WEIGHTS_NAME} (as written by save_pretrained)")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{cfg_path} is not valid JSON: {exc}") from exc
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise WeightsError(f"{cfg_path} has format_version={version!r}; this dino_boc reads {FORMAT_VERSION}")
-    try:
-        config = ModelConfig.from_dict(meta["model"])
-        preprocess = PreprocessConfig.from_dict(meta.get("preprocess", {}))
-    except (KeyError, ConfigError, TypeError) as exc:
-        raise WeightsError(f"{cfg_path} has an invalid model section: {exc}") from exc
+    meta, config, preprocess = _read_config_json(cfg_path)
+    # shapes from the header first: nothing is built for a config the file does not back
+    check_weights_fit(config, safetensors_shapes(w_path), source=str(w_path))
     from safetensors.torch import load_file
 
     try:
@@ -105,11 +124,20 @@ def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: 
     if ignored:
         logger.info("%s: ignoring %d keys inference does not use (%s ...)", path, len(ignored), ignored[0])
     config = infer_config(state, num_heads=num_heads)
+    state = {f"backbone.{k}": v for k, v in state.items()}
+    check_weights_fit(config, {k: tuple(v.shape) for k, v in state.items()}, source=str(path))
     model = build_model(config, preprocess=preprocess, name=name)
-    load_state_dict_strict(model, {f"backbone.{k}": v.float() for k, v in state.items()}, source=str(path))
+    load_state_dict_strict(model, {k: v.float() for k, v in state.items()}, source=str(path))
     model.pretrained = True
     model.weights_sha256 = file_sha256(path)
     return model.to(device).eval()
+
+
+def _is_cached_name(spec: str) -> bool:
+    try:
+        return is_model_folder(cache_folder(cache_dir(), spec))
+    except (ConfigError, WeightsError):
+        return False
 
 
 def _missing_gated(entry: RegistryEntry, looked: list[str]) -> WeightsError:
@@ -135,8 +163,9 @@ def _random_model(entry: RegistryEntry, device: torch.device) -> EmbeddingModel:
 
 def _from_hub(repo_id: str, *, revision: str | None, device: torch.device) -> EmbeddingModel:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
+    check_revision(revision)  # huggingface_hub joins it to paths of its cache when offline
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md"])
     except LocalEntryNotFoundError as exc:
@@ -144,6 +173,10 @@ def _from_hub(repo_id: str, *, revision: str | None, device: torch.device) -> Em
             f"Hub repo {repo_id!r} (revision {revision or 'main'}) is not in the local cache and the Hub cannot be "
             f"reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}); download it once with network access "
             "or pass a local folder"
+        ) from exc
+    except HFValidationError as exc:
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not a valid Hub repo id ({exc}); expected 'org/name' of letters, digits, '-', '_', '.'"
         ) from exc
     except HfHubHTTPError as exc:
         raise ModelNotFoundError(f"Hub repo {repo_id!r} could not be fetched: {exc}") from exc
@@ -166,18 +199,21 @@ def load_model(
               gated: found in the cache after ``dino-boc weights add CHECKPOINT.pth``);
             * ``"hf-hub:org/repo"`` or ``"org/repo"``: a Hugging Face Hub repo in the dino_boc format
               (cached; ``HF_HUB_OFFLINE=1`` honoured);
+            * a name given to ``dino-boc weights add --name`` (a model folder in :func:`cache_dir`);
             * a folder written by ``save_pretrained`` (``config.json`` + ``model.safetensors``);
             * a released checkpoint file (``.pth``/``.pt``/``.safetensors``): chunked or plain keys, or a
               training checkpoint ``{"teacher": ...}``; the architecture is inferred from the tensors.
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
-        revision: Hub revision (branch, tag or commit) to pin.
+        revision: Hub revision to pin: a branch or tag name, or a 40-hex commit.
         num_heads: heads for a checkpoint file (default D / 64).
 
     Returns:
         The model in eval mode on ``device``.
 
     Raises:
-        ModelNotFoundError: an unknown name, path or repo (close names are suggested).
+        ModelNotFoundError: an unknown name, path or repo (close names are suggested), or a Hub id that
+            huggingface_hub rejects.
+        ConfigError: a revision that is neither a branch/tag name nor a 40-hex commit.
         WeightsError: weights missing (gated: where to request them), corrupt, or not fitting.
     """
     dev = _resolve_device(device)
@@ -203,6 +239,8 @@ def load_model(
             looked.append(f"hf-hub:{entry.hf_hub_id}")
             return _from_hub(entry.hf_hub_id, revision=revision or entry.revision, device=dev)
         raise _missing_gated(entry, looked)
+    if _is_cached_name(spec):  # a name given to 'dino-boc weights add --name' that the registry lacks
+        return _from_folder(cache_dir() / spec, name=spec, device=dev)
     if spec.startswith("hf-hub:"):
         return _from_hub(spec[len("hf-hub:"):], revision=revision, device=dev)
     if _HUB_ID.match(spec) and not spec.startswith((".", "/")) and not path.parent.exists():
@@ -224,7 +262,7 @@ def add_weights(
 
     Args:
         checkpoint: the downloaded ``.pth``.
-        name: registry name to store it under.
+        name: registry name to store it under: one folder name (letters, digits, ``.``, ``_``, ``-``).
         num_heads: heads, default D / 64.
         sha256: if given, the checkpoint file's expected SHA-256.
 
@@ -232,8 +270,19 @@ def add_weights(
         The cache folder.
 
     Raises:
-        WeightsError: unreadable, mismatching hash, or weights that do not fit / give non-finite features.
+        ConfigError: ``name`` is not one safe folder name (letters, digits, ``.``, ``_``, ``-``), or names a
+            shipped or random registry model (load_model would never read the cached weights).
+        WeightsError: unreadable, mismatching hash, weights that do not fit / give non-finite features, or
+            ``cache_dir() / name`` exists but is not a model folder cached by dino_boc (it is left untouched).
     """
+    check_model_name(name)  # before any work: the name becomes a folder inside the cache
+    if name in REGISTRY and REGISTRY[name].source in ("packaged", "random"):
+        raise ConfigError(
+            f"{name!r} is a {REGISTRY[name].source} model of the registry, which load_model({name!r}) always "
+            "returns; cached weights under that name would never be used — choose another --name"
+        )
+    target = cache_folder(cache_dir(), name)
+    check_replaceable(target)  # refused before the conversion; checked again just before the swap
     src = Path(checkpoint).expanduser()
     if not src.is_file():
         raise WeightsError(f"checkpoint {src} does not exist")
@@ -255,16 +304,7 @@ def add_weights(
         "source_checkpoint": src.name, "source_sha256": digest,
         "licence": entry.licence if entry else "", "paper": entry.paper if entry else "",
     }
-    target = cache_dir() / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    replace_model_folder(target, model.save_pretrained, marker={"name": name, "source_sha256": digest})
     logger.info("cached %s as %r in %s", src, name, target)
     return target

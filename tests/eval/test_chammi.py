@@ -261,7 +261,7 @@ def test_chammi_reuses_cached_features(release, tmp_path, caplog):
     root, _ = release
     meta = load_chammi(root)
     rng = np.random.default_rng(7)
-    key = cache_key("fixture-model", PRESETS["chammi"])
+    key = cache_key(None, PRESETS["chammi"], "fixture-model")
     assert key == "fixture-model__chammi"
     blocks = []
     for folder, width in (("Allen", 6), ("HPA", 8), ("CP", 10)):
@@ -274,7 +274,7 @@ def test_chammi_reuses_cached_features(release, tmp_path, caplog):
         blocks.append(np.pad(feats, ((0, 0), (0, 10 - width)), constant_values=np.nan))
     # "fixture-model" names no model: any attempt to embed would fail, so a result proves the cache was used
     with caplog.at_level(logging.INFO, logger="dino_boc.eval.chammi"):
-        got = chammi(root, model="fixture-model", cache_dir=tmp_path, metric="l2")
+        got = chammi(root, model="fixture-model", cache_dir=tmp_path, metric="l2", cache_name="fixture-model")
     assert caplog.text.count("using cached CHAMMI features") == 3
     expected = chammi_knn(np.vstack(blocks), meta, metric="l2")
     assert got.index.tolist() == [key]

@@ -99,7 +99,7 @@ def test_eval_chammi_from_cached_features(tmp_path, capsys):
     root, cache = tmp_path / "CHAMMI", tmp_path / "cache"
     write_chammi(root)
     meta = load_chammi(root)
-    key = cache_key("fixture-model", PRESETS["chammi"])
+    key = cache_key(None, PRESETS["chammi"], "fixture-model")
     rng = np.random.default_rng(11)
     blocks = []
     for folder, width in (("Allen", 6), ("HPA", 8), ("CP", 10)):
@@ -113,7 +113,7 @@ def test_eval_chammi_from_cached_features(tmp_path, capsys):
     out = tmp_path / "results.csv"
     # "fixture-model" names no loadable model: a result proves the cached features were used
     code = main(["eval", "chammi", "--root", str(root), "--model", "fixture-model", "--cache-dir", str(cache),
-                 "--metric", "l2", "-o", str(out)])
+                 "--cache-name", "fixture-model", "--metric", "l2", "-o", str(out)])
     assert code == 0
     expected = chammi_knn(np.vstack(blocks), meta, metric="l2")
     got = pd.read_csv(out, index_col="model")

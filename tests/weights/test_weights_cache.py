@@ -52,7 +52,7 @@ def test_add_weights_then_load_by_name(cache, tiny_model, image, write_checkpoin
     ckpt = write_checkpoint(tiny_model, "training")
     target = dino_boc.add_weights(ckpt, sha256=hashlib.sha256(ckpt.read_bytes()).hexdigest().upper())
     assert target == cache / NAME
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in target.iterdir()) == [".dino_boc_model", "config.json", "model.safetensors"]
     meta = json.loads((target / "config.json").read_text())
     assert meta["pretrained"] is True and meta["card"]["source_checkpoint"] == "training.pth"
     assert meta["card"]["source_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
