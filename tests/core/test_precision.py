@@ -150,3 +150,18 @@ def test_provenance_records_the_resolved_precision(tiny_model, tmp_path):
     direct = np.stack([dino_boc.embed(str(tmp_path / f"f{i}.tif"), model=tiny_model, precision=expected)
                        for i in range(2)])
     np.testing.assert_array_equal(auto[feats].to_numpy(np.float32), direct)
+
+
+def test_resume_refuses_another_precision(tiny_model, tmp_path):
+    """Rows of bf16 and fp32 runs are never mixed in one output: resuming with another precision fails."""
+    tifffile.imwrite(tmp_path / "f0.tif", np.random.default_rng(2).integers(0, 4096, (2, 32, 32), dtype=np.uint16),
+                     photometric="minisblack", metadata={"axes": "CYX"})
+    out = tmp_path / "out" / "features.parquet"
+    dino_boc.embed_dataset(tmp_path / "f0.tif", out, model=tiny_model, precision="fp32", keep_shards=True,
+                           progress=False)
+    with pytest.raises(dino_boc.errors.ConfigError, match="cannot resume"):
+        dino_boc.embed_dataset(tmp_path / "f0.tif", out, model=tiny_model, precision="bf16", resume=True,
+                               progress=False)
+    # the same precision resumes (nothing left to do): the refusal above was the precision's
+    dino_boc.embed_dataset(tmp_path / "f0.tif", out, model=tiny_model, precision="fp32", resume=True,
+                           keep_shards=True, progress=False)
