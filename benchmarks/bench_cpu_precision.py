@@ -77,6 +77,11 @@ def compare(model, images, **kw) -> dict[str, float]:
     return agreement(list(zip(fp32, bf16)), model.config.embed_dim)
 
 
+def print_row(label: str, r: dict[str, float]) -> None:
+    print(f"{label:56s} {r['n']:6d} {r['min_cos']:9.6f} {r['min_part']:9.6f} {r['max_abs']:9.2e} {r['max_rel']:9.2e}",
+          flush=True)
+
+
 def part_agreement(args: argparse.Namespace) -> None:
     print("# agreement: bf16 autocast vs fp32 features (embed: 4 last CLS + patch mean), per image")
     print(f"{'model':56s} {'images':>6s} {'min cos':>9s} {'part cos':>9s} {'max abs':>9s} {'max rel':>9s}")
@@ -86,7 +91,7 @@ def part_agreement(args: argparse.Namespace) -> None:
     rows = [("demo, example images (whole fields)", compare(demo, [str(f) for f in files])),
             ("demo, 52 held-out crops (64 px)", compare(demo, crops[:, None]))]
     for name, r in rows:
-        print(f"{name:56s} {r['n']:6d} {r['min_cos']:9.6f} {r['min_part']:9.6f} {r['max_abs']:9.2e} {r['max_rel']:9.2e}", flush=True)
+        print_row(name, r)
     fields = fields_224(args.fields)
     _, dim, depth, heads = SIZES["l"]
     model = dino_boc.create_model("boc", embed_dim=dim, depth=depth, num_heads=heads, patch_size=16, img_size=224,
@@ -99,7 +104,7 @@ def part_agreement(args: argparse.Namespace) -> None:
                         p.fill_(gamma)
         r = compare(model, fields, batch_size=4 * len(fields))
         label = f"ViT-L/16 random, LayerScale {'init 1e-5' if gamma is None else gamma}, 224 px K=4"
-        print(f"{label:56s} {r['n']:6d} {r['min_cos']:9.6f} {r['min_part']:9.6f} {r['max_abs']:9.2e} {r['max_rel']:9.2e}", flush=True)
+        print_row(label, r)
 
 
 def part_speed(args: argparse.Namespace) -> None:

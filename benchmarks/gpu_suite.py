@@ -78,7 +78,7 @@ class Sizes:
     fields: int = 1000               # step 3: 5 x field x field uint16 TIFFs
     field: int = 540
     channels: int = 5
-    cell_fields: int = 200           # step 3: fields of the single-cell run
+    cell_fields: int = 400           # step 3: fields of the single-cell run
     cells_per_field: int = 40
     cell_size: int = 96
     workers: int = 12
@@ -96,18 +96,26 @@ class Sizes:
 
 SMOKE = Sizes(vit="tiny", img=32, batches=(8, 16), precisions=("bf16",), compile=False, iters=2, warmup=1,
               check_images=2, fields=6, field=48, cell_fields=2, cells_per_field=3, cell_size=32, workers=1,
-              pipeline_batch=16, arch_images=2, train_config="tiny_cpu", train_batches=(4,), train_steps=2, train_warmup=1,
-              train_compile=False, vits_config=(), vits_batch=8, vits_steps=2)
+              pipeline_batch=16, arch_images=2, train_config="tiny_cpu", train_batches=(4,), train_steps=2,
+              train_warmup=1, train_compile=False, vits_config=(), vits_batch=8, vits_steps=2)
 
 
 class Budget:
     """Seconds left of the suite's wall-clock budget."""
 
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
+    def __init__(self, seconds: float, end: float | None = None) -> None:
+        self.end = time.monotonic() + seconds if end is None else end
 
     def left(self) -> float:
         return self.end - time.monotonic()
+
+    def share(self, seconds: float) -> "Budget":
+        """A step's budget: at most ``seconds`` from now, never past the whole suite's end."""
+        return Budget(0.0, end=min(self.end, time.monotonic() + seconds))
+
+
+#: seconds each step may start new runs for (step 5 takes what is left); 8 minutes in all with start-up
+STEP_SECONDS = {"1": 150.0, "2": 25.0, "3": 100.0, "4": 25.0, "5": 1e9}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -185,35 +193,37 @@ def step_model_only(sizes: Sizes, device: torch.device, args, budget: Budget) ->
     peak = peak_tflops(args, device)
     gen = torch.Generator(device="cpu").manual_seed(0)
     rows: list[dict[str, Any]] = []
-    modes = ["eager", "compiled"] if sizes.compile else ["eager"]
-    for mode in modes:
-        if mode == "compiled":
+    runs = [("eager", p, n) for p in sizes.precisions for n in sizes.batches]
+    if sizes.compile:  # largest batch first: what the budget leaves out is the least informative
+        runs += [("compiled", p, n) for n in sorted(sizes.batches, reverse=True) for p in sizes.precisions]
+    compiled = False
+    for mode, precision, n in runs:
+        if budget.left() < args.reserve_s:
+            rows.append({"mode": mode, "precision": precision, "batch": n, "skipped": "time budget"})
+            continue
+        if mode == "compiled" and not compiled:
             for blk in model.backbone.blocks:
-                blk.compile(dynamic=False)
-        for precision in sizes.precisions:
-            for n in sizes.batches:
-                if budget.left() < args.reserve_s:
-                    rows.append({"mode": mode, "precision": precision, "batch": n, "skipped": "time budget"})
-                    continue
-                x = torch.randn(n // 4, 4, sizes.img, sizes.img, generator=gen).to(device)
+                blk.compile(dynamic=False)  # one graph per batch size and precision
+            compiled = True
+        x = torch.randn(n // 4, 4, sizes.img, sizes.img, generator=gen).to(device)
 
-                def fwd() -> object:
-                    with torch.inference_mode(), autocast_context(device, precision):
-                        return model.forward_tokens(x, n_last_blocks=4)
+        def fwd() -> object:
+            with torch.inference_mode(), autocast_context(device, precision):
+                return model.forward_tokens(x, n_last_blocks=4)
 
-                t0 = time.perf_counter()
-                fwd()  # the first call compiles
-                sync(device)
-                first = time.perf_counter() - t0
-                t = time_fn(fwd, device, iters=sizes.iters, warmup=sizes.warmup)
-                rate = x.shape[0] * 4 / t["median_s"]
-                row = {"mode": mode, "precision": precision, "batch": n, "first_call_s": round(first, 2),
-                       "ms_per_batch": round(1e3 * t["median_s"], 2), "ch_img_per_s": round(rate, 1),
-                       "tflops": round(rate * gflop / 1e3, 2),
-                       "mfu": None if peak is None else round(rate * gflop / 1e3 / peak, 4)}
-                rows.append(row)
-                logger.info("step 1 %s", row)
-                del x
+        t0 = time.perf_counter()
+        fwd()  # the first call compiles
+        sync(device)
+        first = time.perf_counter() - t0
+        t = time_fn(fwd, device, iters=sizes.iters, warmup=sizes.warmup)
+        rate = x.shape[0] * 4 / t["median_s"]
+        row = {"mode": mode, "precision": precision, "batch": n, "first_call_s": round(first, 2),
+               "ms_per_batch": round(1e3 * t["median_s"], 2), "ch_img_per_s": round(rate, 1),
+               "tflops": round(rate * gflop / 1e3, 2),
+               "mfu": None if peak is None else round(rate * gflop / 1e3 / peak, 4)}
+        rows.append(row)
+        logger.info("step 1 %s", row)
+        del x
     return {"gflop_per_channel_image": round(gflop, 2), "peak_tflops": peak, "rows": rows}
 
 
@@ -307,10 +317,13 @@ class ForwardClock:
         self.device, self.events, self.calls = device, [], 0
         self._t0 = 0.0
         self.host_s = 0.0
+        self.first: float | None = None  # host time of the first forward (after workers started, first batch read)
         self.handles = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
 
     def _pre(self, *_: Any) -> None:
         self.calls += 1
+        if self.first is None:
+            self.first = time.perf_counter()
         if self.device.type == "cuda":
             start = torch.cuda.Event(enable_timing=True)
             start.record()
@@ -377,11 +390,16 @@ def pipeline_run(model, source: Path, out: Path, device, sizes: Sizes, **kw: Any
         t0 = time.perf_counter()
         summary = dino_boc.embed_dataset(source, out, model=model, batch_size=sizes.pipeline_batch,
                                          num_workers=sizes.workers, device=str(device), progress=False, **kw)
-        wall = time.perf_counter() - t0
+        end = time.perf_counter()
+        wall = end - t0
     busy = clock.seconds()
+    steady = end - (clock.first or t0)
     n = int(summary["n_rows"])  # one row per field, or per cell
     return {"inputs": int(summary["n_ok"]), "rows": n, "failed": int(summary["n_failed"]), "wall_s": round(wall, 2),
-            "forwards": clock.calls, "rows_per_s": round(n / wall, 1), "ch_img_per_s": round(n * sizes.channels / wall, 1),
+            "forwards": clock.calls, "rows_per_s": round(n / wall, 1),
+            "ch_img_per_s": round(n * sizes.channels / wall, 1),
+            "from_first_forward_s": round(steady, 2),
+            "ch_img_per_s_from_first_forward": round(n * sizes.channels / steady, 1),
             "model_busy_s": round(busy, 2), "model_busy_share": round(busy / wall, 3),
             "nvml_util_mean_pct": util.mean()}
 
@@ -413,7 +431,9 @@ def step_pipeline(sizes: Sizes, device: torch.device, args, budget: Budget, work
     out["model_only_crop_ch_img_per_s"] = round(model_only_rate(model, device, sizes, crop), 1)
     if budget.left() > args.reserve_s:
         out["crop"] = pipeline_run(model, work / "fields", work / "crop.parquet", device, sizes, crop=crop)
-        out["crop"]["vs_model_only"] = round(out["crop"]["ch_img_per_s"] / out["model_only_crop_ch_img_per_s"], 3)
+        for key in ("", "_from_first_forward"):
+            out["crop"][f"vs_model_only{key}"] = round(out["crop"][f"ch_img_per_s{key}"]
+                                                       / out["model_only_crop_ch_img_per_s"], 3)
         logger.info("step 3 crop %s", out["crop"])
     cell_dir = work / "cells"
     (cell_dir / "fields").mkdir(parents=True, exist_ok=True)
@@ -427,7 +447,9 @@ def step_pipeline(sizes: Sizes, device: torch.device, args, budget: Budget, work
     if budget.left() > args.reserve_s:
         out["cells"] = pipeline_run(model, cell_dir / "fields", work / "cells.parquet", device, sizes,
                                     masks=cell_dir / "masks", cell_size=sizes.cell_size)
-        out["cells"]["vs_model_only"] = round(out["cells"]["ch_img_per_s"] / out["model_only_cell_ch_img_per_s"], 3)
+        for key in ("", "_from_first_forward"):
+            out["cells"][f"vs_model_only{key}"] = round(out["cells"][f"ch_img_per_s{key}"]
+                                                        / out["model_only_cell_ch_img_per_s"], 3)
         logger.info("step 3 cells %s", out["cells"])
     return out
 
@@ -505,50 +527,62 @@ def train_steps(sizes: Sizes, device, images: np.ndarray, overrides: list[str], 
             "peak_memory_gib": None if mem is None else round(mem, 2)}
 
 
-def step_train(sizes: Sizes, device: torch.device, args, budget: Budget, work: Path) -> dict[str, Any]:
+def train_rows(sizes: Sizes, device, args, budget: Budget, work: Path, images: np.ndarray, *,
+               compiled: bool, need_s: float) -> list[dict[str, Any]]:
+    """Step times of the ``train_config`` at each batch size (skipped when less than ``need_s`` is left)."""
+    rows: list[dict[str, Any]] = []
+    for batch in sizes.train_batches:
+        if budget.left() < args.reserve_s + need_s:
+            rows.append({"batch": batch, "compile": compiled, "skipped": "time budget"})
+            continue
+        try:
+            row = train_steps(sizes, device, images, ["train.precision=bf16", f"train.compile={compiled}"],
+                              batch=batch, steps=sizes.train_steps, warmup=sizes.train_warmup, work=work)
+        except torch.OutOfMemoryError as exc:
+            row = {"batch": batch, "compile": compiled, "error": f"out of memory: {exc}"[:300]}
+            torch.cuda.empty_cache()
+        rows.append(row)
+        logger.info("step 5 %s", row)
+    return rows
+
+
+def vits_run(sizes: Sizes, device, work: Path, images: np.ndarray) -> dict[str, Any]:
+    """``vits_steps`` steps of the recipe at ViT-S size with the data loader: does the DINO term leave log(P)?"""
     from dino_boc.train.config import load_config
     from dino_boc.train.engine import Trainer
     from dino_boc.train.sources import ArraySource
 
+    cfg = load_config(sizes.train_config, [
+        *sizes.vits_config, f"train.batch_size={sizes.vits_batch}", f"train.device={device.type}",
+        f"train.max_iterations={sizes.vits_steps}", "train.precision=bf16", "train.progress=false",
+        "train.tensorboard=false", f"train.checkpoint_every={10 ** 9}", "train.log_every=10",
+        f"data.num_workers={sizes.workers}"])
+    t0 = time.perf_counter()
+    res = Trainer(cfg, output_dir=work / "vits_run", sources=[ArraySource(images, name="synthetic")]).run()
+    wall = time.perf_counter() - t0
+    dino = [(h["iteration"], round(float(h["loss/dino"]), 4)) for h in res.history]
+    return {
+        "batch": sizes.vits_batch, "steps": len(res.history), "wall_s": round(wall, 1),
+        "images_per_s_median": round(statistics.median(h["images_per_s"] for h in res.history), 1),
+        "log_p": round(math.log(cfg.dino.head_n_prototypes), 4),
+        "loss_terms": sorted(k for k in res.history[-1] if k.startswith("loss/")),
+        "dino_every_10": dino[::10] + ([dino[-1]] if (len(dino) - 1) % 10 else []),
+    }
+
+
+def step_train(sizes: Sizes, device: torch.device, args, budget: Budget, work: Path) -> dict[str, Any]:
+    """Eager step times, then the ViT-S run, then compiled step times (the slowest to start, so last)."""
     images = train_images(sizes, work)
-    rows: list[dict[str, Any]] = []
-    for compiled in ([False, True] if sizes.train_compile else [False]):
-        for batch in sizes.train_batches:
-            if budget.left() < args.reserve_s + 60:
-                rows.append({"batch": batch, "compile": compiled, "skipped": "time budget"})
-                continue
-            try:
-                row = train_steps(sizes, device, images, ["train.precision=bf16", f"train.compile={compiled}"],
-                                  batch=batch, steps=sizes.train_steps, warmup=sizes.train_warmup, work=work)
-            except torch.OutOfMemoryError as exc:
-                row = {"batch": batch, "compile": compiled, "error": f"out of memory: {exc}"[:300]}
-                torch.cuda.empty_cache()
-            rows.append(row)
-            logger.info("step 5 %s", row)
-    out: dict[str, Any] = {"config": sizes.train_config, "steps": rows}
-    # ViT-S-sized run of the same recipe, with the data loader: does the DINO term leave log(P)?
-    steps = sizes.vits_steps if budget.left() > args.reserve_s + 30 else 0
-    if steps:
-        cfg = load_config(sizes.train_config, [
-            *sizes.vits_config, f"train.batch_size={sizes.vits_batch}", f"train.device={device.type}",
-            f"train.max_iterations={steps}", "train.precision=bf16", "train.progress=false",
-            "train.tensorboard=false", f"train.checkpoint_every={10 ** 9}", "train.log_every=10",
-            f"data.num_workers={sizes.workers}"])
-        t0 = time.perf_counter()
-        res = Trainer(cfg, output_dir=work / "vits_run", sources=[ArraySource(images, name="synthetic")]).run()
-        wall = time.perf_counter() - t0
-        n_proto = cfg.dino.head_n_prototypes
-        dino = [(h["iteration"], h.get("loss/dino")) for h in res.history]
-        out["vits"] = {
-            "batch": sizes.vits_batch, "steps": len(res.history), "wall_s": round(wall, 1),
-            "images_per_s_median": round(statistics.median(h["images_per_s"] for h in res.history), 1),
-            "log_p": round(math.log(n_proto), 4), "loss_terms": sorted(k for k in res.history[-1] if k.startswith("loss/")),
-            "dino_every_10": [(i, None if v is None else round(v, 4)) for i, v in dino[::10]] + [
-                (dino[-1][0], None if dino[-1][1] is None else round(dino[-1][1], 4))],
-        }
+    out: dict[str, Any] = {"config": sizes.train_config}
+    rows = train_rows(sizes, device, args, budget, work, images, compiled=False, need_s=30)
+    if budget.left() > args.reserve_s + 60 or args.smoke:
+        out["vits"] = vits_run(sizes, device, work, images)
         logger.info("step 5 ViT-S %s", out["vits"])
     else:
         out["vits"] = {"skipped": "time budget"}
+    if sizes.train_compile:
+        rows += train_rows(sizes, device, args, budget, work, images, compiled=True, need_s=120)
+    out["steps"] = rows
     return out
 
 
@@ -575,8 +609,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         if key in s3:
             r = s3[key]
             lines.append(f"3 {key}: {r['rows_per_s']} rows/s, {r['ch_img_per_s']} ch-img/s = {r['vs_model_only']:.2f} "
-                         f"of model-only; model busy {100 * r['model_busy_share']:.0f}% of wall, "
-                         f"NVML util {r['nvml_util_mean_pct']}")
+                         f"of model-only ({r['vs_model_only_from_first_forward']:.2f} from the first forward); "
+                         f"model busy {100 * r['model_busy_share']:.0f}% of wall, NVML util {r['nvml_util_mean_pct']}")
     s4 = results["steps"].get("archs", {})
     if "ha_over_boc_time" in s4:
         lines.append(f"4 K={s4['channels']}: HA/BoC time {s4['ha_over_boc_time']}, "
@@ -630,13 +664,14 @@ def main(argv: list[str] | None = None) -> int:
                 results["errors"][name] = "skipped: time budget"
                 continue
             t0 = time.perf_counter()
+            mine = budget.share(STEP_SECONDS[key] * (1 if not args.smoke else 100))
             try:
                 fn = {"1": step_model_only, "2": step_correctness, "4": step_archs}.get(key)
                 if fn is not None:
-                    results["steps"][name] = fn(sizes, device, args, budget)
+                    results["steps"][name] = fn(sizes, device, args, mine)
                 else:
                     step = step_pipeline if key == "3" else step_train
-                    results["steps"][name] = step(sizes, device, args, budget, work)
+                    results["steps"][name] = step(sizes, device, args, mine, work)
                 results["steps"][name]["step_wall_s"] = round(time.perf_counter() - t0, 1)
             except Exception as exc:  # noqa: BLE001 - record and go on to the next step
                 logger.exception("step %s (%s) failed", key, name)
