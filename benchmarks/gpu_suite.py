@@ -202,6 +202,8 @@ def step_model_only(sizes: Sizes, device: torch.device, args, budget: Budget) ->
             rows.append({"mode": mode, "precision": precision, "batch": n, "skipped": "time budget"})
             continue
         if mode == "compiled" and not compiled:
+            dynamo = torch._dynamo.config  # one graph per (batch, precision): keep them all (default limit 8)
+            dynamo.recompile_limit = max(getattr(dynamo, "recompile_limit", 8), 64)
             for blk in model.backbone.blocks:
                 blk.compile(dynamic=False)  # one graph per batch size and precision
             compiled = True

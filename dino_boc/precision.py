@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from pathlib import Path
 from typing import Collection, Literal, get_args
 
@@ -32,6 +33,7 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 #: CPU flags (as Linux spells them in ``/proc/cpuinfo``) of instructions that multiply bf16 matrices natively
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+logger = logging.getLogger(__name__)
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
@@ -118,8 +120,15 @@ def resolve_precision(precision: str, device: torch.device | str, *, cpu_bf16: b
     if device.type == "cuda":
         return "fp16"
     if device.type == "cpu" and (cpu_native_bf16() if cpu_bf16 is None else cpu_bf16):
+        _say_cpu_bf16()
         return "bf16"
     return "fp32"
+
+
+@functools.cache
+def _say_cpu_bf16() -> None:
+    logger.info("precision='auto': bf16 autocast on this CPU (native bf16: AVX512-BF16/AMX); "
+                "pass precision='fp32' for fp32 features")
 
 
 def autocast_context(device: torch.device | str, precision: str):
