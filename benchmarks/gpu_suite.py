@@ -29,6 +29,7 @@ On the GPU machine (torch, timm, tifffile, safetensors installed; nothing downlo
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
@@ -78,7 +79,7 @@ class Sizes:
     fields: int = 1000               # step 3: 5 x field x field uint16 TIFFs
     field: int = 540
     channels: int = 5
-    cell_fields: int = 400           # step 3: fields of the single-cell run
+    cell_fields: int = 200           # step 3: fields of the single-cell run (about 8,000 cells)
     cells_per_field: int = 40
     cell_size: int = 96
     workers: int = 12
@@ -89,7 +90,10 @@ class Sizes:
     train_steps: int = 20
     train_warmup: int = 3
     train_compile: bool = True
-    vits_config: tuple[str, ...] = ("model.embed_dim=384", "model.depth=12", "model.num_heads=6")
+    #: ViT-S size; a 200-iteration schedule (10 epochs of 20, 2 of warm-up) so the short run gets past warm-up
+    vits_config: tuple[str, ...] = ("model.embed_dim=384", "model.depth=12", "model.num_heads=6", "optim.epochs=10",
+                                    "optim.iters_per_epoch=20", "optim.warmup_epochs=2",
+                                    "optim.warmup_teacher_temp_epochs=2")
     vits_batch: int = 256
     vits_steps: int = 200
 
@@ -523,6 +527,10 @@ def train_steps(sizes: Sizes, device, images: np.ndarray, overrides: list[str], 
             times.append(dt)
     step = statistics.median(times)
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    del trainer, data
+    gc.collect()  # the next configuration's peak memory must not hold this one's
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"batch": batch, "compile": cfg.train.compile, "precision": "bf16" if trainer.autocast else "fp32",
             "first_step_s": round(first, 2), "step_s": round(step, 4), "images_per_s": round(batch / step, 1),
@@ -564,7 +572,8 @@ def vits_run(sizes: Sizes, device, work: Path, images: np.ndarray) -> dict[str, 
     wall = time.perf_counter() - t0
     dino = [(h["iteration"], round(float(h["loss/dino"]), 4)) for h in res.history]
     return {
-        "batch": sizes.vits_batch, "steps": len(res.history), "wall_s": round(wall, 1),
+        "overrides": list(sizes.vits_config), "batch": sizes.vits_batch, "steps": len(res.history),
+        "wall_s": round(wall, 1),
         "images_per_s_median": round(statistics.median(h["images_per_s"] for h in res.history), 1),
         "log_p": round(math.log(cfg.dino.head_n_prototypes), 4),
         "loss_terms": sorted(k for k in res.history[-1] if k.startswith("loss/")),
