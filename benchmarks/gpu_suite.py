@@ -527,12 +527,13 @@ def train_steps(sizes: Sizes, device, images: np.ndarray, overrides: list[str], 
             times.append(dt)
     step = statistics.median(times)
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    precision = "bf16" if trainer.autocast else "fp32"
     del trainer, data
     gc.collect()  # the next configuration's peak memory must not hold this one's
     if device.type == "cuda":
         torch.cuda.empty_cache()
     shutil.rmtree(run_dir, ignore_errors=True)
-    return {"batch": batch, "compile": cfg.train.compile, "precision": "bf16" if trainer.autocast else "fp32",
+    return {"batch": batch, "compile": cfg.train.compile, "precision": precision,
             "first_step_s": round(first, 2), "step_s": round(step, 4), "images_per_s": round(batch / step, 1),
             "peak_memory_gib": None if mem is None else round(mem, 2)}
 
