@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-last-blocks", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
-                        help="auto: fp16 autocast on CUDA, fp32 on CPU")
+                        help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--with-masked", action="store_true",
                         help="also time HA's masked-attention reference path (slow)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import replace
@@ -15,6 +14,7 @@ from dino_boc.errors import InputError
 from dino_boc.features import ChannelPool, flatten
 from dino_boc.models.base import Embedding, EmbeddingModel
 from dino_boc.preprocess import PreprocessConfig, prepare_image
+from dino_boc.precision import Precision, autocast_context, resolve_precision
 from dino_boc.preprocess.channels import resolve_channels
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
 ImageLike = Union[np.ndarray, torch.Tensor, str, os.PathLike]
 
 _MODEL_CACHE: dict[tuple[str, str], EmbeddingModel] = {}
@@ -38,18 +37,6 @@ def default_model(name: str = DEFAULT_MODEL, device: str | torch.device | None =
     if key not in _MODEL_CACHE:
         _MODEL_CACHE[key] = load_model(name, device=device)
     return _MODEL_CACHE[key]
-
-
-def autocast_context(device: torch.device, precision: Precision):
-    """fp16 autocast on CUDA for ``"auto"`` (as released) or ``"fp16"``, bf16 for ``"bf16"``, else nothing."""
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise InputError(f"precision={precision!r}; choose 'auto', 'fp32', 'fp16' or 'bf16'")
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    if device.type == "cpu" and dtype == torch.float16:
-        raise InputError("fp16 autocast is for CUDA; on CPU use precision='fp32' or 'bf16'")
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _read_items(images: Any) -> tuple[list[tuple[Any, list[str] | None]], str, list[int]]:
@@ -122,13 +109,14 @@ def run_tensors(
         n_last_blocks: L.
         avgpool: also return the per-channel mean of the last block's patch tokens.
         batch_size: channel-images per forward pass: ``max(1, batch_size // K)`` images of one shape.
-        precision: see :func:`autocast_context`.
+        precision: see :func:`dino_boc.precision.resolve_precision` (resolved once for all batches).
         channel_ids: Channel-ViT only.
 
     Returns:
         Per tensor, ``(cls (L, K, D) | None, global_cls (L, D) | None, patch_mean (K, D) | None)``.
     """
     device = next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     results: list[Any] = [None] * len(tensors)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, t in enumerate(tensors):
@@ -253,7 +241,9 @@ def embed(
             multiple of the patch (16) is an error: pass ``crop=``.
         normalize: ``"self"`` (released), ``"percentile"`` or ``"none"``; None: the model's default.
         batch_size: channel-images per forward pass (B·K).
-        precision: ``"auto"`` (fp32 on CPU, fp16 autocast on CUDA as released), ``"fp32"``, ``"fp16"``, ``"bf16"``.
+        precision: ``"auto"`` (fp16 autocast on CUDA as released; bf16 autocast on CPUs with native bf16,
+            AVX512-BF16 or AMX; fp32 elsewhere), ``"fp32"``, ``"fp16"`` (CUDA only), ``"bf16"``. Pass
+            ``"fp32"`` to compare features with fp32 runs closer than bf16's cosine >= 0.9999.
         channel_ids: Channel-ViT only: channel-embedding ids (or names stored with the model) of the
             selected channels.
         compile: compile the model with ``torch.compile`` on first use (worth it for many images of one

@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="processes reading images while the model runs (e.g. 4-8 on a GPU machine; default 0)")
     g.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1 ... (default: the GPU if there is one)")
     g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
-                   help="'auto': fp16 on GPU, fp32 on CPU")
+                   help="'auto': fp16 on GPU, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run with the same output")
     g.add_argument("--strict", action="store_true", help="exit with status 1 if any image failed")
     g.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after the table is written")

@@ -7,6 +7,7 @@ from typing import Any, Literal, Sequence
 
 from dino_boc.errors import ConfigError
 from dino_boc.io.axes import ZReduction, check_t, check_z
+from dino_boc.precision import PRECISIONS, Precision
 
 __all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH"]
 
@@ -101,7 +102,8 @@ class RunOptions:
         keep_shards: keep ``<output>.shards/`` after the output is written.
         shard_size: rows per committed shard (memory holds at most this many rows per feature width).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None: this rank's GPU when there is one, else CPU.
-        precision: ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"fp16"``, ``"bf16"``.
+        precision: ``"auto"`` (fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``,
+            ``"fp16"``, ``"bf16"`` (:func:`dino_boc.precision.resolve_precision`).
         progress: show a progress bar (images/s, ETA) on rank 0.
     """
 
@@ -112,7 +114,7 @@ class RunOptions:
     keep_shards: bool = False
     shard_size: int = 4096
     device: str | None = None
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    precision: Precision = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -120,8 +122,8 @@ class RunOptions:
         _positive("shard_size", self.shard_size)
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ConfigError(f"num_workers={self.num_workers!r} must be an int >= 0")
-        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ConfigError(f"precision={self.precision!r}; choose 'auto', 'fp32', 'fp16' or 'bf16'")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}; choose one of {', '.join(map(repr, PRECISIONS))}")
 
 
 def channel_list(channels: Sequence[int | str] | str | None) -> tuple[int | str, ...] | None:

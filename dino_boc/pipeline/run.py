@@ -34,6 +34,7 @@ from dino_boc.pipeline.batching import Finished, ShapeBatcher
 from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
 from dino_boc.pipeline.inputs import RunInputs, gather_inputs
 from dino_boc.pipeline.options import FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
+from dino_boc.precision import resolve_precision
 from dino_boc.preprocess import PreprocessConfig
 
 __all__ = ["embed_dataset", "run_dataset", "FailedInputsError", "DEFAULT_MODEL", "DEFAULT_CELL_SIZE"]
@@ -129,7 +130,9 @@ def embed_dataset(
         keep_shards: keep ``<output>.shards/`` after a successful run.
         shard_size: rows per shard file.
         device: ``"cuda"``, ``"cpu"``, ...; None: this rank's GPU if any, else CPU.
-        precision: ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"fp16"``, ``"bf16"``.
+        precision: ``"auto"`` (fp16 autocast on CUDA; bf16 on CPUs with native bf16, AVX512-BF16 or AMX;
+            fp32 elsewhere), ``"fp32"``, ``"fp16"`` (CUDA only), ``"bf16"``; the resolved one is recorded in
+            the provenance (``options.precision``).
         progress: show a progress bar (images/s and time left).
 
     Returns:
@@ -194,7 +197,7 @@ def _run(source, output, *, model, read, embed, run, resize, crop, normalize, ma
         raise ConfigError(f"n_last_blocks={embed.n_last_blocks} but the model has {model.config.depth} blocks; "
                           f"choose 1..{model.config.depth} (--n-last-blocks)")
     inputs = gather_inputs(source, read, masks)
-    provenance = _provenance(model, cfg, read, embed, _effective_precision(run.precision, device))
+    provenance = _provenance(model, cfg, read, embed, resolve_precision(run.precision, device))
     shard_dir, out_path, tmp = _paths(output)
     done = _plan(shard_dir, provenance, run.resume)
     pending = [i for i in range(len(inputs.records)) if i not in done]
@@ -246,15 +249,6 @@ def _geometry(model: EmbeddingModel, resize, crop, normalize, embed: EmbedOption
             f"choose a multiple of {p} (e.g. {max(p, (final // p) * p)})"
         )
     return cfg, embed
-
-
-def _effective_precision(precision: str, device: torch.device) -> str:
-    from dino_boc.embed import autocast_context
-
-    autocast_context(device, precision)  # validates the combination (fp16 on CPU is refused)
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return precision
 
 
 def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOptions, precision: str) -> Provenance:

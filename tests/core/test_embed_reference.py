@@ -9,14 +9,14 @@ import torch
 import dino_boc
 from dino_boc.preprocess import PreprocessConfig, prepare_image
 
-ATOL = 1e-5
+ATOL = 1e-5  # the reference runs in fp32, so these tests pass precision="fp32" ("auto" is bf16 on some CPUs)
 
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_features_match_per_channel_timm_at_native_size(tiny_model, reference, rng, k):
     img = rng.integers(0, 4096, size=(k, 32, 32)).astype(np.uint16)
     want = reference.features(reference.vit(tiny_model), reference.preprocess(img))
-    got = dino_boc.embed(img, model=tiny_model)
+    got = dino_boc.embed(img, model=tiny_model, precision="fp32")
     assert got.dtype == np.float32 and got.shape == (4 * k * 64 + k * 64,)
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
 
@@ -58,7 +58,7 @@ def test_block_count_and_avgpool_options(tiny_model, reference, rng, n_last_bloc
     img = rng.integers(0, 255, size=(2, 32, 32)).astype(np.uint8)
     want = reference.features(reference.vit(tiny_model), reference.preprocess(img), n_last_blocks=n_last_blocks,
                               avgpool=avgpool)
-    got = dino_boc.embed(img, model=tiny_model, n_last_blocks=n_last_blocks, avgpool=avgpool)
+    got = dino_boc.embed(img, model=tiny_model, n_last_blocks=n_last_blocks, avgpool=avgpool, precision="fp32")
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
 
 
@@ -66,7 +66,7 @@ def test_resize_and_crop_of_a_non_square_uint16_image(tiny_model, reference, rng
     # 45 x 61 -> shorter side 36 (long side int(36 * 61 / 45) = 48) -> centre crop 32
     img = rng.integers(0, 65535, size=(3, 45, 61)).astype(np.uint16)
     want = reference.features(reference.vit(tiny_model), reference.preprocess(img, resize=36, crop=32))
-    got = dino_boc.embed(img, model=tiny_model, resize=36, crop=32)
+    got = dino_boc.embed(img, model=tiny_model, resize=36, crop=32, precision="fp32")
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
 
 
@@ -76,7 +76,7 @@ def test_dim_16_bit_image_is_divided_by_255_before_the_epsilon(tiny_model, refer
     img[0, ::7, ::5] += 1
     vit = reference.vit(tiny_model)
     want = reference.features(vit, reference.preprocess(img))
-    got = dino_boc.embed(img, model=tiny_model)
+    got = dino_boc.embed(img, model=tiny_model, precision="fp32")
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
     without_division = reference.features(vit, reference.preprocess(img.astype(np.float64) * 255.0))
     assert np.abs(without_division - want).max() > 1e-3  # the test can tell the two apart
@@ -90,7 +90,7 @@ def test_crop_larger_than_the_image_pads_with_zeros_bottom_right(tiny_model, ref
     x = torch.from_numpy(padded).float()
     x = (x - x.mean(dim=(1, 2), keepdim=True)) / (x.std(dim=(1, 2), keepdim=True, unbiased=False) + 1e-7)
     want = reference.features(reference.vit(tiny_model), x)  # 5 x 5 grid: interpolated position embeddings
-    got = dino_boc.embed(img, model=tiny_model, crop=40)
+    got = dino_boc.embed(img, model=tiny_model, crop=40, precision="fp32")
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
 
 
@@ -103,7 +103,7 @@ def test_torch_input_equals_numpy_input(tiny_model, rng):
 def test_normalize_none_feeds_raw_values(tiny_model, reference, rng):
     img = rng.normal(0, 1, size=(2, 32, 32)).astype(np.float32)
     want = reference.features(reference.vit(tiny_model), torch.from_numpy(img))
-    got = dino_boc.embed(img, model=tiny_model, normalize="none")
+    got = dino_boc.embed(img, model=tiny_model, normalize="none", precision="fp32")
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
 
 

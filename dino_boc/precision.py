@@ -1,0 +1,148 @@
+"""Numeric precision of the forward pass: the choices, what ``"auto"`` means on a device, and autocast.
+
+``"auto"`` resolves, once and here only, to:
+
+* ``"fp16"`` on CUDA (autocast, as the released evaluation);
+* ``"bf16"`` on a CPU that computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, read from the CPU's
+  flags, with a PyTorch built with oneDNN): bf16 autocast ran ViT-S/16 and ViT-L/16 2-3x faster than
+  fp32 with features at cosine >= 0.9999 to fp32 (``benchmarks/README.md``);
+* ``"fp32"`` everywhere else (CPUs without native bf16 emulate it slowly; MPS and other devices).
+
+The resolved name is what a dataset run records in its provenance (``options.precision``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from pathlib import Path
+from typing import Collection, Literal, get_args
+
+import torch
+
+from dino_boc.errors import InputError
+
+__all__ = ["Precision", "ResolvedPrecision", "PRECISIONS", "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_native_bf16",
+           "resolve_precision", "autocast_context"]
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+ResolvedPrecision = Literal["fp32", "fp16", "bf16"]
+#: every accepted value of ``precision`` (the CLI takes its choices from here)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: CPU flags (as Linux spells them in ``/proc/cpuinfo``) of instructions that multiply bf16 matrices natively
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+logger = logging.getLogger(__name__)
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The feature flags of the first CPU listed in ``cpuinfo`` (Linux), or None where it cannot be read.
+
+    Args:
+        cpuinfo: the file to read (``/proc/cpuinfo``; x86 lists ``flags``, ARM ``Features``).
+
+    Returns:
+        The flags, lower case, e.g. ``{"avx2", "avx512_bf16", "amx_bf16", ...}``; None if the file is missing
+        or unreadable or has no flags line (other operating systems).
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, sep, value = line.partition(":")
+                if sep and key.strip().lower() in ("flags", "features"):
+                    return frozenset(value.lower().split())
+    except OSError:
+        return None
+    return None
+
+
+def cpu_native_bf16(flags: Collection[str] | None = None, *, onednn: bool | None = None) -> bool:
+    """Whether this CPU multiplies bf16 matrices natively, so that bf16 autocast is faster than fp32.
+
+    Detected, never assumed: from ``flags`` when given (tests), else from ``/proc/cpuinfo``, else (no such
+    file: macOS, Windows) from PyTorch's own CPU probe (``torch.cpu._is_avx512_bf16_supported``); an
+    answer that cannot be had is "no". PyTorch must also be built with oneDNN (``torch.backends.mkldnn``),
+    which runs those instructions.
+
+    Args:
+        flags: CPU flags as ``/proc/cpuinfo`` spells them; None: this machine's.
+        onednn: whether PyTorch has oneDNN; None: ask ``torch.backends.mkldnn.is_available()``.
+
+    Returns:
+        True on CPUs with AVX512-BF16 or AMX-BF16 (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4
+        and later) and oneDNN; False otherwise (including ARM CPUs, not measured).
+    """
+    if onednn is None:
+        onednn = torch.backends.mkldnn.is_available()
+    if not onednn:
+        return False
+    if flags is None:
+        return _this_cpu_native_bf16()
+    return bool(NATIVE_BF16_FLAGS & {f.lower() for f in flags})
+
+
+@functools.cache
+def _this_cpu_native_bf16() -> bool:
+    flags = cpu_flags()
+    if flags is not None:
+        return bool(NATIVE_BF16_FLAGS & flags)
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device | str, *, cpu_bf16: bool | None = None
+                      ) -> ResolvedPrecision:
+    """The precision a forward pass on ``device`` runs in: ``"auto"`` made concrete, other choices checked.
+
+    Args:
+        precision: ``"auto"``, ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        device: where the model runs.
+        cpu_bf16: whether the CPU has native bf16; None: :func:`cpu_native_bf16` detects it.
+
+    Returns:
+        ``"fp16"`` on CUDA for ``"auto"``; ``"bf16"`` on a CPU with native bf16; ``"fp32"`` elsewhere;
+        an explicit choice unchanged.
+
+    Raises:
+        InputError: an unknown name, or ``"fp16"`` on a CPU (PyTorch's CPU autocast is bf16).
+    """
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r}; choose one of {', '.join(map(repr, PRECISIONS))}")
+    if precision == "fp16" and device.type == "cpu":
+        raise InputError("fp16 autocast is for CUDA; on CPU use precision='fp32' or 'bf16' (or 'auto')")
+    if precision != "auto":
+        return precision  # type: ignore[return-value]
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and (cpu_native_bf16() if cpu_bf16 is None else cpu_bf16):
+        _say_cpu_bf16()
+        return "bf16"
+    return "fp32"
+
+
+@functools.cache
+def _say_cpu_bf16() -> None:
+    logger.info("precision='auto': bf16 autocast on this CPU (native bf16: AVX512-BF16/AMX); "
+                "pass precision='fp32' for fp32 features")
+
+
+def autocast_context(device: torch.device | str, precision: str):
+    """``torch.autocast`` for the resolved precision on ``device`` (nothing for fp32).
+
+    Args:
+        device: where the model runs.
+        precision: any choice of :data:`Precision` (``"auto"`` is resolved by :func:`resolve_precision`).
+
+    Raises:
+        InputError: as :func:`resolve_precision`.
+    """
+    device = torch.device(device)
+    resolved = resolve_precision(precision, device)
+    if resolved == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[resolved])
