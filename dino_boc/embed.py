@@ -162,8 +162,8 @@ def embed_tokens(
     channels: Sequence[int | str] | None = None,
     *,
     model: EmbeddingModel | str | None = None,
-    n_last_blocks: int = 4,
-    avgpool: bool = True,
+    n_last_blocks: int | None = None,
+    avgpool: bool | None = None,
     resize: int | None = None,
     crop: int | None = None,
     normalize: Literal["self", "percentile", "none"] | None = None,
@@ -179,6 +179,8 @@ def embed_tokens(
         ``(K, H, W)`` image), or, for a list input, a list of them (one per entry).
     """
     model = _get_model(model)
+    n_last_blocks = model.features.n_last_blocks if n_last_blocks is None else n_last_blocks
+    avgpool = model.features.avgpool if avgpool is None else avgpool
     if compile and getattr(model, "_compiled_call_impl", None) is None:
         model.compile()  # torch.compile, once per model; later calls reuse it
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -222,8 +224,8 @@ def embed(
     channels: Sequence[int | str] | None = None,
     *,
     model: EmbeddingModel | str | None = None,
-    n_last_blocks: int = 4,
-    avgpool: bool = True,
+    n_last_blocks: int | None = None,
+    avgpool: bool | None = None,
     channel_pool: ChannelPool = "concat",
     resize: int | None = None,
     crop: int | None = None,
@@ -235,8 +237,9 @@ def embed(
 ) -> np.ndarray | list[np.ndarray]:
     """Feature vectors of microscopy images with any number and order of channels.
 
-    Each image is pre-processed as the released DINO BoC evaluation (``x / 255``, optional resize and
-    centre crop, per-channel self-normalisation), then its K channels go through the model. For BoC the
+    Each image is pre-processed with the model's own recipe (``model.preprocess``; for the Cell-DINO
+    models the released evaluation: ``x / 255``, optional resize and centre crop, per-channel
+    self-normalisation; docs/models.md lists every model's), then its K channels go through the model. For BoC the
     channels of all images become ONE batch of single-channel images (chunked by ``batch_size``).
 
     Args:
@@ -245,8 +248,10 @@ def embed(
         channels: select and order channels by index, or by name where the file names them.
         model: a loaded model, a name for :func:`dino_boc.load_model`, or None for the default
             (``"dino-boc-vitl16"``, loaded once and reused).
-        n_last_blocks: L, CLS tokens of the last L blocks (4 as released; 1 for the CHAMMI form).
-        avgpool: append the per-channel mean of the last block's patch tokens.
+        n_last_blocks: L, CLS tokens of the last L blocks; None: the model's default (``model.features``:
+            4 for the Cell-DINO models as released, 1 for MorphEm and DINOv2; 1 is the CHAMMI form).
+        avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default
+            (True for Cell-DINO, False for MorphEm and DINOv2).
         channel_pool: ``"concat"`` (per-channel blocks) or ``"mean"`` (averaged over channels; App. K).
         resize: shorter side after resizing (bicubic, no antialias); None: the model's default; 0: none.
         crop: centre-crop side after resizing; None: the model's default; 0: none. A size that is not a

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--num-heads", type=int, default=None, help="attention heads (default: embed_dim / 64)")
     a.add_argument("--sha256", default=None, help="expected SHA-256 of the checkpoint file")
     a.set_defaults(func=run_add)
-    ls = s.add_parser("list", help="list the registry's models and whether their weights are here")
+    ls = s.add_parser("list", help="list the registry's models, their licence and whether their weights are here")
     ls.set_defaults(func=run_list)
 
 
@@ -33,11 +33,14 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from dino_boc.weights.registry import REGISTRY, cache_dir
+    from dino_boc.weights.registry import model_table
 
-    for name, e in sorted(REGISTRY.items()):
-        here = {"random": "random init", "packaged": "shipped", "hub": "Hub"}.get(e.source, "")
-        if e.source == "gated":
-            here = "cached" if (cache_dir() / name / "config.json").is_file() else "not here (gated)"
-        print(f"{name:32s} {here:18s} {e.description}")
+    for row in model_table():
+        cached = bool(row["cached"])
+        here = {
+            "random": "random init", "packaged": "shipped",
+            "hub": "cached (Hub)" if cached else "Hub, not cached",
+            "gated": "cached" if cached else "not here (gated)",
+        }[str(row["source"])]
+        print(f"{row['name']:32s} {here:18s} {row['description']}\n{'':32s} licence: {row['licence']}")
     return 0

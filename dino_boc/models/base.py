@@ -15,7 +15,7 @@ from torch import nn
 
 from dino_boc.errors import InputError
 from dino_boc.models.backbone import ViTBackbone
-from dino_boc.models.config import ModelConfig
+from dino_boc.models.config import FeatureDefaults, ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,6 +83,7 @@ class EmbeddingModel(nn.Module):
         pretrained: False for random weights; logged and recorded wherever features are written.
         weights_sha256: SHA-256 of the loaded ``model.safetensors`` (or source checkpoint), if any.
         card: free-form model-card fields saved in ``config.json``.
+        features: the default feature vector (``embed(n_last_blocks=None, avgpool=None)``).
     """
 
     config: ModelConfig
@@ -100,6 +101,7 @@ class EmbeddingModel(nn.Module):
         self.pretrained = False
         self.weights_sha256: str | None = None
         self.card: dict[str, Any] = {}
+        self.features = FeatureDefaults()
 
     # ---------------------------------------------------------------- to implement
     def forward_tokens(
@@ -223,6 +225,7 @@ class EmbeddingModel(nn.Module):
             "pretrained": bool(self.pretrained),
             "model": self.config.to_dict(),
             "preprocess": self.preprocess.to_dict(),
+            "features": self.features.to_dict(),
             "card": self.card,
         }
 

@@ -53,7 +53,7 @@ class BagOfChannelsModel(EmbeddingModel):
                     cls.append(bb.norm(t[:, :1])[:, 0])  # only the CLS of earlier blocks is kept
         d = t.shape[-1]
         cls_t = torch.stack(cls, dim=1).reshape(b, k, n_last_blocks, d).transpose(1, 2)
-        patch = t[:, 1:].reshape(b, k, rows * cols, d)
+        patch = t[:, bb.num_prefix_tokens:].reshape(b, k, rows * cols, d)  # after the class (+ register) tokens
         return TokenOutput(
             cls=cls_t, global_cls=None, patch=patch, blocks=tuple(range(first, depth)), grid=(rows, cols)
         )

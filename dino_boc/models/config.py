@@ -32,6 +32,10 @@ class ModelConfig:
         channel_names: Channel-ViT only (optional): a name per channel-embedding id.
         interpolate_offset: DINOv2's offset in the position-embedding scale factor.
         layer_norm_eps: LayerNorm epsilon.
+        reg_tokens: BoC only: register tokens after the class token (DINOv2 "with registers"); they take
+            no position embedding, as released.
+        interpolate_antialias: antialias the bicubic position-embedding resampling (DINOv2 "with
+            registers" releases: True with ``interpolate_offset=0``).
     """
 
     arch: Arch = "boc"
@@ -48,6 +52,8 @@ class ModelConfig:
     channel_names: tuple[str, ...] = ()
     interpolate_offset: float = 0.1
     layer_norm_eps: float = 1e-6
+    reg_tokens: int = 0
+    interpolate_antialias: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -64,6 +70,10 @@ class ModelConfig:
         if self.img_size % self.patch_size:
             raise ConfigError(f"img_size={self.img_size} must be a multiple of patch_size={self.patch_size}")
         object.__setattr__(self, "channel_names", tuple(str(c) for c in self.channel_names))
+        if not isinstance(self.reg_tokens, int) or self.reg_tokens < 0:
+            raise ConfigError(f"reg_tokens={self.reg_tokens!r} must be a non-negative integer")
+        if self.reg_tokens and self.arch != "boc":
+            raise ConfigError(f"reg_tokens only apply to arch='boc', not {self.arch!r}")
         if self.arch == "channel_vit":
             if self.max_channels <= 0:
                 raise ConfigError("a channel_vit model needs max_channels > 0 (the number of channel embeddings)")
@@ -93,4 +103,33 @@ class ModelConfig:
         d = dict(d)
         if "channel_names" in d:
             d["channel_names"] = tuple(d["channel_names"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class FeatureDefaults:
+    """The feature vector a model gives by default (``embed``'s ``n_last_blocks=None``/``avgpool=None``),
+    saved as the ``features`` section of ``config.json``.
+
+    Attributes:
+        n_last_blocks: L, CLS tokens of the last L blocks (4: the released Cell-DINO linear evaluation;
+            1: the final-norm CLS that MorphEm's and CHAMMI-75's DINOv2 code use).
+        avgpool: append the per-channel mean of the last block's patch tokens.
+    """
+
+    n_last_blocks: int = 4
+    avgpool: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 1:
+            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a positive integer")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureDefaults":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown feature keys {sorted(unknown)}; known: n_last_blocks, avgpool")
         return cls(**d)

@@ -65,8 +65,8 @@ class EmbedOptions:
     """What is embedded and how tokens become one feature row.
 
     Attributes:
-        n_last_blocks: L, CLS tokens of the last L blocks (4 as released).
-        avgpool: append the per-channel mean patch token.
+        n_last_blocks: L, CLS tokens of the last L blocks; None: the model's default (``model.features``).
+        avgpool: append the per-channel mean patch token; None: the model's default.
         channel_pool: ``"concat"`` (per-channel features) or ``"mean"`` (averaged over channels).
         tile: embed a grid of ``tile x tile`` tiles covering the field and average their features per
             channel (one row per image); None embeds the whole field.
@@ -74,15 +74,15 @@ class EmbedOptions:
         mask_outside: single-cell mode: zero every pixel outside the object.
     """
 
-    n_last_blocks: int = 4
-    avgpool: bool = True
+    n_last_blocks: int | None = None
+    avgpool: bool | None = None
     channel_pool: Literal["concat", "mean"] = "concat"
     tile: int | None = None
     cell_size: int | None = None
     mask_outside: bool = False
 
     def __post_init__(self) -> None:
-        _positive("n_last_blocks", self.n_last_blocks)
+        _positive("n_last_blocks", self.n_last_blocks, allow_none=True)
         _positive("tile", self.tile, allow_none=True)
         _positive("cell_size", self.cell_size, allow_none=True)
         if self.channel_pool not in ("concat", "mean"):

@@ -62,8 +62,8 @@ def embed_dataset(
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
-    n_last_blocks: int = 4,
-    avgpool: bool = True,
+    n_last_blocks: int | None = None,
+    avgpool: bool | None = None,
     channel_pool: Literal["concat", "mean"] = "concat",
     resize: int | None = None,
     crop: int | None = None,
@@ -108,8 +108,8 @@ def embed_dataset(
         t: time point of a time series.
         level: resolution level of pyramidal files (0 = full resolution).
         channel_width: CHAMMI tapes: width of one channel in the strip.
-        n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md).
-        avgpool: append the per-channel mean of the last block's patch tokens.
+        n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md); None: the model's default.
+        avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default.
         channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels.
         resize: shorter side after resizing (None: the model's default; 0: none).
         crop: centre-crop side (None: the model's default, else the whole field; 0: none).
@@ -189,6 +189,8 @@ def _run(source, output, *, model, read, embed, run, resize, crop, normalize, ma
     device = _device(run.device, local)
     model = _load_model(model, device, explicit=run.device is not None or world > 1)
     device = next(model.parameters()).device
+    embed = replace(embed, n_last_blocks=embed.n_last_blocks or model.features.n_last_blocks,
+                    avgpool=model.features.avgpool if embed.avgpool is None else embed.avgpool)
     cfg, embed = _geometry(model, resize, crop, normalize, embed, cells=masks is not None)
     if embed.n_last_blocks > model.config.depth:
         raise ConfigError(f"n_last_blocks={embed.n_last_blocks} but the model has {model.config.depth} blocks; "

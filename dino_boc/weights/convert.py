@@ -23,12 +23,15 @@ _PLAIN = re.compile(r"^blocks\.(\d+)\.(.*)$")
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a released ``.pth``/``.pt`` (``torch.load(weights_only=True)``) or a ``.safetensors`` file.
 
+    A ``.safetensors`` name holding a torch archive (what OpenPhenom's ``save_pretrained`` writes) is read
+    with ``torch.load(weights_only=True)`` too: never unpickling code.
+
     Raises:
         WeightsError: unreadable file or not a state dict.
     """
     path = Path(path)
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" and not _is_zip(path):
             from safetensors.torch import load_file
 
             obj: Any = load_file(str(path))
@@ -39,6 +42,11 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return dict(obj)
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def normalize_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -16,10 +16,11 @@ from typing import Any, Mapping
 import torch
 
 from dino_boc.errors import ConfigError, ModelNotFoundError, WeightsError
-from dino_boc.models import EmbeddingModel, ModelConfig, build_model
+from dino_boc.models import EmbeddingModel, FeatureDefaults, ModelConfig, build_model
 from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from dino_boc.preprocess.config import PreprocessConfig
 from dino_boc.weights.convert import infer_config, normalize_state_dict, read_checkpoint
+from dino_boc.weights.native import FAMILIES, convert_native, detect_family, family_defaults
 from dino_boc.weights.registry import REGISTRY, RegistryEntry, cache_dir, packaged_dir
 
 __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
@@ -82,6 +83,7 @@ def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingM
     try:
         config = ModelConfig.from_dict(meta["model"])
         preprocess = PreprocessConfig.from_dict(meta.get("preprocess", {}))
+        features = FeatureDefaults.from_dict(meta.get("features", {}))
     except (KeyError, ConfigError, TypeError) as exc:
         raise WeightsError(f"{cfg_path} has an invalid model section: {exc}") from exc
     from safetensors.torch import load_file
@@ -95,13 +97,15 @@ def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingM
     load_state_dict_strict(model, state, source=str(w_path))
     model.pretrained = bool(meta.get("pretrained", False))
     model.card = dict(meta.get("card", {}))
+    model.features = features
     model.weights_sha256 = file_sha256(w_path)
     return model.to(device).eval()
 
 
 def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: int | None,
-                     preprocess: PreprocessConfig | None = None) -> EmbeddingModel:
-    state, ignored = normalize_state_dict(read_checkpoint(path))
+                     preprocess: PreprocessConfig | None = None,
+                     raw: Mapping[str, Any] | None = None) -> EmbeddingModel:
+    state, ignored = normalize_state_dict(read_checkpoint(path) if raw is None else raw)
     if ignored:
         logger.info("%s: ignoring %d keys inference does not use (%s ...)", path, len(ignored), ignored[0])
     config = infer_config(state, num_heads=num_heads)
@@ -110,6 +114,40 @@ def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: 
     model.pretrained = True
     model.weights_sha256 = file_sha256(path)
     return model.to(device).eval()
+
+
+def _from_native(path: Path, *, family: str, name: str, device: torch.device, num_heads: int | None,
+                 entry: RegistryEntry | None = None, raw: Mapping[str, Any] | None = None,
+                 source: str = "", revision: str | None = None) -> EmbeddingModel:
+    """A model from a native weights file of a zoo family (:mod:`dino_boc.weights.native`)."""
+    if family not in FAMILIES:
+        raise ConfigError(f"family={family!r} is unknown; choose one of {FAMILIES}")
+    raw = read_checkpoint(path) if raw is None else raw
+    if family == "dino_boc":
+        return _from_checkpoint(path, name=name, device=device, num_heads=num_heads, raw=raw,
+                                preprocess=entry.preprocess if entry else None)
+    heads = num_heads or (entry.config.num_heads if entry and entry.config.embed_dim == _dim(raw) else None)
+    config, state = convert_native(raw, family, num_heads=heads)
+    preprocess, features = family_defaults(family)
+    if entry is not None:
+        preprocess, features = entry.preprocess, entry.features
+    model = build_model(config, preprocess=preprocess, name=name)
+    load_state_dict_strict(model, state, source=str(path))
+    model.features = features
+    model.pretrained = True
+    model.weights_sha256 = file_sha256(path)
+    licence = entry.licence if entry else ""
+    model.card = {"summary": entry.description if entry else f"{family} weights from {path.name}",
+                  "family": family, "source": source or str(path), "revision": revision or "",
+                  "licence": licence, "paper": entry.paper if entry else ""}
+    if "noncommercial" in licence.lower().replace("-", "").replace(" ", ""):
+        logger.warning("%s is under a NON-COMMERCIAL licence: %s", name, licence)
+    return model.to(device).eval()
+
+
+def _dim(raw: Mapping[str, Any]) -> int:
+    cls = raw.get("cls_token")
+    return int(cls.shape[-1]) if isinstance(cls, torch.Tensor) else -1
 
 
 def _missing_gated(entry: RegistryEntry, looked: list[str]) -> WeightsError:
@@ -133,12 +171,16 @@ def _random_model(entry: RegistryEntry, device: torch.device) -> EmbeddingModel:
     return model.to(device).eval()
 
 
-def _from_hub(repo_id: str, *, revision: str | None, device: torch.device) -> EmbeddingModel:
+def _from_hub(repo_id: str, *, revision: str | None, device: torch.device,
+              entry: RegistryEntry | None = None) -> EmbeddingModel:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    native = entry is not None and entry.family != "dino_boc"
+    # a native snapshot: only its weights and card (never its Python code)
+    patterns = [entry.filename, "*.md", "LICENSE*"] if native else [CONFIG_NAME, WEIGHTS_NAME, "*.md"]
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md"])
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
     except LocalEntryNotFoundError as exc:
         raise ModelNotFoundError(
             f"Hub repo {repo_id!r} (revision {revision or 'main'}) is not in the local cache and the Hub cannot be "
@@ -147,6 +189,12 @@ def _from_hub(repo_id: str, *, revision: str | None, device: torch.device) -> Em
         ) from exc
     except HfHubHTTPError as exc:
         raise ModelNotFoundError(f"Hub repo {repo_id!r} could not be fetched: {exc}") from exc
+    if native:
+        weights = Path(folder) / entry.filename
+        if not weights.is_file():
+            raise WeightsError(f"Hub repo {repo_id!r} (revision {revision or 'main'}) has no {entry.filename}")
+        return _from_native(weights, family=entry.family, name=entry.name, device=device, num_heads=None,
+                            entry=entry, source=f"hf-hub:{repo_id}", revision=revision or Path(folder).name)
     return _from_folder(Path(folder), name=f"hf-hub:{repo_id}", device=device)
 
 
@@ -156,6 +204,7 @@ def load_model(
     device: str | torch.device | None = None,
     revision: str | None = None,
     num_heads: int | None = None,
+    family: str | None = None,
 ) -> EmbeddingModel:
     """Load a model for :func:`dino_boc.embed`.
 
@@ -168,10 +217,14 @@ def load_model(
               (cached; ``HF_HUB_OFFLINE=1`` honoured);
             * a folder written by ``save_pretrained`` (``config.json`` + ``model.safetensors``);
             * a released checkpoint file (``.pth``/``.pt``/``.safetensors``): chunked or plain keys, or a
-              training checkpoint ``{"teacher": ...}``; the architecture is inferred from the tensors.
+              training checkpoint ``{"teacher": ...}``; the architecture is inferred from the tensors;
+            * a zoo model's native weights file or Hub snapshot folder (MorphEm, timm DINOv2), recognised
+              by its keys and given that model's published pre-processing and feature (docs/models.md).
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
         revision: Hub revision (branch, tag or commit) to pin.
         num_heads: heads for a checkpoint file (default D / 64).
+        family: force the layout of a file or folder (``"dino_boc"``, ``"morphem"``, ``"timm_dinov2"``)
+            instead of recognising it by its keys.
 
     Returns:
         The model in eval mode on ``device``.
@@ -184,10 +237,12 @@ def load_model(
     spec = os.fspath(name_or_path)
     path = Path(spec).expanduser()
     if path.is_dir():
+        if (path / WEIGHTS_NAME).is_file() and (family not in (None, "dino_boc") or not _is_ours(path)):
+            return _from_file(path / WEIGHTS_NAME, name=path.name, device=dev, num_heads=num_heads, family=family)
         return _from_folder(path, name=str(path), device=dev)
     if path.is_file():
         if path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
-            return _from_checkpoint(path, name=path.stem, device=dev, num_heads=num_heads)
+            return _from_file(path, name=path.stem, device=dev, num_heads=num_heads, family=family)
         raise ModelNotFoundError(f"{path} is a {path.suffix or 'suffix-less'} file; expected .pth, .pt or .safetensors")
     if spec in REGISTRY:
         entry = REGISTRY[spec]
@@ -201,7 +256,7 @@ def load_model(
             return _from_folder(cached, name=entry.name, device=dev)
         if entry.hf_hub_id:
             looked.append(f"hf-hub:{entry.hf_hub_id}")
-            return _from_hub(entry.hf_hub_id, revision=revision or entry.revision, device=dev)
+            return _from_hub(entry.hf_hub_id, revision=revision or entry.revision, device=dev, entry=entry)
         raise _missing_gated(entry, looked)
     if spec.startswith("hf-hub:"):
         return _from_hub(spec[len("hf-hub:"):], revision=revision, device=dev)
@@ -213,6 +268,27 @@ def load_model(
         f"unknown model {spec!r}: not a registry name, an existing path, or a Hub repo 'org/name'.{hint} "
         f"Known names: {sorted(REGISTRY)} (dino_boc.list_models())"
     )
+
+
+def _is_ours(folder: Path) -> bool:
+    """Whether ``folder/config.json`` is a dino_boc config (a Hub snapshot of another library has its own)."""
+    try:
+        return "format_version" in json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError, TypeError):
+        return False
+
+
+def _from_file(path: Path, *, name: str, device: torch.device, num_heads: int | None,
+               family: str | None) -> EmbeddingModel:
+    raw = read_checkpoint(path)
+    if family is None:
+        flat, _ = normalize_state_dict(raw) if not _looks_native(raw) else (raw, [])
+        family = detect_family(flat)
+    return _from_native(path, family=family, name=name, device=device, num_heads=num_heads, raw=raw)
+
+
+def _looks_native(raw: Mapping[str, Any]) -> bool:
+    return all(isinstance(v, torch.Tensor) for v in raw.values())
 
 
 def add_weights(
