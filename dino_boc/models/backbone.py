@@ -147,4 +147,4 @@ class ViTBackbone(VisionTransformer):
         return blk(x) if attn_mask is None else blk(x, attn_mask=attn_mask)
 
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token", "mask_token", "reg_token"}
+        return {"pos_embed", "cls_token", "mask_token"} | ({"reg_token"} if self.reg_token is not None else set())

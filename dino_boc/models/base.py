@@ -183,7 +183,7 @@ class EmbeddingModel(nn.Module):
         name = param_name.removeprefix("backbone.")
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
-        if name.startswith(("patch_embed", "cls_token", "pos_embed", "mask_token", "channel_", "global_")):
+        if name.startswith(("patch_embed", "cls_token", "reg_token", "pos_embed", "mask_token", "channel_", "global_")):
             return 0
         return self.config.depth + 1
 

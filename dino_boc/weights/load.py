@@ -237,7 +237,7 @@ def load_model(
     spec = os.fspath(name_or_path)
     path = Path(spec).expanduser()
     if path.is_dir():
-        if (path / WEIGHTS_NAME).is_file() and (family not in (None, "dino_boc") or not _is_ours(path)):
+        if (path / WEIGHTS_NAME).is_file() and (family not in (None, "dino_boc") or _is_foreign(path)):
             return _from_file(path / WEIGHTS_NAME, name=path.name, device=dev, num_heads=num_heads, family=family)
         return _from_folder(path, name=str(path), device=dev)
     if path.is_file():
@@ -270,12 +270,16 @@ def load_model(
     )
 
 
-def _is_ours(folder: Path) -> bool:
-    """Whether ``folder/config.json`` is a dino_boc config (a Hub snapshot of another library has its own)."""
+def _is_foreign(folder: Path) -> bool:
+    """Whether a folder holding ``model.safetensors`` is another library's snapshot: no ``config.json``, or
+    one without dino_boc's ``format_version`` (a broken dino_boc config stays ours, to be reported)."""
+    if not (folder / CONFIG_NAME).is_file():
+        return True
     try:
-        return "format_version" in json.loads((folder / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError, TypeError):
+        meta = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
+    return isinstance(meta, dict) and "format_version" not in meta
 
 
 def _from_file(path: Path, *, name: str, device: torch.device, num_heads: int | None,
