@@ -34,7 +34,7 @@ from dino_boc.errors import ConfigError, InputError
 from dino_boc.eval.chammi_data import SOURCES, ChammiSource, chammi_sources, load_chammi
 from dino_boc.eval.knn import Metric, knn
 from dino_boc.eval.metrics import accuracy, macro_f1
-from dino_boc.eval.presets import FeaturePreset, get_preset
+from dino_boc.eval.presets import FeaturePreset, get_preset, preset_for
 
 __all__ = ["TASK_COLUMNS", "SUMMARY_COLUMNS", "chammi_knn", "chammi_knn_tasks", "chammi_summary", "chammi"]
 
@@ -344,7 +344,8 @@ def chammi(
         model: a model name / path / Hub id accepted by ``load_model``, or a loaded model.
         cache_dir: where features are cached; default :func:`default_cache_dir`.
         metric: ``"cosine"`` (the released evaluation) or ``"l2"`` (the benchmark's default).
-        preset: feature preset; ``"chammi"`` is the paper's (last-block CLS, resize 256, crop 224).
+        preset: feature preset; ``"chammi"`` is the paper's (last-block CLS, resize 256, crop 224); zoo models
+            with their own square resize keep it (:func:`~dino_boc.eval.presets.preset_for`).
         batch_size: images per forward pass while embedding.
         num_workers: image-reading worker processes while embedding.
         cache_name: name of the cache folder instead of the model's name (see :func:`cache_key`).
@@ -361,7 +362,11 @@ def chammi(
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     meta = load_chammi(root)
     sources = chammi_sources(meta)
-    opts = {"model": model, "preset": preset, "batch_size": batch_size, "num_workers": num_workers}
+    if isinstance(model, (str, os.PathLike)):
+        from dino_boc.weights import load_model
+
+        model = load_model(model)
+    opts = {"model": model, "preset": preset_for(preset, model), "batch_size": batch_size, "num_workers": num_workers}
     rows = []
     for src in SOURCES:
         part = meta[sources == src.folder].reset_index(drop=True)

@@ -9,6 +9,7 @@ from dino_boc.errors import InputError
 from dino_boc.preprocess.config import NORMALIZE_CHOICES, PreprocessConfig
 from dino_boc.preprocess.geometry import center_crop, resize_shorter, resize_square
 from dino_boc.preprocess.intensity import normalize_image, saturation_noise, scale_intensity, self_normalize
+from dino_boc.preprocess.tiles import fit_to_patch
 
 __all__ = ["PreprocessConfig", "NORMALIZE_CHOICES", "prepare_image", "to_float_tensor", "self_normalize"]
 
@@ -52,7 +53,8 @@ def to_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t
 
 
-def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch_size: int) -> torch.Tensor:
+def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch_size: int, *,
+                  fit: bool = False) -> torch.Tensor:
     """The released pre-processing of one image.
 
     ``x / 255`` (unless ``normalize="none"``) -> ``resize`` (shorter side, bicubic, no antialias) ->
@@ -64,6 +66,8 @@ def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch
         image: ``(K, H, W)``, any integer or float dtype.
         cfg: the settings.
         patch_size: the model's patch; the final H, W must be multiples of it.
+        fit: when no crop is set, centre-crop to the largest multiple of the patch instead of an error
+            (the dataset pipeline's whole fields).
 
     Returns:
         float32 ``(K, H', W')``.
@@ -82,6 +86,8 @@ def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch
         x = resize(x, cfg.resize, interpolation=cfg.interpolation, antialias=cfg.antialias)
     if cfg.crop is not None:
         x = center_crop(x, cfg.crop)
+    elif fit:
+        x = fit_to_patch(x, patch_size)
     h, w = x.shape[-2:]
     if h < patch_size or w < patch_size:
         raise InputError(
