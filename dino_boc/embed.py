@@ -190,10 +190,15 @@ def embed_tokens(
     tensors, names_per_image = [], []
     for arr, names in items:
         k = arr.shape[0] if getattr(arr, "ndim", 0) == 3 else 0
-        sel = resolve_channels(channels, k, names) if k else None
+        if k and model.config.arch == "fixed":  # the image's names mapped onto the model's channel order
+            sel = model.select_channels(channels, k, names)
+            names = list(model.config.channel_names)
+        else:
+            sel = resolve_channels(channels, k, names) if k else None
         if sel is not None and sel != list(range(k)):
             arr = arr[sel]
-            names = [names[i] for i in sel] if names else None
+            if model.config.arch != "fixed":
+                names = [names[i] for i in sel] if names else None
         tensors.append(prepare_image(arr, cfg, model.config.patch_size))
         k = tensors[-1].shape[0]
         names_per_image.append(list(names) if names else [f"ch{i}" for i in range(k)])
@@ -245,7 +250,10 @@ def embed(
     Args:
         images: ``(K, H, W)`` or ``(B, K, H, W)`` numpy array / torch tensor of any integer or float dtype,
             a TIFF path (axes from its metadata), or a list of these (channel counts and sizes may differ).
-        channels: select and order channels by index, or by name where the file names them.
+        channels: select and order channels by index, or by name where the file names them. For a
+            fixed-channel model (``model.config.arch == "fixed"``): the names of the image's channels in the
+            image's order (or None when the file names them); they are matched to the model's channels
+            and reordered, and a missing one is a ``ChannelError``.
         model: a loaded model, a name for :func:`dino_boc.load_model`, or None for the default
             (``"dino-boc-vitl16"``, loaded once and reused).
         n_last_blocks: L, CLS tokens of the last L blocks; None: the model's default (``model.features``:

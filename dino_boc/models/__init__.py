@@ -20,11 +20,12 @@ _CLASSES = {
     "boc": ("dino_boc.models.boc", "BagOfChannelsModel"),
     "ha": ("dino_boc.models.hierarchical", "HierarchicalAttentionModel"),
     "channel_vit": ("dino_boc.models.channel_vit", "ChannelViTModel"),
+    "fixed": ("dino_boc.models.fixed", "FixedChannelModel"),
 }
 
 
 def model_class(arch: str) -> type[EmbeddingModel]:
-    """The class implementing ``arch`` (``"boc"``, ``"ha"`` or ``"channel_vit"``)."""
+    """The class implementing ``arch`` (``"boc"``, ``"ha"``, ``"channel_vit"`` or ``"fixed"``)."""
     if arch not in _CLASSES:
         raise ConfigError(f"arch={arch!r} is unknown; choose one of {ARCHS}")
     module, cls = _CLASSES[arch]

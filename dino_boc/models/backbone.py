@@ -74,7 +74,7 @@ class ViTBackbone(VisionTransformer):
         super().__init__(
             img_size=config.img_size,
             patch_size=config.patch_size,
-            in_chans=1,
+            in_chans=config.in_chans,
             num_classes=0,
             global_pool="token",
             embed_dim=config.embed_dim,
@@ -145,6 +145,21 @@ class ViTBackbone(VisionTransformer):
                 return checkpoint(blk, x, use_reentrant=False)
             return checkpoint(blk, x, attn_mask=attn_mask, use_reentrant=False)
         return blk(x) if attn_mask is None else blk(x, attn_mask=attn_mask)
+
+    def run_last_blocks(self, t: torch.Tensor, n_last_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every block on tokens ``t`` ``(B, T, D)``; returns the final-normed tokens of the last block and
+        ``(B, L, D)`` final-normed class tokens of the last L blocks (of earlier blocks only the class token is
+        normed)."""
+        depth = len(self.blocks)
+        cls = []
+        for i in range(depth):
+            t = self.run_block(i, t)
+            if i == depth - 1:
+                t = self.norm(t)
+                cls.append(t[:, 0])
+            elif i >= depth - n_last_blocks:
+                cls.append(self.norm(t[:, :1])[:, 0])
+        return t, torch.stack(cls, dim=1)
 
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token", "mask_token"} | ({"reg_token"} if self.reg_token is not None else set())

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from dino_boc.errors import ConfigError
 
-Arch = Literal["boc", "ha", "channel_vit"]
-ARCHS: tuple[str, ...] = ("boc", "ha", "channel_vit")
+Arch = Literal["boc", "ha", "channel_vit", "fixed"]
+ARCHS: tuple[str, ...] = ("boc", "ha", "channel_vit", "fixed")
 
 
 @dataclass(frozen=True)
@@ -17,8 +17,10 @@ class ModelConfig:
 
     Attributes:
         arch: ``"boc"`` (Bag of Channels: one single-channel ViT, channels encoded independently),
-            ``"ha"`` (DINO HA: per-channel CLS tokens plus a global CLS, hierarchical attention mask) or
-            ``"channel_vit"`` (DINO Channel-ViT: learned channel embeddings, full attention).
+            ``"ha"`` (DINO HA: per-channel CLS tokens plus a global CLS, hierarchical attention mask),
+            ``"channel_vit"`` (DINO Channel-ViT: learned channel embeddings, full attention) or ``"fixed"``
+            (a plain ViT whose patch embedding takes ``in_chans`` named channels in one order: the
+            Cell-DINO fixed-channel models).
         embed_dim: token width D.
         depth: number of transformer blocks.
         num_heads: attention heads (D must be divisible by it).
@@ -29,7 +31,9 @@ class ModelConfig:
         qkv_bias: bias in the qkv projection.
         drop_path_rate: stochastic depth (training only).
         max_channels: Channel-ViT only: number of learned channel embeddings (K_max).
-        channel_names: Channel-ViT only (optional): a name per channel-embedding id.
+        channel_names: Channel-ViT (optional): a name per channel-embedding id; ``"fixed"`` (required): the
+            names of the ``in_chans`` input channels in the model's order.
+        in_chans: ``"fixed"`` only: channels of the patch embedding (1 for every other arch).
         interpolate_offset: DINOv2's offset in the position-embedding scale factor.
         layer_norm_eps: LayerNorm epsilon.
         reg_tokens: BoC only: register tokens after the class token (DINOv2 "with registers"); they take
@@ -54,6 +58,7 @@ class ModelConfig:
     layer_norm_eps: float = 1e-6
     reg_tokens: int = 0
     interpolate_antialias: bool = False
+    in_chans: int = 1
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -72,6 +77,8 @@ class ModelConfig:
         object.__setattr__(self, "channel_names", tuple(str(c) for c in self.channel_names))
         if not isinstance(self.reg_tokens, int) or self.reg_tokens < 0:
             raise ConfigError(f"reg_tokens={self.reg_tokens!r} must be a non-negative integer")
+        if not isinstance(self.in_chans, int) or self.in_chans < 1 or (self.in_chans > 1 and self.arch != "fixed"):
+            raise ConfigError(f"in_chans={self.in_chans!r}: only arch='fixed' takes more than 1 input channel")
         if self.reg_tokens and self.arch != "boc":
             raise ConfigError(f"reg_tokens only apply to arch='boc', not {self.arch!r}")
         if self.arch == "channel_vit":
@@ -80,6 +87,12 @@ class ModelConfig:
             if self.channel_names and len(self.channel_names) != self.max_channels:
                 raise ConfigError(
                     f"channel_names has {len(self.channel_names)} names but max_channels={self.max_channels}"
+                )
+        elif self.arch == "fixed":
+            if len(self.channel_names) != self.in_chans or self.max_channels:
+                raise ConfigError(
+                    f"a fixed-channel model needs channel_names for its {self.in_chans} input channels (got "
+                    f"{list(self.channel_names)}) and no max_channels"
                 )
         elif self.max_channels or self.channel_names:
             raise ConfigError(f"max_channels/channel_names only apply to arch='channel_vit', not {self.arch!r}")

@@ -104,12 +104,16 @@ def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingM
 
 def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: int | None,
                      preprocess: PreprocessConfig | None = None,
-                     raw: Mapping[str, Any] | None = None) -> EmbeddingModel:
+                     raw: Mapping[str, Any] | None = None, entry: RegistryEntry | None = None) -> EmbeddingModel:
     state, ignored = normalize_state_dict(read_checkpoint(path) if raw is None else raw)
     if ignored:
         logger.info("%s: ignoring %d keys inference does not use (%s ...)", path, len(ignored), ignored[0])
-    config = infer_config(state, num_heads=num_heads)
+    fixed = entry.config.channel_names if entry is not None and entry.config.arch == "fixed" else ()
+    config = infer_config(state, num_heads=num_heads or (entry.config.num_heads if fixed else None),
+                          channel_names=fixed)
     model = build_model(config, preprocess=preprocess, name=name)
+    if entry is not None:
+        model.features = entry.features
     load_state_dict_strict(model, {f"backbone.{k}": v.float() for k, v in state.items()}, source=str(path))
     model.pretrained = True
     model.weights_sha256 = file_sha256(path)
@@ -322,12 +326,14 @@ def add_weights(
         raise WeightsError(f"{src} has SHA-256 {digest}, expected {sha256}; the download may be corrupt")
     entry = REGISTRY.get(name)
     preprocess = entry.preprocess if entry else None
-    model = _from_checkpoint(src, name=name, device=torch.device("cpu"), num_heads=num_heads, preprocess=preprocess)
+    model = _from_checkpoint(src, name=name, device=torch.device("cpu"), num_heads=num_heads, preprocess=preprocess,
+                             entry=entry)
     if entry is not None and entry.config != model.config:
         raise WeightsError(f"{src} holds a {model.config} model, but {name!r} is registered as {entry.config}")
     p = model.config.patch_size
+    k = model.config.in_chans if model.config.arch == "fixed" else 2
     with torch.inference_mode():
-        out = model.forward_tokens(torch.randn(1, 2, 2 * p, 2 * p, generator=torch.Generator().manual_seed(0)))
+        out = model.forward_tokens(torch.randn(1, k, 2 * p, 2 * p, generator=torch.Generator().manual_seed(0)))
     if not torch.isfinite(out.patch).all():
         raise WeightsError(f"{src} gives non-finite features; the checkpoint is corrupt")
     model.card = {

@@ -90,6 +90,28 @@ _register(RegistryEntry(
 ))
 
 
+#: HPA channel order (the HPA Kaggle / CHAMMI HPA layout: red, green, blue, yellow)
+HPA_CHANNELS = ("microtubules", "protein", "nucleus", "ER")
+#: Cell Painting channel order (JUMP: DNA, ER, RNA, AGP, Mito)
+CP_CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
+#: the released Cell-DINO linear evaluation: ÷255, centre crop 384 (zero padding), self-normalisation
+_CELL_DINO_EVAL = PreprocessConfig(crop=384)
+_CELL_DINO = "Cell-DINO (Moutakanni, Couprie, Yi et al.); cell_dino in facebookresearch/dinov2"
+_FAIR_NC = "FAIR Noncommercial Research License (research use only; not for clinical use)"
+for _name, _what, _arch in (
+    ("cell-dino-hpa-vitl16", "Cell-DINO ViT-L/16 on HPA fields of view, fixed 4 channels " + str(list(HPA_CHANNELS)),
+     dict(embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224, channel_names=HPA_CHANNELS)),
+    ("cell-dino-hpa-vitl14", "Cell-DINO ViT-L/14 (LVD then HPA, 518 px), fixed 4 channels " + str(list(HPA_CHANNELS)),
+     dict(embed_dim=1024, depth=24, num_heads=16, patch_size=14, img_size=518, channel_names=HPA_CHANNELS)),
+    ("cell-dino-cp-vits8", "Cell-DINO ViT-S/8 on combined Cell Painting (128 px), fixed 5 channels " + str(list(CP_CHANNELS)),
+     dict(embed_dim=384, depth=12, num_heads=6, patch_size=8, img_size=128, channel_names=CP_CHANNELS)),
+):
+    _register(RegistryEntry(
+        name=_name, description=_what + "; gated: add it with 'dino-boc weights add'", source="gated",
+        config=ModelConfig(arch="fixed", in_chans=len(_arch["channel_names"]), **_arch),
+        preprocess=_CELL_DINO_EVAL, licence=_FAIR_NC, request_url=REQUEST_URL, paper=_CELL_DINO,
+    ))
+
 _CHAMMI75 = "CHAMMI-75 (Caicedo lab, ICLR 2026); code: github.com/CaicedoLab/CHAMMI-75"
 _register(RegistryEntry(
     name="morphem-vits16",
