@@ -3,9 +3,11 @@ norm, final-norm CLS) replaces the paper's resize 256 / crop 224, as in its auth
 
 import numpy as np
 import pandas as pd
+import pytest
 from safetensors.torch import save_file
 
 import dino_boc
+from dino_boc.errors import ChannelError
 from dino_boc.eval import chammi, load_chammi
 from dino_boc.eval.chammi import cache_key
 from dino_boc.eval.presets import get_preset
@@ -31,3 +33,12 @@ def test_chammi_runs_a_native_morphem_file_with_its_own_recipe(tmp_path):
     expected = np.stack([dino_boc.embed(images[fp], model=model) for fp in rows["file_path"]])
     assert feats.shape == (len(rows), 4 * 64)  # last-block CLS per channel, at 224 x 224 whatever the crop
     np.testing.assert_allclose(feats, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_fixed_channel_model_on_a_source_without_its_channels_is_a_clear_error(tmp_path):
+    root = tmp_path / "CHAMMI"
+    write_chammi(root)
+    hpa = dino_boc.create_model("fixed", in_chans=4, channel_names=("microtubules", "protein", "nucleus", "ER"),
+                                embed_dim=64, depth=1, num_heads=1, patch_size=8, img_size=32, seed=0)
+    with pytest.raises(ChannelError, match=r"CHAMMI source Allen: .*missing \['microtubules', 'ER'\]"):
+        chammi(root, model=hpa, cache_dir=tmp_path / "cache", num_workers=0)
