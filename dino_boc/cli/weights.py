@@ -12,10 +12,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "them, download the .pth, then 'dino-boc weights add FILE.pth'.",
     )
     s = p.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
-    a = s.add_parser("add", help="convert a released checkpoint once and cache it",
-                     description="Convert CHECKPOINT (.pth) to the dino_boc format, verify it, and cache it "
-                                 "under $DINO_BOC_CACHE (default ~/.cache/dino_boc) so load_model(NAME) finds it.")
-    a.add_argument("checkpoint", help="the downloaded checkpoint file (.pth)")
+    a = s.add_parser("add", help="download (optional), convert a released checkpoint once and cache it",
+                     description="Convert CHECKPOINT (.pth, or its http(s) URL: downloaded with a progress bar, "
+                                 "resumed when interrupted) to the dino_boc format, verify it (the SHA-256 prefix "
+                                 "in a released file name, e.g. ...-ef7c17ff.pth), and cache it under "
+                                 "$DINO_BOC_CACHE (default ~/.cache/dino_boc) so load_model(NAME) finds it. The "
+                                 "model's licence is shown and recorded.")
+    a.add_argument("checkpoint", help="the checkpoint file (.pth) or its URL (e.g. the signed link e-mailed to you)")
     a.add_argument("--name", default="dino-boc-vitl16", help="registry name to store it under (default: %(default)s)")
     a.add_argument("--num-heads", type=int, default=None, help="attention heads (default: embed_dim / 64)")
     a.add_argument("--sha256", default=None, help="expected SHA-256 of the checkpoint file")
@@ -27,8 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_add(args: argparse.Namespace) -> int:
     from dino_boc.weights import add_weights
 
+    from dino_boc.weights.download import is_url, public_url
+    from dino_boc.weights.registry import REGISTRY
+
     target = add_weights(args.checkpoint, name=args.name, num_heads=args.num_heads, sha256=args.sha256)
-    print(f"cached {args.checkpoint} as {args.name!r} in {target}")
+    shown = public_url(args.checkpoint) if is_url(args.checkpoint) else args.checkpoint
+    print(f"cached {shown} as {args.name!r} in {target}")
+    if args.name in REGISTRY and REGISTRY[args.name].licence:
+        print(f"licence: {REGISTRY[args.name].licence}")
     return 0
 
 

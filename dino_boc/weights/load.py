@@ -20,6 +20,7 @@ from dino_boc.models import EmbeddingModel, FeatureDefaults, ModelConfig, build_
 from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from dino_boc.preprocess.config import PreprocessConfig
 from dino_boc.weights.convert import infer_config, normalize_state_dict, read_checkpoint
+from dino_boc.weights.download import check_sha256_prefix, download, is_url, public_url
 from dino_boc.weights.native import FAMILIES, convert_native, detect_family, family_defaults
 from dino_boc.weights.registry import REGISTRY, RegistryEntry, cache_dir, packaged_dir
 
@@ -301,16 +302,21 @@ def _looks_native(raw: Mapping[str, Any]) -> bool:
 
 def add_weights(
     checkpoint: str | os.PathLike, *, name: str = "dino-boc-vitl16", num_heads: int | None = None,
-    sha256: str | None = None,
+    sha256: str | None = None, progress: bool = True,
 ) -> Path:
     """Convert a released checkpoint once, verify it, and cache it in the Hub format under
     :func:`~dino_boc.weights.registry.cache_dir` ``/ name``, where ``load_model(name)`` finds it.
 
+    A URL is downloaded first into ``cache_dir() / "downloads"`` (resumable; :mod:`dino_boc.weights.download`).
+    A file whose released name carries a SHA-256 prefix (``...-ef7c17ff.pth``) must hash to it. The
+    registry's licence is logged and recorded in the cached ``config.json``.
+
     Args:
-        checkpoint: the downloaded ``.pth``.
+        checkpoint: the downloaded ``.pth``, or its ``http(s)://`` URL (e.g. the signed link e-mailed to you).
         name: registry name to store it under.
         num_heads: heads, default D / 64.
-        sha256: if given, the checkpoint file's expected SHA-256.
+        sha256: if given, the checkpoint file's expected SHA-256 (instead of the prefix in its name).
+        progress: show a download progress bar.
 
     Returns:
         The cache folder.
@@ -318,13 +324,21 @@ def add_weights(
     Raises:
         WeightsError: unreadable, mismatching hash, or weights that do not fit / give non-finite features.
     """
+    source = None
+    if is_url(checkpoint):
+        source = public_url(str(checkpoint))
+        checkpoint = download(str(checkpoint), cache_dir() / "downloads", progress=progress)
     src = Path(checkpoint).expanduser()
     if not src.is_file():
         raise WeightsError(f"checkpoint {src} does not exist")
     digest = file_sha256(src)
     if sha256 and digest != sha256.lower():
         raise WeightsError(f"{src} has SHA-256 {digest}, expected {sha256}; the download may be corrupt")
+    if not sha256:
+        check_sha256_prefix(src, digest)
     entry = REGISTRY.get(name)
+    if entry is not None and entry.licence:
+        logger.warning("%s: licence %s%s", name, entry.licence, f" ({entry.request_url})" if entry.request_url else "")
     preprocess = entry.preprocess if entry else None
     model = _from_checkpoint(src, name=name, device=torch.device("cpu"), num_heads=num_heads, preprocess=preprocess,
                              entry=entry)
@@ -341,6 +355,8 @@ def add_weights(
         "source_checkpoint": src.name, "source_sha256": digest,
         "licence": entry.licence if entry else "", "paper": entry.paper if entry else "",
     }
+    if source:
+        model.card["source_url"] = source
     target = cache_dir() / name
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))

@@ -68,7 +68,7 @@ def registered(tmp_path, monkeypatch):
     net = release_vit()
     state = {k: v for k, v in net.state_dict().items()}
     state["mask_token"] = torch.zeros(1, D)
-    path = tmp_path / "cell_dino_hpa_vitl16-0123abcd.pth"
+    path = tmp_path / "cell_dino_hpa_vitl16.pth"
     torch.save(chunk_keys(state, DEPTH, 2), path)
     return net, path
 
