@@ -119,7 +119,7 @@ def run_tensors(
     Args:
         model: the model (its device is used).
         tensors: pre-processed float ``(K, H, W)`` tensors; shapes may differ.
-        n_last_blocks: L.
+        n_last_blocks: L (0: no CLS token, only the patch means).
         avgpool: also return the per-channel mean of the last block's patch tokens.
         batch_size: channel-images per forward pass: ``max(1, batch_size // K)`` images of one shape.
         precision: see :func:`autocast_context`.
@@ -142,9 +142,9 @@ def run_tensors(
             x = torch.stack([tensors[i] for i in chunk]).to(device, non_blocking=True)
             with autocast_context(device, precision):
                 # through __call__, so that model.compile() (torch.compile) takes effect
-                out = model(x, n_last_blocks=n_last_blocks, channel_ids=ids)
-            cls = None if out.cls is None else out.cls.float().cpu().numpy()
-            glob = None if out.global_cls is None else out.global_cls.float().cpu().numpy()
+                out = model(x, n_last_blocks=max(1, n_last_blocks), channel_ids=ids)
+            cls = None if out.cls is None or not n_last_blocks else out.cls.float().cpu().numpy()
+            glob = None if out.global_cls is None or not n_last_blocks else out.global_cls.float().cpu().numpy()
             pm = out.patch.float().mean(dim=2).cpu().numpy() if avgpool else None
             for j, i in enumerate(chunk):
                 results[i] = (
@@ -231,7 +231,7 @@ def embed(
     model: EmbeddingModel | str | None = None,
     n_last_blocks: int | None = None,
     avgpool: bool | None = None,
-    channel_pool: ChannelPool = "concat",
+    channel_pool: ChannelPool | None = None,
     resize: int | None = None,
     crop: int | None = None,
     normalize: Literal["self", "percentile", "none"] | None = None,
@@ -260,7 +260,8 @@ def embed(
             4 for the Cell-DINO models as released, 1 for MorphEm and DINOv2; 1 is the CHAMMI form).
         avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default
             (True for Cell-DINO, False for MorphEm and DINOv2).
-        channel_pool: ``"concat"`` (per-channel blocks) or ``"mean"`` (averaged over channels; App. K).
+        channel_pool: ``"concat"`` (per-channel blocks) or ``"mean"`` (averaged over channels; App. K); None:
+            the model's default (``"mean"`` for OpenPhenom's pooled embedding, else ``"concat"``).
         resize: shorter side after resizing (bicubic, no antialias); None: the model's default; 0: none.
         crop: centre-crop side after resizing; None: the model's default; 0: none. A size that is not a
             multiple of the patch (16) is an error: pass ``crop=``.
@@ -287,6 +288,8 @@ def embed(
         >>> feats = dino_boc.embed(img)                      # img: (K, H, W)
         >>> feats = dino_boc.embed("plate1_A01.tif", channels=["DNA", "Mito"], crop=224)
     """
+    model = _get_model(model)
+    channel_pool = model.features.channel_pool if channel_pool is None else channel_pool
     emb = embed_tokens(
         images, channels, model=model, n_last_blocks=n_last_blocks, avgpool=avgpool, resize=resize, crop=crop,
         normalize=normalize, batch_size=batch_size, precision=precision, channel_ids=channel_ids, compile=compile,

@@ -84,8 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--n-last-blocks", type=int, default=None, metavar="N",
                    help="use the CLS tokens of the last N blocks (default: the model's, 4 for Cell-DINO)")
     g.add_argument("--no-avgpool", action="store_true", help="leave out the per-channel mean patch token")
-    g.add_argument("--channel-pool", choices=["concat", "mean"], default="concat",
-                   help="'concat' per-channel features (default) or 'mean' over channels")
+    g.add_argument("--channel-pool", choices=["concat", "mean"], default=None,
+                   help="'concat' per-channel features or 'mean' over channels (default: the model's; concat "
+                        "except OpenPhenom)")
     g = p.add_argument_group("running")
     g.add_argument("--batch-size", type=int, default=256, metavar="N", help="single-channel images per model call (lower it "
                                                                "if the GPU runs out of memory; default 256)")

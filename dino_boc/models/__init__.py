@@ -21,11 +21,12 @@ _CLASSES = {
     "ha": ("dino_boc.models.hierarchical", "HierarchicalAttentionModel"),
     "channel_vit": ("dino_boc.models.channel_vit", "ChannelViTModel"),
     "fixed": ("dino_boc.models.fixed", "FixedChannelModel"),
+    "ca_mae": ("dino_boc.models.ca_mae", "ChannelAgnosticMAEModel"),
 }
 
 
 def model_class(arch: str) -> type[EmbeddingModel]:
-    """The class implementing ``arch`` (``"boc"``, ``"ha"``, ``"channel_vit"`` or ``"fixed"``)."""
+    """The class implementing ``arch`` (``"boc"``, ``"ha"``, ``"channel_vit"``, ``"fixed"`` or ``"ca_mae"``)."""
     if arch not in _CLASSES:
         raise ConfigError(f"arch={arch!r} is unknown; choose one of {ARCHS}")
     module, cls = _CLASSES[arch]

@@ -94,7 +94,7 @@ class EmbeddingModel(nn.Module):
         if config.arch != self.arch:
             raise ValueError(f"{type(self).__name__} needs arch={self.arch!r}, got {config.arch!r}")
         super().__init__()
-        self.backbone = ViTBackbone(config)
+        self.backbone = self.build_backbone(config)
         self.config = config
         self.preprocess = preprocess or PreprocessConfig()
         self.name = name or f"untrained-{config.arch}"
@@ -102,6 +102,11 @@ class EmbeddingModel(nn.Module):
         self.weights_sha256: str | None = None
         self.card: dict[str, Any] = {}
         self.features = FeatureDefaults()
+
+    @staticmethod
+    def build_backbone(config: ModelConfig) -> nn.Module:
+        """The token encoder; :class:`ViTBackbone` unless a family has its own (OpenPhenom)."""
+        return ViTBackbone(config)
 
     # ---------------------------------------------------------------- to implement
     def forward_tokens(

@@ -7,8 +7,10 @@ from typing import Any, Literal
 
 from dino_boc.errors import ConfigError
 
-Arch = Literal["boc", "ha", "channel_vit", "fixed"]
-ARCHS: tuple[str, ...] = ("boc", "ha", "channel_vit", "fixed")
+Arch = Literal["boc", "ha", "channel_vit", "fixed", "ca_mae"]
+ARCHS: tuple[str, ...] = ("boc", "ha", "channel_vit", "fixed", "ca_mae")
+ChannelPool = Literal["concat", "mean"]
+CHANNEL_POOLS: tuple[str, ...] = ("concat", "mean")
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class ModelConfig:
             ``"ha"`` (DINO HA: per-channel CLS tokens plus a global CLS, hierarchical attention mask),
             ``"channel_vit"`` (DINO Channel-ViT: learned channel embeddings, full attention) or ``"fixed"``
             (a plain ViT whose patch embedding takes ``in_chans`` named channels in one order: the
-            Cell-DINO fixed-channel models).
+            Cell-DINO fixed-channel models) or ``"ca_mae"`` (OpenPhenom's channel-agnostic MAE encoder: one
+            shared patch projection, every channel's patches in one sequence, fixed sin-cos positions).
         embed_dim: token width D.
         depth: number of transformer blocks.
         num_heads: attention heads (D must be divisible by it).
@@ -30,7 +33,8 @@ class ModelConfig:
         init_values: LayerScale initial value, or None for no LayerScale.
         qkv_bias: bias in the qkv projection.
         drop_path_rate: stochastic depth (training only).
-        max_channels: Channel-ViT only: number of learned channel embeddings (K_max).
+        max_channels: Channel-ViT: number of learned channel embeddings (K_max); ``"ca_mae"``: the most
+            channels its position table holds (11 for OpenPhenom).
         channel_names: Channel-ViT (optional): a name per channel-embedding id; ``"fixed"`` (required): the
             names of the ``in_chans`` input channels in the model's order.
         in_chans: ``"fixed"`` only: channels of the patch embedding (1 for every other arch).
@@ -94,6 +98,9 @@ class ModelConfig:
                     f"a fixed-channel model needs channel_names for its {self.in_chans} input channels (got "
                     f"{list(self.channel_names)}) and no max_channels"
                 )
+        elif self.arch == "ca_mae":
+            if self.max_channels <= 0 or self.channel_names:
+                raise ConfigError("a ca_mae model needs max_channels > 0 (its position table) and no channel_names")
         elif self.max_channels or self.channel_names:
             raise ConfigError(f"max_channels/channel_names only apply to arch='channel_vit', not {self.arch!r}")
 
@@ -126,16 +133,24 @@ class FeatureDefaults:
 
     Attributes:
         n_last_blocks: L, CLS tokens of the last L blocks (4: the released Cell-DINO linear evaluation;
-            1: the final-norm CLS that MorphEm's and CHAMMI-75's DINOv2 code use).
+            1: the final-norm CLS that MorphEm's and CHAMMI-75's DINOv2 code use; 0: no CLS token, only the
+            patch means: OpenPhenom's ``predict``).
         avgpool: append the per-channel mean of the last block's patch tokens.
+        channel_pool: ``"concat"`` per-channel features, or ``"mean"`` over channels (OpenPhenom's pooled
+            embedding: the mean of all patch tokens).
     """
 
     n_last_blocks: int = 4
     avgpool: bool = True
+    channel_pool: ChannelPool = "concat"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 1:
-            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a positive integer")
+        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0:
+            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer")
+        if self.n_last_blocks == 0 and not self.avgpool:
+            raise ConfigError("n_last_blocks=0 with avgpool=False leaves no feature; keep avgpool=True")
+        if self.channel_pool not in CHANNEL_POOLS:
+            raise ConfigError(f"channel_pool={self.channel_pool!r}; choose one of {CHANNEL_POOLS}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,5 +159,5 @@ class FeatureDefaults:
     def from_dict(cls, d: dict[str, Any]) -> "FeatureDefaults":
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ConfigError(f"unknown feature keys {sorted(unknown)}; known: n_last_blocks, avgpool")
+            raise ConfigError(f"unknown feature keys {sorted(unknown)}; known: n_last_blocks, avgpool, channel_pool")
         return cls(**d)

@@ -85,8 +85,8 @@ class FeatureLayout:
     channel_pool: str = "concat"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 1:
-            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a positive integer")
+        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0:  # 0: patch means only (OpenPhenom)
+            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer")
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ class EmbedOptions:
     Attributes:
         n_last_blocks: L, CLS tokens of the last L blocks; None: the model's default (``model.features``).
         avgpool: append the per-channel mean patch token; None: the model's default.
-        channel_pool: ``"concat"`` (per-channel features) or ``"mean"`` (averaged over channels).
+        channel_pool: ``"concat"`` (per-channel features) or ``"mean"`` (averaged over channels); None: the
+            model's default.
         tile: embed a grid of ``tile x tile`` tiles covering the field and average their features per
             channel (one row per image); None embeds the whole field.
         cell_size: single-cell mode: side of the crop centred on each object (set with masks).
@@ -76,7 +77,7 @@ class EmbedOptions:
 
     n_last_blocks: int | None = None
     avgpool: bool | None = None
-    channel_pool: Literal["concat", "mean"] = "concat"
+    channel_pool: Literal["concat", "mean"] | None = None
     tile: int | None = None
     cell_size: int | None = None
     mask_outside: bool = False
@@ -85,7 +86,7 @@ class EmbedOptions:
         _positive("n_last_blocks", self.n_last_blocks, allow_none=True)
         _positive("tile", self.tile, allow_none=True)
         _positive("cell_size", self.cell_size, allow_none=True)
-        if self.channel_pool not in ("concat", "mean"):
+        if self.channel_pool not in ("concat", "mean", None):
             raise ConfigError(f"channel_pool={self.channel_pool!r}; choose 'concat' or 'mean'")
 
 

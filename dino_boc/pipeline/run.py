@@ -64,7 +64,7 @@ def embed_dataset(
     channel_width: int | None = None,
     n_last_blocks: int | None = None,
     avgpool: bool | None = None,
-    channel_pool: Literal["concat", "mean"] = "concat",
+    channel_pool: Literal["concat", "mean"] | None = None,
     resize: int | None = None,
     crop: int | None = None,
     normalize: Literal["self", "percentile", "none"] | None = None,
@@ -110,7 +110,7 @@ def embed_dataset(
         channel_width: CHAMMI tapes: width of one channel in the strip.
         n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md); None: the model's default.
         avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default.
-        channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels.
+        channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels; None: the model's default.
         resize: shorter side after resizing (None: the model's default; 0: none).
         crop: centre-crop side (None: the model's default, else the whole field; 0: none).
         normalize: ``"self"``, ``"percentile"`` or ``"none"`` (None: the model's default).
@@ -189,8 +189,10 @@ def _run(source, output, *, model, read, embed, run, resize, crop, normalize, ma
     device = _device(run.device, local)
     model = _load_model(model, device, explicit=run.device is not None or world > 1)
     device = next(model.parameters()).device
-    embed = replace(embed, n_last_blocks=embed.n_last_blocks or model.features.n_last_blocks,
-                    avgpool=model.features.avgpool if embed.avgpool is None else embed.avgpool)
+    feats = model.features
+    embed = replace(embed, n_last_blocks=feats.n_last_blocks if embed.n_last_blocks is None else embed.n_last_blocks,
+                    avgpool=feats.avgpool if embed.avgpool is None else embed.avgpool,
+                    channel_pool=embed.channel_pool or feats.channel_pool)
     cfg, embed = _geometry(model, resize, crop, normalize, embed, cells=masks is not None)
     if embed.n_last_blocks > model.config.depth:
         raise ConfigError(f"n_last_blocks={embed.n_last_blocks} but the model has {model.config.depth} blocks; "

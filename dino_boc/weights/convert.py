@@ -36,7 +36,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
             obj: Any = load_file(str(path))
         else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:  # a file object: torch would hand a *.safetensors name to safetensors
+                obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
         raise WeightsError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(obj, Mapping):

@@ -12,6 +12,9 @@ Families (``family=`` of :func:`dino_boc.load_model`):
   ``pos_embed`` without the class row). The RGB replication and the ImageNet normalisation of CHAMMI-75's
   ``DinoV2`` class are folded into a one-channel patch embedding (:func:`fold_rgb_patch_embed`), so a
   K-channel image is one batch of B·K single-channel images, as for every BoC model.
+* ``"openphenom"``: OpenPhenom (recursionpharma/OpenPhenom): the ``MAEModel`` state dict (keys
+  ``encoder.vit_backbone.*`` plus the decoder, dropped), as a real safetensors file or as the torch archive
+  ``{"state_dict": ...}`` that its ``save_pretrained`` writes under the name ``model.safetensors``.
 
 Nothing here executes code from a weights repository: tensors are read with safetensors or
 ``torch.load(weights_only=True)``.
@@ -32,10 +35,11 @@ from dino_boc.preprocess.config import PreprocessConfig
 __all__ = [
     "Family", "FAMILIES", "detect_family", "convert_native", "fold_rgb_patch_embed", "IMAGENET_MEAN",
     "IMAGENET_STD", "MORPHEM_PREPROCESS", "CHAMMI_DINOV2_PREPROCESS", "CLS_FEATURES", "family_defaults",
+    "OPENPHENOM_PREPROCESS", "OPENPHENOM_FEATURES",
 ]
 
-Family = Literal["dino_boc", "morphem", "timm_dinov2"]
-FAMILIES: tuple[str, ...] = ("dino_boc", "morphem", "timm_dinov2")
+Family = Literal["dino_boc", "morphem", "timm_dinov2", "openphenom"]
+FAMILIES: tuple[str, ...] = ("dino_boc", "morphem", "timm_dinov2", "openphenom")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,6 +57,17 @@ CHAMMI_DINOV2_PREPROCESS = PreprocessConfig(
 )
 #: the final-norm CLS token of the last block per channel, concatenated (``x_norm_clstoken``)
 CLS_FEATURES = FeatureDefaults(n_last_blocks=1, avgpool=False)
+#: OpenPhenom's built-in input norm (÷255, then InstanceNorm2d with its default eps 1e-5) after a square
+#: resize to its 256 px input (bicubic, as CHAMMI-75's JUMP single-cell inference resizes)
+OPENPHENOM_PREPROCESS = PreprocessConfig(
+    normalize="instance", eps=1e-5, resize=256, resize_mode="square", interpolation="bicubic", antialias=True,
+)
+#: ``predict()``: the mean of all patch tokens (no CLS, no final norm); channel_pool="concat" is its
+#: channel-wise form
+OPENPHENOM_FEATURES = FeatureDefaults(n_last_blocks=0, avgpool=True, channel_pool="mean")
+_OPENPHENOM_PREFIX = "encoder.vit_backbone."
+#: parts of MAEModel that feature extraction does not use
+_OPENPHENOM_UNUSED = ("decoder.", "encoder_decoder_proj.", "decoder_pred.", "fourier_loss.", "loss.")
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.*)$")
 _V1_BLOCK_KEYS = {
@@ -71,6 +86,8 @@ def family_defaults(family: str) -> tuple[PreprocessConfig, FeatureDefaults]:
         return MORPHEM_PREPROCESS, CLS_FEATURES
     if family == "timm_dinov2":
         return CHAMMI_DINOV2_PREPROCESS, CLS_FEATURES
+    if family == "openphenom":
+        return OPENPHENOM_PREPROCESS, OPENPHENOM_FEATURES
     return PreprocessConfig(), FeatureDefaults()
 
 
@@ -84,6 +101,9 @@ def detect_family(sd: Mapping[str, torch.Tensor]) -> Family:
     layerscale = any(k.endswith(".ls1.gamma") for k in sd)
     if "mask_token" in sd:  # the DINOv2 / Cell-DINO release; timm and DINO (v1) drop it
         return "dino_boc"
+    if any(k.startswith(_OPENPHENOM_PREFIX) for k in sd) or (
+            "state_dict" in sd and any(str(k).startswith(_OPENPHENOM_PREFIX) for k in sd["state_dict"])):
+        return "openphenom"
     if "reg_token" in sd or (pw is not None and pw.ndim == 4 and pw.shape[1] == 3 and layerscale):
         return "timm_dinov2"
     if pw is not None and pw.ndim == 4 and pw.shape[1] == 1 and not layerscale and "blocks.0.norm1.weight" in sd:
@@ -195,6 +215,42 @@ def convert_native(
         # DINOv2's offset 0.1 and no antialias
         interp = {"interpolate_offset": 0.0, "interpolate_antialias": True} if regs else {}
         config = _config(kept, depth, num_heads=num_heads, init_values=1e-5, reg_tokens=regs, **interp)
+    elif family == "openphenom":
+        return _convert_openphenom(sd, num_heads=num_heads)
     else:
         raise WeightsError(f"family={family!r} has no native conversion; choose one of {FAMILIES}")
+    return config, {f"backbone.{k}": v.float() for k, v in kept.items()}
+
+
+def _convert_openphenom(sd: Mapping[str, torch.Tensor], *, num_heads: int | None
+                        ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
+        sd = sd["state_dict"]
+    kept: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for k, v in sd.items():
+        if k.startswith(_OPENPHENOM_PREFIX) and isinstance(v, torch.Tensor):
+            kept[k[len(_OPENPHENOM_PREFIX):]] = v
+        elif not k.startswith(_OPENPHENOM_UNUSED):
+            unknown.append(k)
+    if unknown:
+        raise WeightsError(f"{len(unknown)} keys are not part of OpenPhenom's MAEModel: {sorted(unknown)[:10]}")
+    for req in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.in_proj.weight"):
+        if req not in kept:
+            raise WeightsError(f"the OpenPhenom weights lack 'encoder.vit_backbone.{req}'")
+    dim = int(kept["cls_token"].shape[-1])
+    patch = int(kept["patch_embed.proj.weight"].shape[-1])
+    depth = 1 + max(int(m.group(1)) for k in kept if (m := _BLOCK.match(k)))
+    per_channel = (256 // patch) ** 2  # OpenPhenom's fixed 256 px input (tokens_per_channel)
+    rows = int(kept["pos_embed"].shape[1]) - 1
+    if rows % per_channel:
+        raise WeightsError(f"OpenPhenom's pos_embed has {rows} rows, not a multiple of {per_channel} (256 px input)")
+    heads = num_heads or max(1, dim // 64)
+    hidden = int(kept["blocks.0.mlp_out_proj.weight"].shape[1]) if "blocks.0.mlp_out_proj.weight" in kept else 4 * dim
+    try:
+        config = ModelConfig(arch="ca_mae", embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=hidden / dim,
+                             patch_size=patch, img_size=256, init_values=1e-4, qkv_bias=False,
+                             max_channels=rows // per_channel)
+    except Exception as exc:  # noqa: BLE001 - a ConfigError from inconsistent tensors
+        raise WeightsError(f"the OpenPhenom weights describe no valid model: {exc}") from exc
     return config, {f"backbone.{k}": v.float() for k, v in kept.items()}

@@ -9,7 +9,9 @@ from typing import Literal
 
 from dino_boc.models.config import FeatureDefaults, ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
-from dino_boc.weights.native import CHAMMI_DINOV2_PREPROCESS, CLS_FEATURES, MORPHEM_PREPROCESS
+from dino_boc.weights.native import (
+    CHAMMI_DINOV2_PREPROCESS, CLS_FEATURES, MORPHEM_PREPROCESS, OPENPHENOM_FEATURES, OPENPHENOM_PREPROCESS,
+)
 
 __all__ = ["RegistryEntry", "REGISTRY", "list_models", "model_table", "cache_dir", "packaged_dir", "REQUEST_URL"]
 
@@ -140,6 +142,19 @@ _register(RegistryEntry(
     config=ModelConfig(arch="boc", embed_dim=1024, depth=24, num_heads=16, patch_size=14, img_size=518),
     preprocess=CHAMMI_DINOV2_PREPROCESS, features=CLS_FEATURES, licence="Apache-2.0",
     paper="DINOv2: Learning Robust Visual Features without Supervision (Oquab et al., 2023)",
+))
+
+_register(RegistryEntry(
+    name="openphenom-vits16",
+    description="OpenPhenom: Recursion's channel-agnostic MAE ViT-S/16 (up to 11 channels, 256 px, RxRx3 + "
+                "cpg0016); predict()'s pooled patch tokens (384), channel_pool='concat' for 384·K",
+    source="hub", hf_hub_id="recursionpharma/OpenPhenom", revision="c62ba2fad0889d6d7fd550ae7d865bb32a422e51",
+    family="openphenom",
+    config=ModelConfig(arch="ca_mae", embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=256,
+                       init_values=1e-4, qkv_bias=False, max_channels=11),
+    preprocess=OPENPHENOM_PREPROCESS, features=OPENPHENOM_FEATURES,
+    licence="Recursion non-commercial end user license (research use only; see the Hub repo's LICENSE)",
+    paper="Masked Autoencoders for Microscopy are Scalable Learners of Cellular Biology (Kraus et al., CVPR 2024)",
 ))
 
 
