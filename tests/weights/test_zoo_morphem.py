@@ -164,3 +164,18 @@ print(json.dumps({"card": m.card, "row": row}))
     for name, img in (("f8", images[0]), ("f16", images[1])):
         np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), published_features(net, img), atol=2e-4, rtol=0)
     assert math.isfinite(float(np.load(tmp_path / "f8.npy").sum()))
+
+
+def test_the_readme_three_lines_run_as_shown(net, native_file, images, tmp_path):
+    """README's "real features in three lines", run verbatim against the Hub stand-in (``img`` defined first)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- three-lines -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) == 3
+    np.save(tmp_path / "u16.npy", images[1])
+    code = "import numpy as np\nimg = np.load('u16.npy')\n" + block + "np.save('feats.npy', feats)\n"
+    with hub_server({"CaicedoLab/MorphEm": {"model.safetensors": native_file.read_bytes()}}) as server:
+        run = run_python(code, hf_home=tmp_path / "hf", endpoint=server.url, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "feats.npy"), published_features(net, images[1]), atol=2e-4, rtol=0)
