@@ -206,12 +206,17 @@ class EmbeddingModel(nn.Module):
         return embed_tokens(images, channels, model=self, **kwargs)
 
     def feature_names(
-        self, channels: int | Sequence[str], *, n_last_blocks: int = 4, avgpool: bool = True,
-        channel_pool: str = "concat",
+        self, channels: int | Sequence[str], *, n_last_blocks: int | None = None, avgpool: bool | None = None,
+        channel_pool: str | None = None,
     ) -> list[str]:
-        """Name of every column of the flat features for ``channels`` (a count K or K names)."""
+        """Name of every column of the flat features for ``channels`` (a count K or K names); None: the
+        model's default feature (``self.features``)."""
         from dino_boc.features import feature_names
 
+        f = self.features
+        n_last_blocks = f.n_last_blocks if n_last_blocks is None else n_last_blocks
+        avgpool = f.avgpool if avgpool is None else avgpool
+        channel_pool = channel_pool or f.channel_pool
         return feature_names(
             self.config.arch, channels, self.config.embed_dim, n_last_blocks=n_last_blocks,
             last_block=self.config.depth, avgpool=avgpool, channel_pool=channel_pool,

@@ -65,7 +65,8 @@ class EmbedOptions:
     """What is embedded and how tokens become one feature row.
 
     Attributes:
-        n_last_blocks: L, CLS tokens of the last L blocks; None: the model's default (``model.features``).
+        n_last_blocks: L, CLS tokens of the last L blocks (0: none, only patch means); None: the model's
+            default (``model.features``).
         avgpool: append the per-channel mean patch token; None: the model's default.
         channel_pool: ``"concat"`` (per-channel features) or ``"mean"`` (averaged over channels); None: the
             model's default.
@@ -83,7 +84,9 @@ class EmbedOptions:
     mask_outside: bool = False
 
     def __post_init__(self) -> None:
-        _positive("n_last_blocks", self.n_last_blocks, allow_none=True)
+        if self.n_last_blocks is not None and (
+                isinstance(self.n_last_blocks, bool) or not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0):
+            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer (0: no CLS) or None")
         _positive("tile", self.tile, allow_none=True)
         _positive("cell_size", self.cell_size, allow_none=True)
         if self.channel_pool not in ("concat", "mean", None):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+import tifffile
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -134,3 +136,14 @@ np.save("f.npy", dino_boc.embed(np.load("img.npy"), model=m))
     assert offline.returncode == 0, offline.stderr
     np.testing.assert_allclose(np.load(tmp_path / "f.npy"), predict(vit, resized(image), channelwise=False),
                                atol=2e-4, rtol=0)
+
+
+def test_the_dataset_pipeline_gives_the_same_default_feature(vit, image, tmp_path):
+    torch.save({"state_dict": native_state(vit)}, tmp_path / "model.safetensors")
+    model = dino_boc.load_model(tmp_path / "model.safetensors", device="cpu")
+    tifffile.imwrite(tmp_path / "img.tif", image, metadata={"axes": "CYX"}, photometric="minisblack")
+    dino_boc.embed_dataset(tmp_path / "img.tif", tmp_path / "out.parquet", model=model, num_workers=0, progress=False)
+    table = pd.read_parquet(tmp_path / "out.parquet")
+    feats = table[[c for c in table.columns if not c.startswith("Metadata_")]].to_numpy()
+    assert list(table.columns[-D:]) == model.feature_names(3) and feats.shape == (1, D)  # chmean_mean_*
+    np.testing.assert_allclose(feats[0], dino_boc.embed(image, model=model), atol=1e-5, rtol=0)
