@@ -267,6 +267,10 @@ def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOpt
         options["single_cell"] = {"size": embed.cell_size, "mask_outside": embed.mask_outside, "centre": "centroid"}
     elif embed.tile is None and cfg.crop is None:
         options["fit_to_patch"] = FIT_TO_PATCH
+    card = getattr(model, "card", {}) or {}
+    for key in ("family", "source", "revision", "licence"):  # a zoo model's Hub repo, pinned revision and licence
+        if card.get(key):
+            options[f"model_{key}"] = str(card[key])
     tiling = None if embed.tile is None else {"size": embed.tile, "reduce": "mean", "grid": "cover"}
     return Provenance.from_model(model, n_last_blocks=embed.n_last_blocks, avgpool=embed.avgpool,
                                  channel_pool=embed.channel_pool, preprocessing=cfg, tiling=tiling, options=options)

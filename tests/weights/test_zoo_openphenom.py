@@ -146,4 +146,8 @@ def test_the_dataset_pipeline_gives_the_same_default_feature(vit, image, tmp_pat
     table = pd.read_parquet(tmp_path / "out.parquet")
     feats = table[[c for c in table.columns if not c.startswith("Metadata_")]].to_numpy()
     assert list(table.columns[-D:]) == model.feature_names(3) and feats.shape == (1, D)  # chmean_mean_*
+    import pyarrow.parquet as pq
+
+    meta = json.dumps({k.decode(): v.decode() for k, v in pq.read_schema(tmp_path / "out.parquet").metadata.items()})
+    assert str(tmp_path / "model.safetensors") in meta and "openphenom" in meta.lower()
     np.testing.assert_allclose(feats[0], dino_boc.embed(image, model=model), atol=1e-5, rtol=0)
