@@ -181,6 +181,12 @@ def embed_tokens(
     model = _get_model(model)
     n_last_blocks = model.features.n_last_blocks if n_last_blocks is None else n_last_blocks
     avgpool = model.features.avgpool if avgpool is None else avgpool
+    depth = model.config.depth
+    if isinstance(n_last_blocks, bool) or not isinstance(n_last_blocks, int) or not 0 <= n_last_blocks <= depth:
+        raise InputError(f"n_last_blocks={n_last_blocks} but the model has {depth} blocks; choose 1..{depth} "
+                         "(or 0: no CLS token, only the patch means)")
+    if n_last_blocks == 0 and not avgpool:
+        raise InputError("n_last_blocks=0 with avgpool=False leaves no feature; keep avgpool=True")
     if compile and getattr(model, "_compiled_call_impl", None) is None:
         model.compile()  # torch.compile, once per model; later calls reuse it
     if not isinstance(batch_size, int) or batch_size < 1:
