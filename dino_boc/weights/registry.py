@@ -128,6 +128,7 @@ _register(RegistryEntry(
     description="DINOv2 ViT-S/14 with 4 registers (natural images, timm weights) run as bag of channels, as "
                 "CHAMMI-75's DinoV2 baseline; per-channel final-norm CLS (384·K)",
     source="hub", hf_hub_id="timm/vit_small_patch14_reg4_dinov2.lvd142m", family="timm_dinov2",
+    revision="788f50961a4cf5d639e54a0f3c30e17476d346fc",
     config=ModelConfig(arch="boc", embed_dim=384, depth=12, num_heads=6, patch_size=14, img_size=518,
                        reg_tokens=4, interpolate_offset=0.0, interpolate_antialias=True),
     preprocess=CHAMMI_DINOV2_PREPROCESS, features=CLS_FEATURES, licence="Apache-2.0",
@@ -139,6 +140,7 @@ _register(RegistryEntry(
     description="DINOv2 ViT-L/14 (natural images, timm weights) run as bag of channels with CHAMMI-75's "
                 "DinoV2 pre-processing; per-channel final-norm CLS (1024·K)",
     source="hub", hf_hub_id="timm/vit_large_patch14_dinov2.lvd142m", family="timm_dinov2",
+    revision="7eb792a1b3aabe5d55f3da6ff9e2e084744e25f9",
     config=ModelConfig(arch="boc", embed_dim=1024, depth=24, num_heads=16, patch_size=14, img_size=518),
     preprocess=CHAMMI_DINOV2_PREPROCESS, features=CLS_FEATURES, licence="Apache-2.0",
     paper="DINOv2: Learning Robust Visual Features without Supervision (Oquab et al., 2023)",
