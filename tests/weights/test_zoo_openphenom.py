@@ -99,6 +99,8 @@ def test_native_file_gives_predict(form, vit, image, tmp_path):
     pooled = dino_boc.embed(image, model=model)
     assert pooled.shape == (D,)
     np.testing.assert_allclose(pooled, predict(vit, resized(image), channelwise=False), atol=2e-4, rtol=0)
+    if form == "safetensors":
+        return  # the other form checks the channel-wise feature and 8-bit input
     channelwise = dino_boc.embed(image, model=model, channel_pool="concat")
     np.testing.assert_allclose(channelwise, predict(vit, resized(image), channelwise=True), atol=2e-4, rtol=0)
     u8 = (image // 256).astype(np.uint8)  # an 8-bit image: the same recipe
