@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,7 +135,8 @@ def test_unknown_keys_are_named(net, tmp_path):
 
 
 def test_by_name_through_the_hub_then_offline(net, native_file, images, tmp_path):
-    """The Hub snapshot also holds remote code; it is neither downloaded nor run."""
+    """The Hub snapshot also holds remote code; it is neither downloaded nor run. The online run is README's
+    "real features in three lines", verbatim (``img`` defined first)."""
     files = {
         "model.safetensors": native_file.read_bytes(),
         "config.json": json.dumps({"auto_map": {"AutoModel": "modeling_morphem.MorphEm"}}).encode(),
@@ -151,9 +153,14 @@ np.save("f16.npy", dino_boc.embed(np.load("u16.npy"), model=m))
 row = next(r for r in dino_boc.list_models(details=True) if r["name"] == "morphem-vits16")
 print(json.dumps({"card": m.card, "row": row}))
 """
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- three-lines -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) == 3
+    first = "import numpy as np\nimg = np.load('u16.npy')\n" + block + "np.save('readme.npy', feats)\n"
     with hub_server({"CaicedoLab/MorphEm": files}) as server:
-        online = run_python(code, hf_home=tmp_path / "hf", endpoint=server.url, cwd=tmp_path)
+        online = run_python(first, hf_home=tmp_path / "hf", endpoint=server.url, cwd=tmp_path)
         assert online.returncode == 0, online.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "readme.npy"), published_features(net, images[1]), atol=2e-4, rtol=0)
     assert not any("modeling_morphem" in r for r in server.requests)
     offline = run_python(code, hf_home=tmp_path / "hf", endpoint=None, cwd=tmp_path)
     assert offline.returncode == 0, offline.stderr
@@ -165,17 +172,3 @@ print(json.dumps({"card": m.card, "row": row}))
         np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), published_features(net, img), atol=2e-4, rtol=0)
     assert math.isfinite(float(np.load(tmp_path / "f8.npy").sum()))
 
-
-def test_the_readme_three_lines_run_as_shown(net, native_file, images, tmp_path):
-    """README's "real features in three lines", run verbatim against the Hub stand-in (``img`` defined first)."""
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme.split("<!-- three-lines -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    assert len(block.strip().splitlines()) == 3
-    np.save(tmp_path / "u16.npy", images[1])
-    code = "import numpy as np\nimg = np.load('u16.npy')\n" + block + "np.save('feats.npy', feats)\n"
-    with hub_server({"CaicedoLab/MorphEm": {"model.safetensors": native_file.read_bytes()}}) as server:
-        run = run_python(code, hf_home=tmp_path / "hf", endpoint=server.url, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "feats.npy"), published_features(net, images[1]), atol=2e-4, rtol=0)
