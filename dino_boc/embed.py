@@ -106,7 +106,7 @@ def run_tensors(
     Args:
         model: the model (its device is used).
         tensors: pre-processed float ``(K, H, W)`` tensors; shapes may differ.
-        n_last_blocks: L.
+        n_last_blocks: L (0: no CLS token, only the patch means).
         avgpool: also return the per-channel mean of the last block's patch tokens.
         batch_size: channel-images per forward pass: ``max(1, batch_size // K)`` images of one shape.
         precision: see :func:`dino_boc.precision.resolve_precision` (resolved once for all batches).
@@ -130,9 +130,9 @@ def run_tensors(
             x = torch.stack([tensors[i] for i in chunk]).to(device, non_blocking=True)
             with autocast_context(device, precision):
                 # through __call__, so that model.compile() (torch.compile) takes effect
-                out = model(x, n_last_blocks=n_last_blocks, channel_ids=ids)
-            cls = None if out.cls is None else out.cls.float().cpu().numpy()
-            glob = None if out.global_cls is None else out.global_cls.float().cpu().numpy()
+                out = model(x, n_last_blocks=max(1, n_last_blocks), channel_ids=ids)
+            cls = None if out.cls is None or not n_last_blocks else out.cls.float().cpu().numpy()
+            glob = None if out.global_cls is None or not n_last_blocks else out.global_cls.float().cpu().numpy()
             pm = out.patch.float().mean(dim=2).cpu().numpy() if avgpool else None
             for j, i in enumerate(chunk):
                 results[i] = (
@@ -150,8 +150,8 @@ def embed_tokens(
     channels: Sequence[int | str] | None = None,
     *,
     model: EmbeddingModel | str | None = None,
-    n_last_blocks: int = 4,
-    avgpool: bool = True,
+    n_last_blocks: int | None = None,
+    avgpool: bool | None = None,
     resize: int | None = None,
     crop: int | None = None,
     normalize: Literal["self", "percentile", "none"] | None = None,
@@ -167,6 +167,14 @@ def embed_tokens(
         ``(K, H, W)`` image), or, for a list input, a list of them (one per entry).
     """
     model = _get_model(model)
+    n_last_blocks = model.features.n_last_blocks if n_last_blocks is None else n_last_blocks
+    avgpool = model.features.avgpool if avgpool is None else avgpool
+    depth = model.config.depth
+    if isinstance(n_last_blocks, bool) or not isinstance(n_last_blocks, int) or not 0 <= n_last_blocks <= depth:
+        raise InputError(f"n_last_blocks={n_last_blocks} but the model has {depth} blocks; choose 1..{depth} "
+                         "(or 0: no CLS token, only the patch means)")
+    if n_last_blocks == 0 and not avgpool:
+        raise InputError("n_last_blocks=0 with avgpool=False leaves no feature; keep avgpool=True")
     if compile and getattr(model, "_compiled_call_impl", None) is None:
         model.compile()  # torch.compile, once per model; later calls reuse it
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -176,10 +184,15 @@ def embed_tokens(
     tensors, names_per_image = [], []
     for arr, names in items:
         k = arr.shape[0] if getattr(arr, "ndim", 0) == 3 else 0
-        sel = resolve_channels(channels, k, names) if k else None
+        if k and model.config.arch == "fixed":  # the image's names mapped onto the model's channel order
+            sel = model.select_channels(channels, k, names)
+            names = list(model.config.channel_names)
+        else:
+            sel = resolve_channels(channels, k, names) if k else None
         if sel is not None and sel != list(range(k)):
             arr = arr[sel]
-            names = [names[i] for i in sel] if names else None
+            if model.config.arch != "fixed":
+                names = [names[i] for i in sel] if names else None
         tensors.append(prepare_image(arr, cfg, model.config.patch_size))
         k = tensors[-1].shape[0]
         names_per_image.append(list(names) if names else [f"ch{i}" for i in range(k)])
@@ -210,9 +223,9 @@ def embed(
     channels: Sequence[int | str] | None = None,
     *,
     model: EmbeddingModel | str | None = None,
-    n_last_blocks: int = 4,
-    avgpool: bool = True,
-    channel_pool: ChannelPool = "concat",
+    n_last_blocks: int | None = None,
+    avgpool: bool | None = None,
+    channel_pool: ChannelPool | None = None,
     resize: int | None = None,
     crop: int | None = None,
     normalize: Literal["self", "percentile", "none"] | None = None,
@@ -223,19 +236,26 @@ def embed(
 ) -> np.ndarray | list[np.ndarray]:
     """Feature vectors of microscopy images with any number and order of channels.
 
-    Each image is pre-processed as the released DINO BoC evaluation (``x / 255``, optional resize and
-    centre crop, per-channel self-normalisation), then its K channels go through the model. For BoC the
+    Each image is pre-processed with the model's own recipe (``model.preprocess``; for the Cell-DINO
+    models the released evaluation: ``x / 255``, optional resize and centre crop, per-channel
+    self-normalisation; docs/models.md lists every model's), then its K channels go through the model. For BoC the
     channels of all images become ONE batch of single-channel images (chunked by ``batch_size``).
 
     Args:
         images: ``(K, H, W)`` or ``(B, K, H, W)`` numpy array / torch tensor of any integer or float dtype,
             a TIFF path (axes from its metadata), or a list of these (channel counts and sizes may differ).
-        channels: select and order channels by index, or by name where the file names them.
+        channels: select and order channels by index, or by name where the file names them. For a
+            fixed-channel model (``model.config.arch == "fixed"``): the names of the image's channels in the
+            image's order (or None when the file names them); they are matched to the model's channels
+            and reordered, and a missing one is a ``ChannelError``.
         model: a loaded model, a name for :func:`dino_boc.load_model`, or None for the default
             (``"dino-boc-vitl16"``, loaded once and reused).
-        n_last_blocks: L, CLS tokens of the last L blocks (4 as released; 1 for the CHAMMI form).
-        avgpool: append the per-channel mean of the last block's patch tokens.
-        channel_pool: ``"concat"`` (per-channel blocks) or ``"mean"`` (averaged over channels; App. K).
+        n_last_blocks: L, CLS tokens of the last L blocks; None: the model's default (``model.features``:
+            4 for the Cell-DINO models as released, 1 for MorphEm and DINOv2; 1 is the CHAMMI form).
+        avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default
+            (True for Cell-DINO, False for MorphEm and DINOv2).
+        channel_pool: ``"concat"`` (per-channel blocks) or ``"mean"`` (averaged over channels; App. K); None:
+            the model's default (``"mean"`` for OpenPhenom's pooled embedding, else ``"concat"``).
         resize: shorter side after resizing (bicubic, no antialias); None: the model's default; 0: none.
         crop: centre-crop side after resizing; None: the model's default; 0: none. A size that is not a
             multiple of the patch (16) is an error: pass ``crop=``.
@@ -264,6 +284,8 @@ def embed(
         >>> feats = dino_boc.embed(img)                      # img: (K, H, W)
         >>> feats = dino_boc.embed("plate1_A01.tif", channels=["DNA", "Mito"], crop=224)
     """
+    model = _get_model(model)
+    channel_pool = model.features.channel_pool if channel_pool is None else channel_pool
     emb = embed_tokens(
         images, channels, model=model, n_last_blocks=n_last_blocks, avgpool=avgpool, resize=resize, crop=crop,
         normalize=normalize, batch_size=batch_size, precision=precision, channel_ids=channel_ids, compile=compile,

@@ -7,6 +7,12 @@ The flat layout (documented in docs/features.md) is, for ``L = n_last_blocks``:
   ``L·K·D + K·D`` (the released evaluation's ``create_linear_input``).
 * HA: per block ``[global, channel 0..K-1]`` CLS, then per-channel patch means: ``L·(1+K)·D + K·D``.
 * Channel-ViT: per block the CLS, then per-channel patch means: ``L·D + K·D``.
+* Fixed-channel (Cell-DINO HPA / Cell Painting): per block the CLS, then the mean of all patch tokens
+  (label ``image``): ``L·D + D``, the released ``create_linear_input``.
+* Channel-agnostic MAE (OpenPhenom): per block the CLS, then per-channel patch means: ``L·D + K·D``; its
+  default is ``L = 0`` (no CLS) with ``channel_pool="mean"``: ``D``, the mean of all patch tokens.
+
+``n_last_blocks=0`` leaves out every CLS token (only the patch means).
 
 ``avgpool=False`` drops the patch means. ``channel_pool="mean"`` averages per-channel blocks over
 channels (the paper's App. K reduced form: BoC CLS averaged over channels, ``D`` with L=1).
@@ -21,8 +27,7 @@ import numpy as np
 
 from dino_boc.errors import ConfigError
 from dino_boc.models.base import Embedding
-
-ChannelPool = Literal["concat", "mean"]
+from dino_boc.models.config import ChannelPool
 
 __all__ = ["flatten", "feature_names", "feature_size", "channel_labels", "parse_feature_name", "FeatureName"]
 
@@ -49,7 +54,9 @@ def flatten(emb: Embedding, *, channel_pool: ChannelPool = "concat") -> np.ndarr
     _check_pool(channel_pool)
     parts: list[np.ndarray] = []
     ref = emb.cls if emb.cls is not None else emb.global_cls
-    b, n_blocks = ref.shape[0], ref.shape[1]
+    if ref is None and emb.patch_mean is None:
+        raise ConfigError("the embedding holds neither CLS tokens nor patch means; keep avgpool=True with n_last_blocks=0")
+    b, n_blocks = (ref.shape[0], ref.shape[1]) if ref is not None else (emb.patch_mean.shape[0], 0)
     for j in range(n_blocks):
         if emb.global_cls is not None:
             parts.append(emb.global_cls[:, j])
@@ -76,8 +83,8 @@ def feature_names(
     ``{channel}_mean_{d}``; with ``channel_pool="mean"`` the channel is ``chmean``.
 
     Args:
-        arch: ``"boc"``, ``"ha"`` or ``"channel_vit"``.
-        channels: K, or the K channel names.
+        arch: ``"boc"``, ``"ha"``, ``"channel_vit"`` or ``"fixed"``.
+        channels: K, or the K channel names (ignored for ``"fixed"``: one patch mean, labelled ``image``).
         dim: D.
         n_last_blocks: L.
         last_block: the model depth (block numbers are 0-based indices ``depth-L .. depth-1``);
@@ -89,12 +96,14 @@ def feature_names(
     labels = channel_labels(channels)
     if channel_pool == "mean":
         labels = ["chmean"]
+    if arch == "fixed":
+        labels = ["image"]
     depth = n_last_blocks if last_block is None else last_block
     blocks = range(depth - n_last_blocks, depth)
     dims = [f"{d:04d}" for d in range(dim)]
     names: list[str] = []
     for blk in blocks:
-        if arch in ("ha", "channel_vit"):
+        if arch in ("ha", "channel_vit", "fixed", "ca_mae"):
             names += [f"global_cls{blk}_{d}" for d in dims]
         if arch in ("boc", "ha"):
             names += [f"{c}_cls{blk}_{d}" for c in labels for d in dims]
@@ -105,9 +114,10 @@ def feature_names(
 
 def feature_size(arch: str, k: int, dim: int, *, n_last_blocks: int = 4, avgpool: bool = True,
                  channel_pool: ChannelPool = "concat") -> int:
-    """F for K channels: BoC ``L·K·D + K·D``, HA ``L·(1+K)·D + K·D``, Channel-ViT ``L·D + K·D``."""
-    kk = 1 if channel_pool == "mean" else k
-    per_block = {"boc": kk, "ha": 1 + kk, "channel_vit": 1}[arch]
+    """F for K channels: BoC ``L·K·D + K·D``, HA ``L·(1+K)·D + K·D``, Channel-ViT ``L·D + K·D``,
+    fixed-channel ``L·D + D``."""
+    kk = 1 if channel_pool == "mean" or arch == "fixed" else k
+    per_block = {"boc": kk, "ha": 1 + kk, "channel_vit": 1, "fixed": 1, "ca_mae": 1}[arch]
     return (n_last_blocks * per_block + (kk if avgpool else 0)) * dim
 
 

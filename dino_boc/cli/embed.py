@@ -81,10 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cell-size", type=int, metavar="PX", help="side of the crop around each cell (default: --crop, else 96)")
     g.add_argument("--mask-outside", action="store_true", help="set pixels outside the cell to 0")
     g = p.add_argument_group("features")
-    g.add_argument("--n-last-blocks", type=int, default=4, metavar="N", help="use the CLS tokens of the last N blocks (default 4)")
+    g.add_argument("--n-last-blocks", type=int, default=None, metavar="N",
+                   help="use the CLS tokens of the last N blocks (default: the model's, 4 for Cell-DINO)")
     g.add_argument("--no-avgpool", action="store_true", help="leave out the per-channel mean patch token")
-    g.add_argument("--channel-pool", choices=["concat", "mean"], default="concat",
-                   help="'concat' per-channel features (default) or 'mean' over channels")
+    g.add_argument("--channel-pool", choices=["concat", "mean"], default=None,
+                   help="'concat' per-channel features or 'mean' over channels (default: the model's; concat "
+                        "except OpenPhenom)")
     g = p.add_argument_group("running")
     g.add_argument("--batch-size", type=int, default=256, metavar="N", help="single-channel images per model call (lower it "
                                                                "if the GPU runs out of memory; default 256)")
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         summary = embed_dataset(
             args.inputs, args.output, model=args.model or default_model(), channels=args.channels,
             dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
-            n_last_blocks=args.n_last_blocks, avgpool=not args.no_avgpool, channel_pool=args.channel_pool,
+            n_last_blocks=args.n_last_blocks, avgpool=False if args.no_avgpool else None, channel_pool=args.channel_pool,
             resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
             cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,
             num_workers=args.num_workers, resume=args.resume, strict=args.strict, keep_shards=args.keep_shards,

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dino_boc.errors import ConfigError, InputError
+from dino_boc.errors import ChannelError, ConfigError, InputError
 from dino_boc.eval.chammi_data import SOURCES, ChammiSource, chammi_sources, load_chammi
 from dino_boc.eval.knn import METRICS, Metric, knn
 from dino_boc.eval.metrics import accuracy, macro_f1
-from dino_boc.eval.presets import FeaturePreset, get_preset
+from dino_boc.eval.presets import FeaturePreset, get_preset, preset_for
 
 __all__ = ["TASK_COLUMNS", "SUMMARY_COLUMNS", "chammi_knn", "chammi_knn_tasks", "chammi_summary", "chammi"]
 
@@ -292,8 +292,8 @@ def cache_key(model, preset: FeaturePreset, cache_name: str | None = None, *, la
     return f"{_slug(str(label))}-{weights_hash(model)[:16]}__{preset.name}"
 
 
-def _embed_rows(paths: list[str], widths: list[int], file_paths: list[str], *, model, preset: FeaturePreset,
-                batch_size: int, num_workers: int) -> pd.DataFrame:
+def _embed_rows(paths: list[str], widths: list[int], file_paths: list[str], *, get_model, preset: FeaturePreset,
+                batch_size: int, num_workers: int, source: ChammiSource) -> pd.DataFrame:
     """Embed the images of one source through the dataset pipeline (the one place that calls it).
 
     Each image is an ``ImageRecord`` carrying its own ``channel_width`` (the tape is unfolded on reading)
@@ -308,8 +308,32 @@ def _embed_rows(paths: list[str], widths: list[int], file_paths: list[str], *, m
 
     records = [ImageRecord(id=fp, paths=(p,), metadata={"file_path": fp}, channel_width=int(w))
                for p, w, fp in zip(paths, widths, file_paths)]
+    model = get_model()
+    channels = None
+    if model.config.arch == "fixed":  # its own channels, in its order, or a clear error
+        try:
+            channels = model.select_channels(source.channels, source.n_channels)
+        except ChannelError as exc:
+            raise ChannelError(f"CHAMMI source {source.folder}: {exc}") from None
     return embed_dataset(records, None, model=model, batch_size=batch_size, num_workers=num_workers,
-                         **preset.embed_kwargs())
+                         channels=channels, **preset_for(preset, model).embed_kwargs())
+
+
+def _model_loader(model):
+    """A function giving the loaded model, loading a name/path on first use only (cached features need none)."""
+    loaded = []
+
+    def get():
+        if not loaded:
+            if isinstance(model, (str, os.PathLike)):
+                from dino_boc.weights import load_model
+
+                loaded.append(load_model(model))
+            else:
+                loaded.append(model)
+        return loaded[0]
+
+    return get
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -396,7 +420,8 @@ def chammi(
         model: a model name / path / Hub id accepted by ``load_model``, or a loaded model.
         cache_dir: where features are cached; default :func:`default_cache_dir`.
         metric: ``"cosine"`` (the released evaluation) or ``"l2"`` (the benchmark's default).
-        preset: feature preset; ``"chammi"`` is the paper's (last-block CLS, resize 256, crop 224).
+        preset: feature preset; ``"chammi"`` is the paper's (last-block CLS, resize 256, crop 224); zoo models
+            with their own square resize keep it (:func:`~dino_boc.eval.presets.preset_for`).
         batch_size: images per forward pass while embedding.
         num_workers: image-reading worker processes while embedding.
         cache_name: name of the cache folder instead of the model's name and weights hash (see
@@ -427,11 +452,11 @@ def chammi(
     key = cache_key(model, preset, cache_name, label=label)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     sources = chammi_sources(meta)
-    opts = {"model": model, "preset": preset, "batch_size": batch_size, "num_workers": num_workers}
+    opts = {"get_model": _model_loader(model), "preset": preset, "batch_size": batch_size, "num_workers": num_workers}
     rows = []
     for src in SOURCES:
         part = meta[sources == src.folder].reset_index(drop=True)
-        x = _cached_source(root, part, folder / key / f"{src.folder}.parquet", **opts)
+        x = _cached_source(root, part, folder / key / f"{src.folder}.parquet", source=src, **opts)
         if x.shape[0] != len(part):
             raise InputError(f"{src.folder}: {x.shape[0]} feature rows for {len(part)} images")
         rows += _score_source(_source_features(x, src.folder), part, src, metric=metric, k=1)

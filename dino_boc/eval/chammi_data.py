@@ -55,6 +55,8 @@ class ChammiSource:
         n_channels: K of every image of the source.
         tasks: the ``Task_*`` flag columns scored for this source, in table order.
         leave_out: (task, group column) scored leave-one-group-out, or None.
+        channels: the channel names in image order (as CHAMMI-75's benchmark code lists them for its 75-dataset
+            models; they matter only for fixed-channel models, which need all of theirs).
     """
 
     folder: str
@@ -62,13 +64,16 @@ class ChammiSource:
     n_channels: int
     tasks: tuple[str, ...]
     leave_out: tuple[str, str] | None = None
+    channels: tuple[str, ...] = ()
 
 
 #: Sources in the order of the concatenated metadata (and of ``run_benchmark`` in MorphEm).
 SOURCES: tuple[ChammiSource, ...] = (
-    ChammiSource("Allen", "WTC", 3, ("Task_one", "Task_two")),
-    ChammiSource("HPA", "HPA", 4, ("Task_one", "Task_two", "Task_three"), ("Task_three", "cell_type")),
-    ChammiSource("CP", "CP", 5, ("Task_one", "Task_two", "Task_three", "Task_four"), ("Task_four", "Plate")),
+    ChammiSource("Allen", "WTC", 3, ("Task_one", "Task_two"), channels=("nucleus", "membrane", "protein")),
+    ChammiSource("HPA", "HPA", 4, ("Task_one", "Task_two", "Task_three"), ("Task_three", "cell_type"),
+                 channels=("microtubules", "protein", "nucleus", "ER")),
+    ChammiSource("CP", "CP", 5, ("Task_one", "Task_two", "Task_three", "Task_four"), ("Task_four", "Plate"),
+                 channels=("DNA", "ER", "RNA", "AGP", "Mito")),
 )
 
 

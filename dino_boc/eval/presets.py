@@ -7,16 +7,18 @@ pre-processing of the released evaluation.
   its patch tokens (BoC ``K·D + K·D``).
 
 Both use the released CHAMMI transform: resize the shorter side to 256, centre crop 224, then per-channel
-self-normalisation (``make_classification_eval_cell_transform(resize_size=256, crop_size=224)``).
+self-normalisation (``make_classification_eval_cell_transform(resize_size=256, crop_size=224)``). A zoo
+model with its own geometry (MorphEm, DINOv2: a square 224 × 224 resize) keeps its own recipe
+(:func:`preset_for`), as in its authors' benchmark code.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from dino_boc.errors import ConfigError
 
-__all__ = ["FeaturePreset", "PRESETS", "get_preset"]
+__all__ = ["FeaturePreset", "PRESETS", "get_preset", "preset_for"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +64,11 @@ def get_preset(preset: str | FeaturePreset) -> FeaturePreset:
         return PRESETS[preset]
     except KeyError:
         raise ConfigError(f"unknown feature preset {preset!r}; expected one of {sorted(PRESETS)}") from None
+
+
+def preset_for(preset: FeaturePreset, model) -> FeaturePreset:
+    """``preset`` for ``model``: the released resize/crop, unless the model's recipe resizes to a square of
+    its own (``model.preprocess.resize_mode == "square"``), which is kept (``resize=None, crop=None``)."""
+    if getattr(model.preprocess, "resize_mode", "shorter") == "square":
+        return replace(preset, resize=None, crop=None)
+    return preset

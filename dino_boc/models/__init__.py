@@ -8,11 +8,11 @@ from typing import Any
 from dino_boc.errors import ConfigError
 from dino_boc.models.base import Embedding, EmbeddingModel, TokenOutput
 from dino_boc.models.boc import BagOfChannelsModel
-from dino_boc.models.config import ARCHS, ModelConfig
+from dino_boc.models.config import ARCHS, FeatureDefaults, ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
 
 __all__ = [
-    "ModelConfig", "EmbeddingModel", "TokenOutput", "Embedding", "BagOfChannelsModel",
+    "ModelConfig", "FeatureDefaults", "EmbeddingModel", "TokenOutput", "Embedding", "BagOfChannelsModel",
     "HierarchicalAttentionModel", "ChannelViTModel", "create_model", "build_model", "model_class",
 ]
 
@@ -20,11 +20,13 @@ _CLASSES = {
     "boc": ("dino_boc.models.boc", "BagOfChannelsModel"),
     "ha": ("dino_boc.models.hierarchical", "HierarchicalAttentionModel"),
     "channel_vit": ("dino_boc.models.channel_vit", "ChannelViTModel"),
+    "fixed": ("dino_boc.models.fixed", "FixedChannelModel"),
+    "ca_mae": ("dino_boc.models.ca_mae", "ChannelAgnosticMAEModel"),
 }
 
 
 def model_class(arch: str) -> type[EmbeddingModel]:
-    """The class implementing ``arch`` (``"boc"``, ``"ha"`` or ``"channel_vit"``)."""
+    """The class implementing ``arch`` (``"boc"``, ``"ha"``, ``"channel_vit"``, ``"fixed"`` or ``"ca_mae"``)."""
     if arch not in _CLASSES:
         raise ConfigError(f"arch={arch!r} is unknown; choose one of {ARCHS}")
     module, cls = _CLASSES[arch]

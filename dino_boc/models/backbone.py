@@ -20,18 +20,22 @@ from dino_boc.models.config import ModelConfig
 __all__ = ["ViTBackbone", "interpolate_pos_embed"]
 
 
-def interpolate_pos_embed(pos_embed: torch.Tensor, rows: int, cols: int, *, offset: float = 0.1) -> torch.Tensor:
+def interpolate_pos_embed(
+    pos_embed: torch.Tensor, rows: int, cols: int, *, offset: float = 0.1, antialias: bool = False
+) -> torch.Tensor:
     """Resample a square grid of patch position embeddings as the released DINOv2 code does.
 
     Unchanged when the grid already is ``rows == cols == M``; otherwise bicubic in float32 with
     ``scale_factor=((rows + offset) / M, (cols + offset) / M)`` (a scale factor, not an output size) and
-    no antialias, then cast back.
+    no antialias, then cast back. With ``offset=0`` the grid is resampled to ``size=(rows, cols)``
+    (DINOv2 "with registers" also sets ``antialias=True``, which equals timm's ``resample_abs_pos_embed``).
 
     Args:
         pos_embed: ``(1, 1 + M*M, D)``: the class position followed by the patch grid, row-major.
         rows: patch rows of the image (H / patch).
         cols: patch columns of the image (W / patch).
         offset: DINOv2's ``interpolate_offset`` (0.1).
+        antialias: DINOv2's ``interpolate_antialias``.
 
     Returns:
         ``(1, 1 + rows*cols, D)`` in the dtype of ``pos_embed``.
@@ -48,7 +52,7 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, rows: int, cols: int, *, offs
         kwargs = {"scale_factor": ((rows + offset) / m, (cols + offset) / m)}
     else:
         kwargs = {"size": (rows, cols)}
-    grid = F.interpolate(grid, mode="bicubic", antialias=False, **kwargs)
+    grid = F.interpolate(grid, mode="bicubic", antialias=antialias, **kwargs)
     if grid.shape[-2:] != (rows, cols):  # pragma: no cover - guarded by the offset
         raise RuntimeError(f"interpolated grid {tuple(grid.shape[-2:])} != {(rows, cols)}")
     grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
@@ -56,8 +60,11 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, rows: int, cols: int, *, offs
 
 
 class ViTBackbone(VisionTransformer):
-    """A timm ``VisionTransformer`` with ``in_chans=1``, one class token, no register tokens, LayerScale,
-    DINOv2 position-embedding interpolation for any image size and a ``mask_token`` ``(1, D)``.
+    """A timm ``VisionTransformer`` with ``in_chans=1``, one class token, LayerScale, DINOv2
+    position-embedding interpolation for any image size and a ``mask_token`` ``(1, D)``.
+
+    With ``config.reg_tokens = R > 0`` (DINOv2 with registers) ``reg_token`` ``(1, R, D)`` follows the class
+    token without a position embedding, as released; tokens are then ``[cls, reg × R, patches]``.
 
     ``forward_features`` / ``forward_intermediates`` are timm's and use the interpolation below, so
     every timm tool works on it. :meth:`prepare_tokens` adds masking for training.
@@ -67,7 +74,7 @@ class ViTBackbone(VisionTransformer):
         super().__init__(
             img_size=config.img_size,
             patch_size=config.patch_size,
-            in_chans=1,
+            in_chans=config.in_chans,
             num_classes=0,
             global_pool="token",
             embed_dim=config.embed_dim,
@@ -84,18 +91,28 @@ class ViTBackbone(VisionTransformer):
             norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
         )
         self.interpolate_offset = config.interpolate_offset
+        self.interpolate_antialias = config.interpolate_antialias
         self.mask_token = nn.Parameter(torch.zeros(1, config.embed_dim))
+        if config.reg_tokens:
+            self.reg_token = nn.Parameter(torch.zeros(1, config.reg_tokens, config.embed_dim))
+            self.num_reg_tokens = config.reg_tokens
+            self.num_prefix_tokens = 1 + config.reg_tokens
 
     def pos_embed_for(self, rows: int, cols: int) -> torch.Tensor:
         """Position embeddings ``(1, 1 + rows*cols, D)`` for a ``rows × cols`` patch grid."""
-        return interpolate_pos_embed(self.pos_embed, rows, cols, offset=self.interpolate_offset)
+        return interpolate_pos_embed(
+            self.pos_embed, rows, cols, offset=self.interpolate_offset, antialias=self.interpolate_antialias
+        )
 
     def _pos_embed(self, x: torch.Tensor, cls_token: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, rows, cols, D) from the dynamic-size patch embedding
         b, rows, cols, d = x.shape
         cls = self.cls_token if cls_token is None else cls_token
         x = torch.cat([cls.expand(b, -1, -1), x.reshape(b, rows * cols, d)], dim=1)
-        return self.pos_drop(x + self.pos_embed_for(rows, cols))
+        x = x + self.pos_embed_for(rows, cols)
+        if self.reg_token is not None:  # registers after the class token, without position embedding
+            x = torch.cat([x[:, :1], self.reg_token.expand(b, -1, -1).to(x.dtype), x[:, 1:]], dim=1)
+        return self.pos_drop(x)
 
     def prepare_tokens(
         self, x: torch.Tensor, masks: torch.Tensor | None = None, *, cls_token: torch.Tensor | None = None
@@ -109,7 +126,7 @@ class ViTBackbone(VisionTransformer):
                 class position embedding too.
 
         Returns:
-            ``(B, 1 + N, D)`` tokens, class token first.
+            ``(B, 1 + R + N, D)`` tokens: class token, R register tokens (usually 0), patches.
         """
         p = self.patch_embed(x)  # (B, rows, cols, D)
         if masks is not None:
@@ -129,5 +146,20 @@ class ViTBackbone(VisionTransformer):
             return checkpoint(blk, x, attn_mask=attn_mask, use_reentrant=False)
         return blk(x) if attn_mask is None else blk(x, attn_mask=attn_mask)
 
+    def run_last_blocks(self, t: torch.Tensor, n_last_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every block on tokens ``t`` ``(B, T, D)``; returns the final-normed tokens of the last block and
+        ``(B, L, D)`` final-normed class tokens of the last L blocks (of earlier blocks only the class token is
+        normed)."""
+        depth = len(self.blocks)
+        cls = []
+        for i in range(depth):
+            t = self.run_block(i, t)
+            if i == depth - 1:
+                t = self.norm(t)
+                cls.append(t[:, 0])
+            elif i >= depth - n_last_blocks:
+                cls.append(self.norm(t[:, :1])[:, 0])
+        return t, torch.stack(cls, dim=1)
+
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token", "mask_token"}
+        return {"pos_embed", "cls_token", "mask_token"} | ({"reg_token"} if self.reg_token is not None else set())

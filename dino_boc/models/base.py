@@ -15,7 +15,7 @@ from torch import nn
 
 from dino_boc.errors import InputError
 from dino_boc.models.backbone import ViTBackbone
-from dino_boc.models.config import ModelConfig
+from dino_boc.models.config import FeatureDefaults, ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,6 +83,7 @@ class EmbeddingModel(nn.Module):
         pretrained: False for random weights; logged and recorded wherever features are written.
         weights_sha256: SHA-256 of the loaded ``model.safetensors`` (or source checkpoint), if any.
         card: free-form model-card fields saved in ``config.json``.
+        features: the default feature vector (``embed(n_last_blocks=None, avgpool=None)``).
     """
 
     config: ModelConfig
@@ -93,13 +94,19 @@ class EmbeddingModel(nn.Module):
         if config.arch != self.arch:
             raise ValueError(f"{type(self).__name__} needs arch={self.arch!r}, got {config.arch!r}")
         super().__init__()
-        self.backbone = ViTBackbone(config)
+        self.backbone = self.build_backbone(config)
         self.config = config
         self.preprocess = preprocess or PreprocessConfig()
         self.name = name or f"untrained-{config.arch}"
         self.pretrained = False
         self.weights_sha256: str | None = None
         self.card: dict[str, Any] = {}
+        self.features = FeatureDefaults()
+
+    @staticmethod
+    def build_backbone(config: ModelConfig) -> nn.Module:
+        """The token encoder; :class:`ViTBackbone` unless a family has its own (OpenPhenom)."""
+        return ViTBackbone(config)
 
     # ---------------------------------------------------------------- to implement
     def forward_tokens(
@@ -181,7 +188,7 @@ class EmbeddingModel(nn.Module):
         name = param_name.removeprefix("backbone.")
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
-        if name.startswith(("patch_embed", "cls_token", "pos_embed", "mask_token", "channel_", "global_")):
+        if name.startswith(("patch_embed", "cls_token", "reg_token", "pos_embed", "mask_token", "channel_", "global_")):
             return 0
         return self.config.depth + 1
 
@@ -199,12 +206,17 @@ class EmbeddingModel(nn.Module):
         return embed_tokens(images, channels, model=self, **kwargs)
 
     def feature_names(
-        self, channels: int | Sequence[str], *, n_last_blocks: int = 4, avgpool: bool = True,
-        channel_pool: str = "concat",
+        self, channels: int | Sequence[str], *, n_last_blocks: int | None = None, avgpool: bool | None = None,
+        channel_pool: str | None = None,
     ) -> list[str]:
-        """Name of every column of the flat features for ``channels`` (a count K or K names)."""
+        """Name of every column of the flat features for ``channels`` (a count K or K names); None: the
+        model's default feature (``self.features``)."""
         from dino_boc.features import feature_names
 
+        f = self.features
+        n_last_blocks = f.n_last_blocks if n_last_blocks is None else n_last_blocks
+        avgpool = f.avgpool if avgpool is None else avgpool
+        channel_pool = channel_pool or f.channel_pool
         return feature_names(
             self.config.arch, channels, self.config.embed_dim, n_last_blocks=n_last_blocks,
             last_block=self.config.depth, avgpool=avgpool, channel_pool=channel_pool,
@@ -223,6 +235,7 @@ class EmbeddingModel(nn.Module):
             "pretrained": bool(self.pretrained),
             "model": self.config.to_dict(),
             "preprocess": self.preprocess.to_dict(),
+            "features": self.features.to_dict(),
             "card": self.card,
         }
 

@@ -42,18 +42,10 @@ class BagOfChannelsModel(EmbeddingModel):
         t = bb.prepare_tokens(x.reshape(b * k, 1, h, w), flat_masks)
         depth = self.config.depth
         first = depth - n_last_blocks
-        cls = []
-        for i in range(depth):
-            t = bb.run_block(i, t)
-            if i >= first:
-                if i == depth - 1:
-                    t = bb.norm(t)
-                    cls.append(t[:, 0])
-                else:
-                    cls.append(bb.norm(t[:, :1])[:, 0])  # only the CLS of earlier blocks is kept
+        t, cls = bb.run_last_blocks(t, n_last_blocks)
         d = t.shape[-1]
-        cls_t = torch.stack(cls, dim=1).reshape(b, k, n_last_blocks, d).transpose(1, 2)
-        patch = t[:, 1:].reshape(b, k, rows * cols, d)
+        cls_t = cls.reshape(b, k, n_last_blocks, d).transpose(1, 2)
+        patch = t[:, bb.num_prefix_tokens:].reshape(b, k, rows * cols, d)  # after the class (+ register) tokens
         return TokenOutput(
             cls=cls_t, global_cls=None, patch=patch, blocks=tuple(range(first, depth)), grid=(rows, cols)
         )

@@ -9,8 +9,10 @@ from typing import Any, Literal
 
 from dino_boc.errors import ConfigError
 
-Arch = Literal["boc", "ha", "channel_vit"]
-ARCHS: tuple[str, ...] = ("boc", "ha", "channel_vit")
+Arch = Literal["boc", "ha", "channel_vit", "fixed", "ca_mae"]
+ARCHS: tuple[str, ...] = ("boc", "ha", "channel_vit", "fixed", "ca_mae")
+ChannelPool = Literal["concat", "mean"]
+CHANNEL_POOLS: tuple[str, ...] = ("concat", "mean")
 
 #: Largest accepted value of each integer field: generous for every released ViT (ViT-7B has D = 4096,
 #: depth 40) while keeping a crafted ``config.json`` (``depth: 1000000``) from building a model for minutes.
@@ -46,8 +48,11 @@ class ModelConfig:
 
     Attributes:
         arch: ``"boc"`` (Bag of Channels: one single-channel ViT, channels encoded independently),
-            ``"ha"`` (DINO HA: per-channel CLS tokens plus a global CLS, hierarchical attention mask) or
-            ``"channel_vit"`` (DINO Channel-ViT: learned channel embeddings, full attention).
+            ``"ha"`` (DINO HA: per-channel CLS tokens plus a global CLS, hierarchical attention mask),
+            ``"channel_vit"`` (DINO Channel-ViT: learned channel embeddings, full attention) or ``"fixed"``
+            (a plain ViT whose patch embedding takes ``in_chans`` named channels in one order: the
+            Cell-DINO fixed-channel models) or ``"ca_mae"`` (OpenPhenom's channel-agnostic MAE encoder: one
+            shared patch projection, every channel's patches in one sequence, fixed sin-cos positions).
         embed_dim: token width D.
         depth: number of transformer blocks.
         num_heads: attention heads (D must be divisible by it).
@@ -57,10 +62,17 @@ class ModelConfig:
         init_values: LayerScale initial value, or None for no LayerScale.
         qkv_bias: bias in the qkv projection.
         drop_path_rate: stochastic depth (training only).
-        max_channels: Channel-ViT only: number of learned channel embeddings (K_max).
-        channel_names: Channel-ViT only (optional): a name per channel-embedding id.
+        max_channels: Channel-ViT: number of learned channel embeddings (K_max); ``"ca_mae"``: the most
+            channels its position table holds (11 for OpenPhenom).
+        channel_names: Channel-ViT (optional): a name per channel-embedding id; ``"fixed"`` (required): the
+            names of the ``in_chans`` input channels in the model's order.
+        in_chans: ``"fixed"`` only: channels of the patch embedding (1 for every other arch).
         interpolate_offset: DINOv2's offset in the position-embedding scale factor.
         layer_norm_eps: LayerNorm epsilon.
+        reg_tokens: BoC only: register tokens after the class token (DINOv2 "with registers"); they take
+            no position embedding, as released.
+        interpolate_antialias: antialias the bicubic position-embedding resampling (DINOv2 "with
+            registers" releases: True with ``interpolate_offset=0``).
     """
 
     arch: Arch = "boc"
@@ -77,6 +89,9 @@ class ModelConfig:
     channel_names: tuple[str, ...] = ()
     interpolate_offset: float = 0.1
     layer_norm_eps: float = 1e-6
+    reg_tokens: int = 0
+    interpolate_antialias: bool = False
+    in_chans: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or self.arch not in ARCHS:
@@ -104,7 +119,15 @@ class ModelConfig:
             )
         if self.img_size % self.patch_size:
             raise ConfigError(f"img_size={self.img_size} must be a multiple of patch_size={self.patch_size}")
-        object.__setattr__(self, "channel_names", tuple(self.channel_names))
+        object.__setattr__(self, "channel_names", tuple(str(c) for c in self.channel_names))
+        _check_int("reg_tokens", self.reg_tokens, low=0, high=64)
+        _check_int("in_chans", self.in_chans, low=1, high=INT_LIMITS["max_channels"])
+        if not isinstance(self.interpolate_antialias, bool):
+            raise ConfigError(f"interpolate_antialias={self.interpolate_antialias!r} must be true or false")
+        if self.in_chans > 1 and self.arch != "fixed":
+            raise ConfigError(f"in_chans={self.in_chans!r}: only arch='fixed' takes more than 1 input channel")
+        if self.reg_tokens and self.arch != "boc":
+            raise ConfigError(f"reg_tokens only apply to arch='boc', not {self.arch!r}")
         if self.arch == "channel_vit":
             if self.max_channels <= 0:
                 raise ConfigError("a channel_vit model needs max_channels > 0 (the number of channel embeddings)")
@@ -112,6 +135,15 @@ class ModelConfig:
                 raise ConfigError(
                     f"channel_names has {len(self.channel_names)} names but max_channels={self.max_channels}"
                 )
+        elif self.arch == "fixed":
+            if len(self.channel_names) != self.in_chans or self.max_channels:
+                raise ConfigError(
+                    f"a fixed-channel model needs channel_names for its {self.in_chans} input channels (got "
+                    f"{list(self.channel_names)}) and no max_channels"
+                )
+        elif self.arch == "ca_mae":
+            if self.max_channels <= 0 or self.channel_names:
+                raise ConfigError("a ca_mae model needs max_channels > 0 (its position table) and no channel_names")
         elif self.max_channels or self.channel_names:
             raise ConfigError(f"max_channels/channel_names only apply to arch='channel_vit', not {self.arch!r}")
 
@@ -141,4 +173,41 @@ class ModelConfig:
         d = dict(d)
         if isinstance(d.get("channel_names"), list):
             d["channel_names"] = tuple(d["channel_names"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class FeatureDefaults:
+    """The feature vector a model gives by default (``embed``'s ``n_last_blocks=None``/``avgpool=None``),
+    saved as the ``features`` section of ``config.json``.
+
+    Attributes:
+        n_last_blocks: L, CLS tokens of the last L blocks (4: the released Cell-DINO linear evaluation;
+            1: the final-norm CLS that MorphEm's and CHAMMI-75's DINOv2 code use; 0: no CLS token, only the
+            patch means: OpenPhenom's ``predict``).
+        avgpool: append the per-channel mean of the last block's patch tokens.
+        channel_pool: ``"concat"`` per-channel features, or ``"mean"`` over channels (OpenPhenom's pooled
+            embedding: the mean of all patch tokens).
+    """
+
+    n_last_blocks: int = 4
+    avgpool: bool = True
+    channel_pool: ChannelPool = "concat"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0:
+            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer")
+        if self.n_last_blocks == 0 and not self.avgpool:
+            raise ConfigError("n_last_blocks=0 with avgpool=False leaves no feature; keep avgpool=True")
+        if self.channel_pool not in CHANNEL_POOLS:
+            raise ConfigError(f"channel_pool={self.channel_pool!r}; choose one of {CHANNEL_POOLS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureDefaults":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown feature keys {sorted(unknown)}; known: n_last_blocks, avgpool, channel_pool")
         return cls(**d)

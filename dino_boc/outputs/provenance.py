@@ -74,7 +74,7 @@ class FeatureLayout:
 
     Attributes:
         arch: model family, ``"boc"``, ``"ha"`` or ``"channel_vit"``.
-        n_last_blocks: number L of last blocks whose CLS tokens are used.
+        n_last_blocks: number L of last blocks whose CLS tokens are used (0: none, only the patch means).
         avgpool: whether the mean patch token is appended.
         channel_pool: how per-channel features are combined (``"concat"`` as released).
     """
@@ -85,8 +85,10 @@ class FeatureLayout:
     channel_pool: str = "concat"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 1:
-            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a positive integer")
+        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0 or (
+                self.n_last_blocks == 0 and not self.avgpool):  # 0: patch means only (OpenPhenom)
+            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer (0 only with "
+                              "avgpool=True)")
 
 
 @dataclass(frozen=True)

@@ -66,27 +66,31 @@ class EmbedOptions:
     """What is embedded and how tokens become one feature row.
 
     Attributes:
-        n_last_blocks: L, CLS tokens of the last L blocks (4 as released).
-        avgpool: append the per-channel mean patch token.
-        channel_pool: ``"concat"`` (per-channel features) or ``"mean"`` (averaged over channels).
+        n_last_blocks: L, CLS tokens of the last L blocks (0: none, only patch means); None: the model's
+            default (``model.features``).
+        avgpool: append the per-channel mean patch token; None: the model's default.
+        channel_pool: ``"concat"`` (per-channel features) or ``"mean"`` (averaged over channels); None: the
+            model's default.
         tile: embed a grid of ``tile x tile`` tiles covering the field and average their features per
             channel (one row per image); None embeds the whole field.
         cell_size: single-cell mode: side of the crop centred on each object (set with masks).
         mask_outside: single-cell mode: zero every pixel outside the object.
     """
 
-    n_last_blocks: int = 4
-    avgpool: bool = True
-    channel_pool: Literal["concat", "mean"] = "concat"
+    n_last_blocks: int | None = None
+    avgpool: bool | None = None
+    channel_pool: Literal["concat", "mean"] | None = None
     tile: int | None = None
     cell_size: int | None = None
     mask_outside: bool = False
 
     def __post_init__(self) -> None:
-        _positive("n_last_blocks", self.n_last_blocks)
+        if self.n_last_blocks is not None and (
+                isinstance(self.n_last_blocks, bool) or not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0):
+            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer (0: no CLS) or None")
         _positive("tile", self.tile, allow_none=True)
         _positive("cell_size", self.cell_size, allow_none=True)
-        if self.channel_pool not in ("concat", "mean"):
+        if self.channel_pool not in ("concat", "mean", None):
             raise ConfigError(f"channel_pool={self.channel_pool!r}; choose 'concat' or 'mean'")
 
 

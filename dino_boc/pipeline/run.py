@@ -63,9 +63,9 @@ def embed_dataset(
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
-    n_last_blocks: int = 4,
-    avgpool: bool = True,
-    channel_pool: Literal["concat", "mean"] = "concat",
+    n_last_blocks: int | None = None,
+    avgpool: bool | None = None,
+    channel_pool: Literal["concat", "mean"] | None = None,
     resize: int | None = None,
     crop: int | None = None,
     normalize: Literal["self", "percentile", "none"] | None = None,
@@ -109,9 +109,9 @@ def embed_dataset(
         t: time point of a time series.
         level: resolution level of pyramidal files (0 = full resolution).
         channel_width: CHAMMI tapes: width of one channel in the strip.
-        n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md).
-        avgpool: append the per-channel mean of the last block's patch tokens.
-        channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels.
+        n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md); None: the model's default.
+        avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default.
+        channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels; None: the model's default.
         resize: shorter side after resizing (None: the model's default; 0: none).
         crop: centre-crop side (None: the model's default, else the whole field; 0: none).
         normalize: ``"self"``, ``"percentile"`` or ``"none"`` (None: the model's default).
@@ -192,6 +192,10 @@ def _run(source, output, *, model, read, embed, run, resize, crop, normalize, ma
     device = _device(run.device, local)
     model = _load_model(model, device, explicit=run.device is not None or world > 1)
     device = next(model.parameters()).device
+    feats = model.features
+    embed = replace(embed, n_last_blocks=feats.n_last_blocks if embed.n_last_blocks is None else embed.n_last_blocks,
+                    avgpool=feats.avgpool if embed.avgpool is None else embed.avgpool,
+                    channel_pool=embed.channel_pool or feats.channel_pool)
     cfg, embed = _geometry(model, resize, crop, normalize, embed, cells=masks is not None)
     if embed.n_last_blocks > model.config.depth:
         raise ConfigError(f"n_last_blocks={embed.n_last_blocks} but the model has {model.config.depth} blocks; "
@@ -257,6 +261,10 @@ def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOpt
         options["single_cell"] = {"size": embed.cell_size, "mask_outside": embed.mask_outside, "centre": "centroid"}
     elif embed.tile is None and cfg.crop is None:
         options["fit_to_patch"] = FIT_TO_PATCH
+    card = getattr(model, "card", {}) or {}
+    for key in ("family", "source", "revision", "licence"):  # a zoo model's Hub repo, pinned revision and licence
+        if card.get(key):
+            options[f"model_{key}"] = str(card[key])
     tiling = None if embed.tile is None else {"size": embed.tile, "reduce": "mean", "grid": "cover"}
     return Provenance.from_model(model, n_last_blocks=embed.n_last_blocks, avgpool=embed.avgpool,
                                  channel_pool=embed.channel_pool, preprocessing=cfg, tiling=tiling, options=options)

@@ -7,8 +7,9 @@ import torch
 
 from dino_boc.errors import InputError
 from dino_boc.preprocess.config import NORMALIZE_CHOICES, PreprocessConfig
-from dino_boc.preprocess.geometry import center_crop, resize_shorter
-from dino_boc.preprocess.intensity import normalize_image, scale_intensity, self_normalize
+from dino_boc.preprocess.geometry import center_crop, resize_shorter, resize_square
+from dino_boc.preprocess.intensity import normalize_image, saturation_noise, scale_intensity, self_normalize
+from dino_boc.preprocess.tiles import fit_to_patch
 
 __all__ = ["PreprocessConfig", "NORMALIZE_CHOICES", "prepare_image", "to_float_tensor", "self_normalize"]
 
@@ -52,16 +53,21 @@ def to_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t
 
 
-def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch_size: int) -> torch.Tensor:
+def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch_size: int, *,
+                  fit: bool = False) -> torch.Tensor:
     """The released pre-processing of one image.
 
     ``x / 255`` (unless ``normalize="none"``) -> ``resize`` (shorter side, bicubic, no antialias) ->
-    ``crop`` (centre, zero padding) -> per-channel normalisation.
+    ``crop`` (centre, zero padding) -> per-channel normalisation. The zoo recipes add MorphEm's saturation
+    noise on uint8 images (first), normalise before resizing (``normalize_before_resize``) and resize to a
+    square (``resize_mode="square"``); see :class:`PreprocessConfig`.
 
     Args:
         image: ``(K, H, W)``, any integer or float dtype.
         cfg: the settings.
         patch_size: the model's patch; the final H, W must be multiples of it.
+        fit: when no crop is set, centre-crop to the largest multiple of the patch instead of an error
+            (the dataset pipeline's whole fields).
 
     Returns:
         float32 ``(K, H', W')``.
@@ -69,11 +75,19 @@ def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch
     Raises:
         InputError: invalid image, or a final size that is not a multiple of the patch.
     """
-    x = scale_intensity(to_float_tensor(image), cfg)
+    x = to_float_tensor(image)
+    if cfg.saturation_noise is not None and _is_uint8(image):
+        x = saturation_noise(x, *cfg.saturation_noise, seed=cfg.noise_seed)
+    x = scale_intensity(x, cfg)
+    if cfg.normalize_before_resize:
+        x = normalize_image(x, cfg)
     if cfg.resize is not None:
-        x = resize_shorter(x, cfg.resize)
+        resize = resize_square if cfg.resize_mode == "square" else resize_shorter
+        x = resize(x, cfg.resize, interpolation=cfg.interpolation, antialias=cfg.antialias)
     if cfg.crop is not None:
         x = center_crop(x, cfg.crop)
+    elif fit:
+        x = fit_to_patch(x, patch_size)
     h, w = x.shape[-2:]
     if h < patch_size or w < patch_size:
         raise InputError(
@@ -86,4 +100,8 @@ def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch
             f"image is {h}x{w} pixels after resize/crop, not a multiple of the patch size {patch_size}; "
             f"pass crop={suggestion} (centre crop) or resize= with crop="
         )
-    return normalize_image(x, cfg)
+    return x if cfg.normalize_before_resize else normalize_image(x, cfg)
+
+
+def _is_uint8(image: np.ndarray | torch.Tensor) -> bool:
+    return image.dtype == torch.uint8 if isinstance(image, torch.Tensor) else np.asarray(image).dtype == np.uint8

@@ -9,8 +9,12 @@ from typing import Any, Literal
 
 from dino_boc.errors import ConfigError
 
-Normalize = Literal["self", "percentile", "none"]
-NORMALIZE_CHOICES: tuple[str, ...] = ("self", "percentile", "none")
+Normalize = Literal["self", "percentile", "none", "instance", "image_max"]
+NORMALIZE_CHOICES: tuple[str, ...] = ("self", "percentile", "none", "instance", "image_max")
+ResizeMode = Literal["shorter", "square"]
+RESIZE_MODES: tuple[str, ...] = ("shorter", "square")
+Interpolation = Literal["bicubic", "bilinear"]
+INTERPOLATIONS: tuple[str, ...] = ("bicubic", "bilinear")
 
 
 def _check_positive_finite(name: str, v: Any) -> None:
@@ -24,12 +28,28 @@ class PreprocessConfig:
 
     The defaults are the released DINO BoC evaluation: divide by 255 whatever the dtype, optional
     resize (shorter side, bicubic, ``antialias=False``) and centre crop, then per image and per channel
-    self-normalisation ``(x - mean) / (std(unbiased=False) + eps)``.
+    self-normalisation ``(x - mean) / (std(unbiased=False) + eps)``. The zoo models' own recipes
+    (docs/models.md) set the other fields: MorphEm ``saturation_noise=(200, 255)``,
+    ``normalize="instance"``, ``normalize_before_resize=True``, ``resize=224, resize_mode="square",
+    interpolation="bilinear", antialias=True``; CHAMMI-75's DINOv2 ``resize=224, resize_mode="square",
+    interpolation="bilinear", antialias=True, normalize="image_max"`` (the RGB replication and ImageNet
+    statistics are folded into the model's patch embedding).
 
     Attributes:
         normalize: ``"self"`` (released), ``"percentile"`` (clip to percentiles, scale to [0, 1], then
-            self-normalise) or ``"none"`` (raw values as float, no division by 255).
-        resize: shorter side after resizing, or None.
+            self-normalise), ``"none"`` (raw values as float, no division by 255), ``"instance"``
+            (``InstanceNorm2d``: per channel ``(x - mean) / sqrt(var + eps)``) or ``"image_max"`` (divide by
+            the largest value over all channels of the image; an all-zero image stays 0).
+        resize: after resizing: the shorter side (``resize_mode="shorter"``) or both sides (``"square"``);
+            None for no resize.
+        resize_mode: ``"shorter"`` (keeps the aspect ratio) or ``"square"`` (``resize × resize``).
+        interpolation: ``"bicubic"`` or ``"bilinear"``.
+        antialias: antialias the resize (torchvision's flag).
+        normalize_before_resize: normalise first, then resize/crop (MorphEm's order).
+        saturation_noise: ``(low, high)``: pixels of a uint8 image equal to 255 are replaced by noise drawn
+            uniformly from ``[low, high)`` (MorphEm's SaturationNoiseInjector), or None. Random, but seeded.
+        noise_seed: seed of that noise; every image draws from a fresh ``torch.Generator`` with this seed,
+            so features are reproducible.
         crop: side of the centre crop (after resize), or None. Larger than the image pads with zeros.
         scale: the divisor applied before normalisation (255 as released).
         eps: added to the std.
@@ -42,10 +62,25 @@ class PreprocessConfig:
     scale: float = 255.0
     eps: float = 1e-7
     percentiles: tuple[float, float] = (1.0, 99.0)
+    resize_mode: ResizeMode = "shorter"
+    interpolation: Interpolation = "bicubic"
+    antialias: bool = False
+    normalize_before_resize: bool = False
+    saturation_noise: tuple[float, float] | None = None
+    noise_seed: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.normalize, str) or self.normalize not in NORMALIZE_CHOICES:
             raise ConfigError(f"normalize={self.normalize!r} is unknown; choose one of {NORMALIZE_CHOICES}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"resize_mode={self.resize_mode!r} is unknown; choose one of {RESIZE_MODES}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation={self.interpolation!r} is unknown; choose one of {INTERPOLATIONS}")
+        if self.saturation_noise is not None:
+            low, high = (float(v) for v in self.saturation_noise)
+            if not low <= high:
+                raise ConfigError(f"saturation_noise={self.saturation_noise!r} must be (low, high) with low <= high")
+            object.__setattr__(self, "saturation_noise", (low, high))
         for name in ("resize", "crop"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
@@ -64,6 +99,8 @@ class PreprocessConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["percentiles"] = list(self.percentiles)
+        if self.saturation_noise is not None:
+            d["saturation_noise"] = list(self.saturation_noise)
         return d
 
     @classmethod
@@ -82,4 +119,6 @@ class PreprocessConfig:
         d = dict(d)
         if isinstance(d.get("percentiles"), list):
             d["percentiles"] = tuple(d["percentiles"])
+        if d.get("saturation_noise") is not None:
+            d["saturation_noise"] = tuple(d["saturation_noise"])
         return cls(**d)

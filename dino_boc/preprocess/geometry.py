@@ -6,17 +6,31 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-__all__ = ["resize_shorter", "center_crop"]
+__all__ = ["resize_shorter", "resize_square", "center_crop"]
+
+_MODES = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
 
 
-def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
+def resize_shorter(x: torch.Tensor, size: int, *, interpolation: str = "bicubic", antialias: bool = False
+                   ) -> torch.Tensor:
     """``torchvision.transforms.functional.resize(x, size)``: the shorter side becomes ``size`` (the
-    longer one ``int(size * long / short)``, truncated), bicubic, ``antialias=False``.
+    longer one ``int(size * long / short)``, truncated); bicubic, ``antialias=False`` as released.
 
     Args:
         x: float ``(..., H, W)``.
     """
-    return TF.resize(x, [size], interpolation=InterpolationMode.BICUBIC, antialias=False)
+    return TF.resize(x, [size], interpolation=_MODES[interpolation], antialias=antialias)
+
+
+def resize_square(x: torch.Tensor, size: int, *, interpolation: str = "bilinear", antialias: bool = True
+                  ) -> torch.Tensor:
+    """``torchvision.transforms.v2.Resize((size, size))``: both sides become ``size`` (aspect ratio not
+    kept), as MorphEm's and CHAMMI-75's DINOv2 transforms do (bilinear, ``antialias=True``).
+
+    Args:
+        x: float ``(..., H, W)``.
+    """
+    return TF.resize(x, [size, size], interpolation=_MODES[interpolation], antialias=antialias)
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -23,22 +23,31 @@ _PLAIN = re.compile(r"^blocks\.(\d+)\.(.*)$")
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a released ``.pth``/``.pt`` (``torch.load(weights_only=True)``) or a ``.safetensors`` file.
 
+    A ``.safetensors`` name holding a torch archive (what OpenPhenom's ``save_pretrained`` writes) is read
+    with ``torch.load(weights_only=True)`` too: never unpickling code.
+
     Raises:
         WeightsError: unreadable file or not a state dict.
     """
     path = Path(path)
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" and not _is_zip(path):
             from safetensors.torch import load_file
 
             obj: Any = load_file(str(path))
         else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:  # a file object: torch would hand a *.safetensors name to safetensors
+                obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
         raise WeightsError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return dict(obj)
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def normalize_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -84,12 +93,15 @@ def normalize_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor
     return out, ignored
 
 
-def infer_config(sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None) -> ModelConfig:
-    """The BoC architecture that a flat backbone state dict describes.
+def infer_config(sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None,
+                 channel_names: tuple[str, ...] = ()) -> ModelConfig:
+    """The BoC (or, with ``channel_names``, fixed-channel) architecture a flat backbone state dict describes.
 
     Args:
         sd: output of :func:`normalize_state_dict`.
         num_heads: heads; default ``D / 64`` (the ViT-S/B/L/g convention).
+        channel_names: the input channels of a fixed-channel release (Cell-DINO HPA: 4, Cell Painting: 5),
+            in the model's order; their count must be the patch embedding's.
 
     Raises:
         WeightsError: a required tensor is missing or the tensors disagree.
@@ -108,7 +120,12 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None
     pw = sd["patch_embed.proj.weight"]
     if pw.ndim != 4 or pw.shape[2] != pw.shape[3]:
         raise WeightsError(f"patch_embed.proj.weight has shape {tuple(pw.shape)}; expected (D, 1, p, p)")
-    if pw.shape[1] != 1:
+    if channel_names and pw.shape[1] != len(channel_names):
+        raise WeightsError(
+            f"patch_embed.proj.weight takes {pw.shape[1]} input channels, but the model is registered with "
+            f"{len(channel_names)} channels {list(channel_names)}; is this the right checkpoint for this name?"
+        )
+    if pw.shape[1] != 1 and not channel_names:
         raise WeightsError(
             f"patch_embed.proj.weight takes {pw.shape[1]} input channels; DINO BoC checkpoints take 1 "
             "(in_chans=1). This looks like a multi-channel model, which load_model cannot run as BoC."
@@ -134,6 +151,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, num_heads: int | None = None
     heads = num_heads if num_heads is not None else max(1, dim // 64)  # 0 is refused by ModelConfig, not defaulted
     init_values = 1e-5 if "blocks.0.ls1.gamma" in sd else None
     return ModelConfig(
-        arch="boc", embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=hidden / dim, patch_size=patch,
+        arch="fixed" if channel_names else "boc", in_chans=len(channel_names) or 1,
+        channel_names=tuple(channel_names), embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=hidden / dim, patch_size=patch,
         img_size=grid * patch, init_values=init_values, qkv_bias="blocks.0.attn.qkv.bias" in sd,
     )

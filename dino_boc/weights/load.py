@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from dino_boc.errors import ConfigError, ModelNotFoundError, WeightsError
-from dino_boc.models import EmbeddingModel, ModelConfig, build_model
+from dino_boc.models import EmbeddingModel, FeatureDefaults, ModelConfig, build_model
 from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from dino_boc.preprocess.config import PreprocessConfig
 from dino_boc.weights.check import check_finite, check_weights_fit, fit_message, safetensors_shapes
@@ -27,6 +27,8 @@ from dino_boc.weights.names import (
     is_model_folder,
     replace_model_folder,
 )
+from dino_boc.weights.download import check_sha256_prefix, download, is_url, public_url
+from dino_boc.weights.native import FAMILIES, convert_native, detect_family, family_defaults
 from dino_boc.weights.registry import REGISTRY, RegistryEntry, cache_dir, packaged_dir
 
 __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
@@ -67,8 +69,9 @@ def load_state_dict_strict(model: EmbeddingModel, state: Mapping[str, torch.Tens
     model.load_state_dict(dict(state), strict=False)  # strictness checked above, optional keys allowed
 
 
-def _read_config_json(cfg_path: Path) -> tuple[dict[str, Any], ModelConfig, PreprocessConfig]:
-    """``config.json`` → (its fields, the model config, the preprocessing); every invalid value a WeightsError."""
+def _read_config_json(cfg_path: Path) -> tuple[dict[str, Any], ModelConfig, PreprocessConfig, FeatureDefaults]:
+    """``config.json`` → (its fields, the model config, the preprocessing, the default feature); every invalid
+    value a WeightsError."""
     try:
         text = cfg_path.read_bytes()
     except OSError as exc:
@@ -91,16 +94,20 @@ def _read_config_json(cfg_path: Path) -> tuple[dict[str, Any], ModelConfig, Prep
     try:
         config = ModelConfig.from_dict(meta["model"])
         preprocess = PreprocessConfig.from_dict(meta.get("preprocess", {}))
+        features = meta.get("features", {})
+        if not isinstance(features, dict):
+            raise ConfigError(f"'features' is a {type(features).__name__}; expected an object")
+        features = FeatureDefaults.from_dict(features)
     except (ConfigError, TypeError) as exc:
         raise WeightsError(f"{cfg_path} has an invalid model section: {exc}") from exc
-    return meta, config, preprocess
+    return meta, config, preprocess, features
 
 
 def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingModel:
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not cfg_path.is_file() or not w_path.is_file():
         raise WeightsError(f"{folder} must hold {CONFIG_NAME} and {WEIGHTS_NAME} (as written by save_pretrained)")
-    meta, config, preprocess = _read_config_json(cfg_path)
+    meta, config, preprocess, features = _read_config_json(cfg_path)
     # shapes from the header first: nothing is built for a config the file does not back
     check_weights_fit(config, safetensors_shapes(w_path), source=str(w_path))
     from safetensors.torch import load_file
@@ -114,19 +121,25 @@ def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingM
     load_state_dict_strict(model, state, source=str(w_path))
     model.pretrained = bool(meta.get("pretrained", False))
     model.card = dict(meta.get("card", {}))
+    model.features = features
     model.weights_sha256 = file_sha256(w_path)
     return model.to(device).eval()
 
 
 def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: int | None,
-                     preprocess: PreprocessConfig | None = None) -> EmbeddingModel:
-    state, ignored = normalize_state_dict(read_checkpoint(path))
+                     preprocess: PreprocessConfig | None = None,
+                     raw: Mapping[str, Any] | None = None, entry: RegistryEntry | None = None) -> EmbeddingModel:
+    state, ignored = normalize_state_dict(read_checkpoint(path) if raw is None else raw)
     if ignored:
         logger.info("%s: ignoring %d keys inference does not use (%s ...)", path, len(ignored), ignored[0])
-    config = infer_config(state, num_heads=num_heads)
+    fixed = entry.config.channel_names if entry is not None and entry.config.arch == "fixed" else ()
+    config = infer_config(state, num_heads=num_heads or (entry.config.num_heads if fixed else None),
+                          channel_names=fixed)
     state = {f"backbone.{k}": v for k, v in state.items()}
     check_weights_fit(config, {k: tuple(v.shape) for k, v in state.items()}, source=str(path))
     model = build_model(config, preprocess=preprocess, name=name)
+    if entry is not None:
+        model.features = entry.features
     load_state_dict_strict(model, {k: v.float() for k, v in state.items()}, source=str(path))
     model.pretrained = True
     model.weights_sha256 = file_sha256(path)
@@ -138,6 +151,40 @@ def _is_cached_name(spec: str) -> bool:
         return is_model_folder(cache_folder(cache_dir(), spec))
     except (ConfigError, WeightsError):
         return False
+
+
+def _from_native(path: Path, *, family: str, name: str, device: torch.device, num_heads: int | None,
+                 entry: RegistryEntry | None = None, raw: Mapping[str, Any] | None = None,
+                 source: str = "", revision: str | None = None) -> EmbeddingModel:
+    """A model from a native weights file of a zoo family (:mod:`dino_boc.weights.native`)."""
+    if family not in FAMILIES:
+        raise ConfigError(f"family={family!r} is unknown; choose one of {FAMILIES}")
+    raw = read_checkpoint(path) if raw is None else raw
+    if family == "dino_boc":
+        return _from_checkpoint(path, name=name, device=device, num_heads=num_heads, raw=raw,
+                                preprocess=entry.preprocess if entry else None)
+    heads = num_heads or (entry.config.num_heads if entry and entry.config.embed_dim == _dim(raw) else None)
+    config, state = convert_native(raw, family, num_heads=heads)
+    preprocess, features = family_defaults(family)
+    if entry is not None:
+        preprocess, features = entry.preprocess, entry.features
+    model = build_model(config, preprocess=preprocess, name=name)
+    load_state_dict_strict(model, state, source=str(path))
+    model.features = features
+    model.pretrained = True
+    model.weights_sha256 = file_sha256(path)
+    licence = entry.licence if entry else ""
+    model.card = {"summary": entry.description if entry else f"{family} weights from {path.name}",
+                  "family": family, "source": source or str(path), "revision": revision or "",
+                  "licence": licence, "paper": entry.paper if entry else ""}
+    if "noncommercial" in licence.lower().replace("-", "").replace(" ", ""):
+        logger.warning("%s is under a NON-COMMERCIAL licence: %s", name, licence)
+    return model.to(device).eval()
+
+
+def _dim(raw: Mapping[str, Any]) -> int:
+    cls = raw.get("cls_token")
+    return int(cls.shape[-1]) if isinstance(cls, torch.Tensor) else -1
 
 
 def _missing_gated(entry: RegistryEntry, looked: list[str]) -> WeightsError:
@@ -161,13 +208,17 @@ def _random_model(entry: RegistryEntry, device: torch.device) -> EmbeddingModel:
     return model.to(device).eval()
 
 
-def _from_hub(repo_id: str, *, revision: str | None, device: torch.device) -> EmbeddingModel:
+def _from_hub(repo_id: str, *, revision: str | None, device: torch.device,
+              entry: RegistryEntry | None = None) -> EmbeddingModel:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     check_revision(revision)  # huggingface_hub joins it to paths of its cache when offline
+    native = entry is not None and entry.family != "dino_boc"
+    # a native snapshot: only its weights and card (never its Python code)
+    patterns = [entry.filename, "*.md", "LICENSE*"] if native else [CONFIG_NAME, WEIGHTS_NAME, "*.md"]
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md"])
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
     except LocalEntryNotFoundError as exc:
         raise ModelNotFoundError(
             f"Hub repo {repo_id!r} (revision {revision or 'main'}) is not in the local cache and the Hub cannot be "
@@ -180,6 +231,12 @@ def _from_hub(repo_id: str, *, revision: str | None, device: torch.device) -> Em
         ) from exc
     except HfHubHTTPError as exc:
         raise ModelNotFoundError(f"Hub repo {repo_id!r} could not be fetched: {exc}") from exc
+    if native:
+        weights = Path(folder) / entry.filename
+        if not weights.is_file():
+            raise WeightsError(f"Hub repo {repo_id!r} (revision {revision or 'main'}) has no {entry.filename}")
+        return _from_native(weights, family=entry.family, name=entry.name, device=device, num_heads=None,
+                            entry=entry, source=f"hf-hub:{repo_id}", revision=revision or Path(folder).name)
     return _from_folder(Path(folder), name=f"hf-hub:{repo_id}", device=device)
 
 
@@ -189,6 +246,7 @@ def load_model(
     device: str | torch.device | None = None,
     revision: str | None = None,
     num_heads: int | None = None,
+    family: str | None = None,
 ) -> EmbeddingModel:
     """Load a model for :func:`dino_boc.embed`.
 
@@ -202,10 +260,14 @@ def load_model(
             * a name given to ``dino-boc weights add --name`` (a model folder in :func:`cache_dir`);
             * a folder written by ``save_pretrained`` (``config.json`` + ``model.safetensors``);
             * a released checkpoint file (``.pth``/``.pt``/``.safetensors``): chunked or plain keys, or a
-              training checkpoint ``{"teacher": ...}``; the architecture is inferred from the tensors.
+              training checkpoint ``{"teacher": ...}``; the architecture is inferred from the tensors;
+            * a zoo model's native weights file or Hub snapshot folder (MorphEm, timm DINOv2), recognised
+              by its keys and given that model's published pre-processing and feature (docs/models.md).
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
         revision: Hub revision to pin: a branch or tag name, or a 40-hex commit.
         num_heads: heads for a checkpoint file (default D / 64).
+        family: force the layout of a file or folder (``"dino_boc"``, ``"morphem"``, ``"timm_dinov2"``)
+            instead of recognising it by its keys.
 
     Returns:
         The model in eval mode on ``device``.
@@ -220,10 +282,12 @@ def load_model(
     spec = os.fspath(name_or_path)
     path = Path(spec).expanduser()
     if path.is_dir():
+        if (path / WEIGHTS_NAME).is_file() and (family not in (None, "dino_boc") or _is_foreign(path)):
+            return _from_file(path / WEIGHTS_NAME, name=path.name, device=dev, num_heads=num_heads, family=family)
         return _from_folder(path, name=str(path), device=dev)
     if path.is_file():
         if path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
-            return _from_checkpoint(path, name=path.stem, device=dev, num_heads=num_heads)
+            return _from_file(path, name=path.stem, device=dev, num_heads=num_heads, family=family)
         raise ModelNotFoundError(f"{path} is a {path.suffix or 'suffix-less'} file; expected .pth, .pt or .safetensors")
     if spec in REGISTRY:
         entry = REGISTRY[spec]
@@ -237,7 +301,7 @@ def load_model(
             return _from_folder(cached, name=entry.name, device=dev)
         if entry.hf_hub_id:
             looked.append(f"hf-hub:{entry.hf_hub_id}")
-            return _from_hub(entry.hf_hub_id, revision=revision or entry.revision, device=dev)
+            return _from_hub(entry.hf_hub_id, revision=revision or entry.revision, device=dev, entry=entry)
         raise _missing_gated(entry, looked)
     if _is_cached_name(spec):  # a name given to 'dino-boc weights add --name' that the registry lacks
         return _from_folder(cache_dir() / spec, name=spec, device=dev)
@@ -253,18 +317,48 @@ def load_model(
     )
 
 
+def _is_foreign(folder: Path) -> bool:
+    """Whether a folder holding ``model.safetensors`` is another library's snapshot: no ``config.json``, or
+    one without dino_boc's ``format_version`` (a broken dino_boc config stays ours, to be reported)."""
+    if not (folder / CONFIG_NAME).is_file():
+        return True
+    try:
+        meta = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and "format_version" not in meta
+
+
+def _from_file(path: Path, *, name: str, device: torch.device, num_heads: int | None,
+               family: str | None) -> EmbeddingModel:
+    raw = read_checkpoint(path)
+    if family is None:
+        flat, _ = normalize_state_dict(raw) if not _looks_native(raw) else (raw, [])
+        family = detect_family(flat)
+    return _from_native(path, family=family, name=name, device=device, num_heads=num_heads, raw=raw)
+
+
+def _looks_native(raw: Mapping[str, Any]) -> bool:
+    return all(isinstance(v, torch.Tensor) for v in raw.values())
+
+
 def add_weights(
     checkpoint: str | os.PathLike, *, name: str = "dino-boc-vitl16", num_heads: int | None = None,
-    sha256: str | None = None,
+    sha256: str | None = None, progress: bool = True,
 ) -> Path:
     """Convert a released checkpoint once, verify it, and cache it in the Hub format under
     :func:`~dino_boc.weights.registry.cache_dir` ``/ name``, where ``load_model(name)`` finds it.
 
+    A URL is downloaded first into ``cache_dir() / "downloads"`` (resumable; :mod:`dino_boc.weights.download`).
+    A file whose released name carries a SHA-256 prefix (``...-ef7c17ff.pth``) must hash to it. The
+    registry's licence is logged and recorded in the cached ``config.json``.
+
     Args:
-        checkpoint: the downloaded ``.pth``.
+        checkpoint: the downloaded ``.pth``, or its ``http(s)://`` URL (e.g. the signed link e-mailed to you).
         name: registry name to store it under: one folder name (letters, digits, ``.``, ``_``, ``-``).
         num_heads: heads, default D / 64.
-        sha256: if given, the checkpoint file's expected SHA-256.
+        sha256: if given, the checkpoint file's expected SHA-256 (instead of the prefix in its name).
+        progress: show a download progress bar.
 
     Returns:
         The cache folder.
@@ -283,20 +377,30 @@ def add_weights(
         )
     target = cache_folder(cache_dir(), name)
     check_replaceable(target)  # refused before the conversion; checked again just before the swap
+    source = None
+    if is_url(checkpoint):
+        source = public_url(str(checkpoint))
+        checkpoint = download(str(checkpoint), cache_dir() / "downloads", progress=progress)
     src = Path(checkpoint).expanduser()
     if not src.is_file():
         raise WeightsError(f"checkpoint {src} does not exist")
     digest = file_sha256(src)
     if sha256 and digest != sha256.lower():
         raise WeightsError(f"{src} has SHA-256 {digest}, expected {sha256}; the download may be corrupt")
+    if not sha256:
+        check_sha256_prefix(src, digest)
     entry = REGISTRY.get(name)
+    if entry is not None and entry.licence:
+        logger.warning("%s: licence %s%s", name, entry.licence, f" ({entry.request_url})" if entry.request_url else "")
     preprocess = entry.preprocess if entry else None
-    model = _from_checkpoint(src, name=name, device=torch.device("cpu"), num_heads=num_heads, preprocess=preprocess)
+    model = _from_checkpoint(src, name=name, device=torch.device("cpu"), num_heads=num_heads, preprocess=preprocess,
+                             entry=entry)
     if entry is not None and entry.config != model.config:
         raise WeightsError(f"{src} holds a {model.config} model, but {name!r} is registered as {entry.config}")
     p = model.config.patch_size
+    k = model.config.in_chans if model.config.arch == "fixed" else 2
     with torch.inference_mode():
-        out = model.forward_tokens(torch.randn(1, 2, 2 * p, 2 * p, generator=torch.Generator().manual_seed(0)))
+        out = model.forward_tokens(torch.randn(1, k, 2 * p, 2 * p, generator=torch.Generator().manual_seed(0)))
     if not torch.isfinite(out.patch).all():
         raise WeightsError(f"{src} gives non-finite features; the checkpoint is corrupt")
     model.card = {
@@ -304,6 +408,8 @@ def add_weights(
         "source_checkpoint": src.name, "source_sha256": digest,
         "licence": entry.licence if entry else "", "paper": entry.paper if entry else "",
     }
+    if source:
+        model.card["source_url"] = source
     target.parent.mkdir(parents=True, exist_ok=True)
     replace_model_folder(target, model.save_pretrained, marker={"name": name, "source_sha256": digest})
     logger.info("cached %s as %r in %s", src, name, target)

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dino_boc.models.config import ModelConfig
+from dino_boc.models.config import FeatureDefaults, ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
+from dino_boc.weights.native import (
+    CHAMMI_DINOV2_PREPROCESS, CLS_FEATURES, MORPHEM_PREPROCESS, OPENPHENOM_FEATURES, OPENPHENOM_PREPROCESS,
+)
 
-__all__ = ["RegistryEntry", "REGISTRY", "list_models", "cache_dir", "packaged_dir", "REQUEST_URL"]
+__all__ = ["RegistryEntry", "REGISTRY", "list_models", "model_table", "cache_dir", "packaged_dir", "REQUEST_URL"]
 
 REQUEST_URL = "https://ai.meta.com/resources/models-and-libraries/cell-dino-downloads/"
 
@@ -35,6 +38,10 @@ class RegistryEntry:
         licence: licence of the weights.
         request_url: where gated weights are requested.
         paper: reference.
+        family: the weight layout (``"dino_boc"``, ``"morphem"``, ``"timm_dinov2"``;
+            :mod:`dino_boc.weights.native`).
+        filename: the weights file inside a Hub snapshot of a native family.
+        features: the model's default feature vector.
     """
 
     name: str
@@ -48,6 +55,14 @@ class RegistryEntry:
     licence: str = ""
     request_url: str | None = None
     paper: str = ""
+    family: str = "dino_boc"
+    filename: str = "model.safetensors"
+    features: FeatureDefaults = field(default_factory=FeatureDefaults)
+
+    @property
+    def gated(self) -> bool:
+        """True when the authors hand the weights out only after a request form."""
+        return self.source == "gated"
 
 
 _PAPER = "Scaling channel-invariant self-supervised learning for microscopy images (DINO BoC); cell_dino release"
@@ -74,6 +89,74 @@ _register(RegistryEntry(
     source="random",
     config=ModelConfig(arch="boc", embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224),
     licence="Apache-2.0 (no trained weights)",
+))
+
+
+#: HPA channel order (the HPA Kaggle / CHAMMI HPA layout: red, green, blue, yellow)
+HPA_CHANNELS = ("microtubules", "protein", "nucleus", "ER")
+#: Cell Painting channel order (JUMP: DNA, ER, RNA, AGP, Mito)
+CP_CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
+#: the released Cell-DINO linear evaluation: ÷255, centre crop 384 (zero padding), self-normalisation
+_CELL_DINO_EVAL = PreprocessConfig(crop=384)
+_CELL_DINO = "Cell-DINO (Moutakanni, Couprie, Yi et al.); cell_dino in facebookresearch/dinov2"
+_FAIR_NC = "FAIR Noncommercial Research License (research use only; not for clinical use)"
+for _name, _what, _arch in (
+    ("cell-dino-hpa-vitl16", "Cell-DINO ViT-L/16 on HPA fields of view, fixed 4 channels " + str(list(HPA_CHANNELS)),
+     dict(embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224, channel_names=HPA_CHANNELS)),
+    ("cell-dino-hpa-vitl14", "Cell-DINO ViT-L/14 (LVD then HPA, 518 px), fixed 4 channels " + str(list(HPA_CHANNELS)),
+     dict(embed_dim=1024, depth=24, num_heads=16, patch_size=14, img_size=518, channel_names=HPA_CHANNELS)),
+    ("cell-dino-cp-vits8", "Cell-DINO ViT-S/8 on combined Cell Painting (128 px), fixed 5 channels " + str(list(CP_CHANNELS)),
+     dict(embed_dim=384, depth=12, num_heads=6, patch_size=8, img_size=128, channel_names=CP_CHANNELS)),
+):
+    _register(RegistryEntry(
+        name=_name, description=_what + "; gated: add it with 'dino-boc weights add'", source="gated",
+        config=ModelConfig(arch="fixed", in_chans=len(_arch["channel_names"]), **_arch),
+        preprocess=_CELL_DINO_EVAL, licence=_FAIR_NC, request_url=REQUEST_URL, paper=_CELL_DINO,
+    ))
+
+_CHAMMI75 = "CHAMMI-75 (Caicedo lab, ICLR 2026); code: github.com/CaicedoLab/CHAMMI-75"
+_register(RegistryEntry(
+    name="morphem-vits16",
+    description="MorphEm: DINO BoC ViT-S/16 (in_chans=1) trained on CHAMMI-75; per-channel final-norm CLS (384·K)",
+    source="hub", hf_hub_id="CaicedoLab/MorphEm", family="morphem",
+    config=ModelConfig(arch="boc", embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224,
+                       init_values=None),
+    preprocess=MORPHEM_PREPROCESS, features=CLS_FEATURES, licence="MIT", paper=_CHAMMI75,
+))
+_register(RegistryEntry(
+    name="dinov2-vits14-reg4-boc",
+    description="DINOv2 ViT-S/14 with 4 registers (natural images, timm weights) run as bag of channels, as "
+                "CHAMMI-75's DinoV2 baseline; per-channel final-norm CLS (384·K)",
+    source="hub", hf_hub_id="timm/vit_small_patch14_reg4_dinov2.lvd142m", family="timm_dinov2",
+    revision="788f50961a4cf5d639e54a0f3c30e17476d346fc",
+    config=ModelConfig(arch="boc", embed_dim=384, depth=12, num_heads=6, patch_size=14, img_size=518,
+                       reg_tokens=4, interpolate_offset=0.0, interpolate_antialias=True),
+    preprocess=CHAMMI_DINOV2_PREPROCESS, features=CLS_FEATURES, licence="Apache-2.0",
+    paper="DINOv2: Learning Robust Visual Features without Supervision (Oquab et al., 2023); registers: "
+          "Vision Transformers Need Registers (Darcet et al., 2024)",
+))
+_register(RegistryEntry(
+    name="dinov2-vitl14-boc",
+    description="DINOv2 ViT-L/14 (natural images, timm weights) run as bag of channels with CHAMMI-75's "
+                "DinoV2 pre-processing; per-channel final-norm CLS (1024·K)",
+    source="hub", hf_hub_id="timm/vit_large_patch14_dinov2.lvd142m", family="timm_dinov2",
+    revision="7eb792a1b3aabe5d55f3da6ff9e2e084744e25f9",
+    config=ModelConfig(arch="boc", embed_dim=1024, depth=24, num_heads=16, patch_size=14, img_size=518),
+    preprocess=CHAMMI_DINOV2_PREPROCESS, features=CLS_FEATURES, licence="Apache-2.0",
+    paper="DINOv2: Learning Robust Visual Features without Supervision (Oquab et al., 2023)",
+))
+
+_register(RegistryEntry(
+    name="openphenom-vits16",
+    description="OpenPhenom: Recursion's channel-agnostic MAE ViT-S/16 (up to 11 channels, 256 px, RxRx3 + "
+                "cpg0016); predict()'s pooled patch tokens (384), channel_pool='concat' for 384·K",
+    source="hub", hf_hub_id="recursionpharma/OpenPhenom", revision="c62ba2fad0889d6d7fd550ae7d865bb32a422e51",
+    family="openphenom",
+    config=ModelConfig(arch="ca_mae", embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=256,
+                       init_values=1e-4, qkv_bias=False, max_channels=11),
+    preprocess=OPENPHENOM_PREPROCESS, features=OPENPHENOM_FEATURES,
+    licence="Recursion non-commercial end user license (research use only; see the Hub repo's LICENSE)",
+    paper="Masked Autoencoders for Microscopy are Scalable Learners of Cellular Biology (Kraus et al., CVPR 2024)",
 ))
 
 
@@ -118,6 +201,40 @@ def cache_dir() -> Path:
     return Path(base) / "dino_boc"
 
 
-def list_models() -> list[str]:
-    """Names of the registry's models (``load_model`` also takes paths and Hub repos)."""
-    return sorted(REGISTRY)
+def list_models(*, details: bool = False) -> list[str] | list[dict[str, object]]:
+    """The registry's models (``load_model`` also takes paths and Hub repos).
+
+    Args:
+        details: return one dict per model instead of the names: ``name``, ``family``, ``source``
+            (``"gated"``, ``"hub"``, ``"packaged"``, ``"random"``), ``hub_id``, ``revision``, ``licence``,
+            ``gated``, ``cached`` (whether the weights are on this machine) and ``description``.
+
+    Returns:
+        The sorted names, or the dicts in the same order.
+    """
+    if not details:
+        return sorted(REGISTRY)
+    return model_table()
+
+
+def _is_cached(entry: RegistryEntry) -> bool:
+    if entry.source in ("random", "packaged"):
+        return True
+    if (cache_dir() / entry.name / "config.json").is_file():
+        return True
+    if entry.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(entry.hf_hub_id, entry.filename, revision=entry.revision)
+        return isinstance(hit, str)
+    return False
+
+
+def model_table() -> list[dict[str, object]]:
+    """One dict per registry entry (see :func:`list_models` with ``details=True``)."""
+    return [
+        {"name": e.name, "family": e.family, "source": e.source, "hub_id": e.hf_hub_id or "",
+         "revision": e.revision or "", "licence": e.licence, "gated": e.gated, "cached": _is_cached(e),
+         "description": e.description}
+        for _, e in sorted(REGISTRY.items())
+    ]

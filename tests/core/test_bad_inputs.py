@@ -68,10 +68,18 @@ def test_empty_channel_selection(tiny_model):
         dino_boc.embed(_img(2, 32, 32), [], model=tiny_model)
 
 
-@pytest.mark.parametrize("n", [0, 5, -1])
+@pytest.mark.parametrize("n", [5, -1])
 def test_n_last_blocks_outside_the_depth(tiny_model, n):
     with pytest.raises(InputError, match=f"n_last_blocks={n} but the model has 4 blocks; choose 1..4"):
         dino_boc.embed(_img(1, 32, 32), model=tiny_model, n_last_blocks=n)
+
+
+def test_n_last_blocks_zero_keeps_only_the_patch_means(tiny_model):
+    img = _img(2, 32, 32)
+    full = dino_boc.embed(img, model=tiny_model, n_last_blocks=1)  # [CLS per channel, patch mean per channel]
+    np.testing.assert_array_equal(dino_boc.embed(img, model=tiny_model, n_last_blocks=0), full[full.size // 2:])
+    with pytest.raises(InputError, match="n_last_blocks=0 with avgpool=False leaves no feature"):
+        dino_boc.embed(img, model=tiny_model, n_last_blocks=0, avgpool=False)
 
 
 @pytest.mark.parametrize("batch_size", [0, -2, 1.5])

@@ -44,7 +44,9 @@ def test_validation():
     with pytest.raises(ConfigError, match="JSON-serialisable"):
         make_provenance(options={"f": object()})
     with pytest.raises(ConfigError, match="n_last_blocks"):
-        FeatureLayout(arch="boc", n_last_blocks=0, avgpool=True)
+        FeatureLayout(arch="boc", n_last_blocks=-1, avgpool=True)
+    with pytest.raises(ConfigError, match="n_last_blocks"):  # 0 (patch means only) needs the patch means
+        FeatureLayout(arch="boc", n_last_blocks=0, avgpool=False)
 
 
 def test_differences_ignore_created_time():
