@@ -21,7 +21,7 @@ from dino_boc.pipeline.inputs import image_key
 from dino_boc.pipeline.options import EmbedOptions, ReadOptions
 from dino_boc.preprocess import PreprocessConfig, prepare_image, to_float_tensor
 from dino_boc.preprocess.cells import crop_cells
-from dino_boc.preprocess.channels import resolve_channels
+from dino_boc.preprocess.channels import rename_channels, resolve_channels
 from dino_boc.preprocess.geometry import resize_shorter
 from dino_boc.preprocess.intensity import normalize_image, scale_intensity
 from dino_boc.preprocess.tiles import fit_to_patch, tile_image
@@ -115,6 +115,7 @@ class InputDataset(torch.utils.data.Dataset):
         self.preprocess = preprocess
         self.patch_size = patch_size
         self.channels = read.channels
+        self.channel_names = read.channel_names
         self.embed = embed
         self.masks = masks
         self.fit = fit
@@ -143,7 +144,7 @@ class InputDataset(torch.utils.data.Dataset):
         if selected != list(range(k)):
             array = array[selected]
             names = [names[i] for i in selected] if names else None
-        names = list(names) if names else [f"ch{i}" for i in range(array.shape[0])]
+        names = rename_channels(names, array.shape[0], self.channel_names, source=record.id)
         path = record.paths[0] or record.id
         if self.masks is not None:
             return self._cells(index, record, array, names, path)
