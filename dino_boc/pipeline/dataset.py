@@ -19,12 +19,10 @@ from dino_boc.io import ImageRecord, read_image
 from dino_boc.outputs import metadata_row
 from dino_boc.pipeline.inputs import image_key
 from dino_boc.pipeline.options import EmbedOptions, ReadOptions
-from dino_boc.preprocess import PreprocessConfig, prepare_image, to_float_tensor
+from dino_boc.preprocess import PreprocessConfig, prepare_image
 from dino_boc.preprocess.cells import crop_cells
 from dino_boc.preprocess.channels import rename_channels, resolve_channels
-from dino_boc.preprocess.geometry import resize_shorter
-from dino_boc.preprocess.intensity import normalize_image, scale_intensity
-from dino_boc.preprocess.tiles import fit_to_patch, tile_image
+from dino_boc.preprocess.tiles import tile_image
 
 __all__ = ["Loaded", "Failed", "InputDataset", "prepare_field", "identity_collate"]
 
@@ -73,18 +71,12 @@ def identity_collate(item: Item) -> Item:
 
 
 def prepare_field(image: np.ndarray, cfg: PreprocessConfig, patch_size: int, *, fit: bool) -> torch.Tensor:
-    """:func:`dino_boc.preprocess.prepare_image`, plus, when ``fit`` and no crop is set, a centre crop to
-    the largest multiple of the patch (after resize) instead of an error.
+    """:func:`dino_boc.preprocess.prepare_image` (``fit``: the centre crop to the patch when no crop is set).
 
     Returns:
         float32 ``(K, H', W')``.
     """
-    if not fit or cfg.crop is not None:
-        return prepare_image(image, cfg, patch_size)
-    x = scale_intensity(to_float_tensor(image), cfg)
-    if cfg.resize is not None:
-        x = resize_shorter(x, cfg.resize)
-    return normalize_image(fit_to_patch(x, patch_size), cfg)
+    return prepare_image(image, cfg, patch_size, fit=fit)
 
 
 class InputDataset(torch.utils.data.Dataset):

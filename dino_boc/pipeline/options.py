@@ -7,12 +7,10 @@ from typing import Any, Literal, Sequence
 
 from dino_boc.errors import ConfigError
 from dino_boc.io.axes import ZReduction, check_t, check_z
+from dino_boc.preprocess.tiles import FIT_TO_PATCH
 
 __all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH"]
 
-# What happens to a field whose size (after resize) is not a multiple of the patch when no crop is
-# given: it is centre-cropped to the largest multiple (at most patch - 1 pixels lost per axis).
-FIT_TO_PATCH = "center-crop"
 
 
 def _positive(name: str, value: Any, *, allow_none: bool = False) -> None:

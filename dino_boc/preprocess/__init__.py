@@ -9,8 +9,11 @@ from dino_boc.errors import InputError
 from dino_boc.preprocess.config import NORMALIZE_CHOICES, PreprocessConfig
 from dino_boc.preprocess.geometry import center_crop, resize_shorter
 from dino_boc.preprocess.intensity import normalize_image, scale_intensity, self_normalize
+from dino_boc.preprocess.tiles import FIT_TO_PATCH, fit_to_patch
 
-__all__ = ["PreprocessConfig", "NORMALIZE_CHOICES", "prepare_image", "to_float_tensor", "self_normalize"]
+__all__ = [
+    "PreprocessConfig", "NORMALIZE_CHOICES", "FIT_TO_PATCH", "prepare_image", "to_float_tensor", "self_normalize",
+]
 
 
 def to_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -52,28 +55,36 @@ def to_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t
 
 
-def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch_size: int) -> torch.Tensor:
-    """The released pre-processing of one image.
+def prepare_image(
+    image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch_size: int, *, fit: bool = True
+) -> torch.Tensor:
+    """The released pre-processing of one image, and the one size rule of :func:`dino_boc.embed` and the CLI.
 
     ``x / 255`` (unless ``normalize="none"``) -> ``resize`` (shorter side, bicubic, no antialias) ->
-    ``crop`` (centre, zero padding) -> per-channel normalisation.
+    ``crop`` (centre, zero padding) -> per-channel normalisation. With no ``crop`` (and ``fit``), a side
+    that is not a multiple of the patch is centre-cropped to the largest multiple (:data:`FIT_TO_PATCH`:
+    at most ``patch_size - 1`` pixels per axis, torchvision's offsets), so any field embeds whole.
 
     Args:
         image: ``(K, H, W)``, any integer or float dtype.
         cfg: the settings.
-        patch_size: the model's patch; the final H, W must be multiples of it.
+        patch_size: the model's patch; the final H, W are multiples of it.
+        fit: apply the rule above; False makes such a size an error.
 
     Returns:
         float32 ``(K, H', W')``.
 
     Raises:
-        InputError: invalid image, or a final size that is not a multiple of the patch.
+        InputError: invalid image, smaller than a patch, or (with ``crop`` or without ``fit``) a final size
+            that is not a multiple of the patch.
     """
     x = scale_intensity(to_float_tensor(image), cfg)
     if cfg.resize is not None:
         x = resize_shorter(x, cfg.resize)
     if cfg.crop is not None:
         x = center_crop(x, cfg.crop)
+    elif fit:
+        x = fit_to_patch(x, patch_size)
     h, w = x.shape[-2:]
     if h < patch_size or w < patch_size:
         raise InputError(

@@ -68,6 +68,8 @@ def rename_channels(
     Raises:
         ChannelError: ``new_names`` whose count differs from K.
     """
+    if isinstance(new_names, str):
+        new_names = [n.strip() for n in new_names.split(",") if n.strip()]
     if new_names is not None:
         if len(new_names) != n_channels:
             raise ChannelError(

@@ -6,7 +6,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-__all__ = ["resize_shorter", "center_crop"]
+__all__ = ["resize_shorter", "resized_shape", "center_crop"]
 
 
 def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -17,6 +17,15 @@ def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
         x: float ``(..., H, W)``.
     """
     return TF.resize(x, [size], interpolation=InterpolationMode.BICUBIC, antialias=False)
+
+
+def resized_shape(height: int, width: int, size: int | None) -> tuple[int, int]:
+    """``(H, W)`` after :func:`resize_shorter` to ``size`` (None: unchanged), without resizing anything."""
+    if size is None:
+        return height, width
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
