@@ -11,6 +11,7 @@ quotient is clipped to ``[0, dtype max]`` for integer files, which is the same r
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -20,6 +21,7 @@ from dino_boc.io.formats import reading
 
 __all__ = ["ILLUM_PREFIX", "ORIG_PREFIX", "ILLUMINATION", "illum_name", "read_illum", "apply_illum"]
 
+_CACHED = 8  # illumination functions kept in memory per process (a plate's channels)
 ILLUM_PREFIX = "Illum"
 ORIG_PREFIX = "Orig"
 # what provenance records when illumination correction was applied
@@ -39,6 +41,9 @@ def illum_name(channel: str) -> str:
 def read_illum(path: str) -> np.ndarray:
     """Read one illumination function (``.npy``, a 2-D float array, no pickles).
 
+    A plate's functions serve every field of the plate, so the last few read are kept in memory (per
+    process, keyed by path, size and modification time). The array returned is read-only.
+
     Returns:
         float64 ``(H, W)``, every value finite and > 0.
 
@@ -48,6 +53,12 @@ def read_illum(path: str) -> np.ndarray:
     """
     if not os.path.isfile(path):
         raise ImageReadError(f"no such illumination function: {path!r}; check the row's FileName_/PathName_Illum columns")
+    stat = os.stat(path)
+    return _read_illum(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=_CACHED)
+def _read_illum(path: str, size: int, mtime_ns: int) -> np.ndarray:
     with reading(path, "numpy"):
         function = np.load(path, allow_pickle=False)
     function = np.squeeze(np.asarray(function))
@@ -62,6 +73,7 @@ def read_illum(path: str) -> np.ndarray:
             f"illumination function {path!r} holds values <= 0 or NaN/inf (min {np.nanmin(function):g}); dividing by "
             "it would give wrong numbers — recompute it, or run without illumination correction"
         )
+    function.flags.writeable = False
     return function
 
 
