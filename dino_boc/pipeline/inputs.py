@@ -99,7 +99,13 @@ def _objects(table: Path, columns: list[str], masks: MasksInput, read: ReadOptio
     if not isinstance(masks, str) or os.path.exists(masks):
         return None
     name = masks.removeprefix("ObjectsFileName_")
-    if name not in object_names(columns):
+    names = object_names(columns)
+    if name not in names:
+        if names and masks not in columns:
+            raise ConfigError(
+                f"masks={masks!r} is no folder or file, and {str(table)!r} has no ObjectsFileName_{name} column; "
+                f"its objects: {names} (e.g. masks={names[0]!r})"
+            )
         return None
     return loaddata_objects(table, name, path_root=read.path_root)
 

@@ -84,3 +84,5 @@ def test_objects_columns_are_the_masks_of_single_cell_mode(tmp_path, model):
     assert df["Metadata_cell_label"].tolist() == [1, 2]
     assert df["Metadata_Well"].tolist() == ["A01", "A01"]
     assert not any(c.startswith("Metadata_Objects") for c in df.columns)
+    with pytest.raises(dino_boc.errors.ConfigError, match=r"its objects: \['Nuclei'\]"):
+        dino_boc.embed_dataset(tmp_path / "ld.csv", model=model, n_last_blocks=L, masks="Cells", progress=False)
