@@ -38,7 +38,7 @@ examples:
   # Cell Painting data described by a LoadData CSV (pe2loaddata, Cell Painting Gallery): five channels
   # chosen by their LoadData names, divided by their illumination functions, renamed in the columns;
   # relative PathName_ folders start where pe2loaddata ran
-  dino-boc embed load_data_with_illum.csv -o features.parquet --path-root /data/project \
+  dino-boc embed load_data_with_illum.csv -o features.parquet --path-root /data/project \\
       --channels OrigDNA,OrigER,OrigRNA,OrigAGP,OrigMito --illum --channel-names DNA,ER,RNA,AGP,Mito
 
   # single cells: one row per object of the label images in masks/ (matched by file name,
@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"model name, folder or checkpoint (default: {DEFAULT_CLI_MODEL}; 'dino-boc weights list' "
                         "shows the names; the paper's model is dino-boc-vitl16)")
     g = p.add_argument_group("reading the images")
-    g.add_argument("--channels", metavar="NAMES", help="channels to use, in this order, by name (OrigDNA,OrigMito) or number from 0 (0,2)")
+    g.add_argument("--channels", metavar="NAMES",
+                   help="channels to use, in this order, by name (OrigDNA,OrigMito) or number from 0 (0,2)")
     g.add_argument("--channel-names", metavar="NAMES",
                    help="names for the channels used, in order (DNA,ER,RNA,AGP,Mito): they replace the file's names "
                         "(ImageJ slice labels, ch0, ch1, ...) in the feature columns")
@@ -90,8 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tile", type=int, metavar="PX", help="large images: average the features of a grid of TILE-pixel tiles")
     g = p.add_argument_group("single cells")
     g.add_argument("--masks", metavar="MASKS", help="label images (folder or glob; one integer per cell, 0 = background, as cellpose "
-                                   "or CellProfiler write), the objects of a LoadData CSV's ObjectsFileName_<O> columns "
-                                   "(e.g. Nuclei), or the input table's column naming them")
+                                   "or CellProfiler write), the objects of a LoadData CSV's ObjectsFileName_<O> "
+                                   "columns (e.g. Nuclei), or the input table's column naming them")
     g.add_argument("--cell-size", type=int, metavar="PX", help="side of the crop around each cell (default: --crop, else 96)")
     g.add_argument("--mask-outside", action="store_true", help="set pixels outside the cell to 0")
     g = p.add_argument_group("features")

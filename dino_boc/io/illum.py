@@ -52,7 +52,9 @@ def read_illum(path: str) -> np.ndarray:
         InputError: not a finite, positive 2-D array.
     """
     if not os.path.isfile(path):
-        raise ImageReadError(f"no such illumination function: {path!r}; check the row's FileName_/PathName_Illum columns")
+        raise ImageReadError(
+            f"no such illumination function: {path!r}; check the row's FileName_/PathName_Illum columns"
+        )
     stat = os.stat(path)
     return _read_illum(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 

@@ -140,9 +140,10 @@ def gather_inputs(source, read: ReadOptions, masks: MasksInput = None) -> RunInp
         return RunInputs(records, None)
     if any(o is not None for o in objects):
         if not all(o is not None for o in objects):
+            name = masks.removeprefix("ObjectsFileName_")
             raise InputError(
-                f"masks={masks!r} names the objects of a LoadData table (ObjectsFileName_{masks.removeprefix('ObjectsFileName_')}) "
-                "but some inputs are not rows of such a table; give those inputs apart"
+                f"masks={masks!r} names the objects of a LoadData table (ObjectsFileName_{name}) but some inputs are "
+                "not rows of such a table; give those inputs apart"
             )
         return RunInputs(records, [str(o) for o in objects])
     if isinstance(masks, str) and _is_column(masks, records):

@@ -180,9 +180,8 @@ def complete_rows_and_columns(
     rows = ~missing.any(axis=1)
     if not rows.any():
         raise InputError(f"no row has every channel of {list(channels)}; the table's channel sets: {sets}")
-    logger.warning(
-        "channels %s: leaving out %d of %d rows that lack them (%s)", list(channels), int((~rows).sum()), len(rows), sets
-    )
+    logger.warning("channels %s: leaving out %d of %d rows that lack them (%s)", list(channels),
+                   int((~rows).sum()), len(rows), sets)
     return x[rows], names, meta[rows].reset_index(drop=True)
 
 
