@@ -32,8 +32,10 @@ def _read_path(path: Path) -> Any:
         return anndata.read_h5ad(path)
     if path.suffix in (".parquet", ".pq"):
         return pd.read_parquet(path)
-    if path.suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+    if path.suffix in (".csv", ".tsv"):  # metadata as written (Metadata_Plate=000123 stays "000123")
+        sep = "\t" if path.suffix == ".tsv" else ","
+        header = pd.read_csv(path, sep=sep, nrows=0).columns
+        return pd.read_csv(path, sep=sep, dtype={c: str for c in header if str(c).startswith(METADATA_PREFIX)})
     raise InputError(f"{str(path)!r}: expected a .parquet, .h5ad or .csv feature table (as dino-boc embed writes)")
 
 

@@ -211,3 +211,13 @@ def test_union_table_with_channels_keeps_the_rows_that_have_them(tiny_model, cap
     with pytest.raises(InputError, match="no feature column is filled in every row"):
         embedding(pd.concat([only_er, table[table["Metadata_channels"] == "DNA;Mito"].drop(
             columns=[c for c in table if c.startswith("DNA_")])], ignore_index=True), method="pca")
+
+
+def test_csv_table_metadata_is_read_as_written(feature_table, tmp_path):
+    table = feature_table.assign(Metadata_Plate=["000123"] * 6 + ["000124"] * 6)
+    table.to_csv(tmp_path / "f.csv", index=False)
+    _, names, meta = load_table(tmp_path / "f.csv")
+    assert sorted(set(meta["Metadata_Plate"])) == ["000123", "000124"]
+    assert names == [c for c in table.columns if not c.startswith("Metadata_")]
+    fig = embedding(tmp_path / "f.csv", "Metadata_Plate", method="pca")
+    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["000123 (6)", "000124 (6)"]
