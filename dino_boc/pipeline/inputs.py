@@ -11,6 +11,7 @@ CellProfiler LoadData table names them in ``ObjectsFileName_<O>``/``ObjectsPathN
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.io import ImageRecord, collect_sources, read_loaddata
-from dino_boc.io.formats import SUPPORTED_SUFFIXES
+from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of, is_zarr_dir
 from dino_boc.io.loaddata import is_loaddata, loaddata_objects, object_names
 from dino_boc.io.tables import is_table, read_table, resolve
 from dino_boc.pipeline.options import ReadOptions
@@ -94,6 +95,19 @@ def _expand(item, read: ReadOptions, masks: MasksInput) -> tuple[list[ImageRecor
     return collect_sources(item, **_read_options(read)), origin, None
 
 
+def _split_glob(item) -> list:
+    """A glob that matches tables (``"plates/*/load_data.csv"``) as its sorted matches, so that each table
+    is read with the run's LoadData options (``illum``, ``path_root``, Objects masks); anything else as is.
+    Matches that are neither tables nor supported images are skipped, as :func:`collect_sources` does."""
+    if isinstance(item, ImageRecord) or os.path.exists(item) or not any(c in str(item) for c in "*?["):
+        return [item]
+    matches = sorted(glob.glob(os.path.expanduser(str(item)), recursive=True))
+    if not any(os.path.isfile(m) and is_table(m) for m in matches):
+        return [item]
+    return [m for m in matches
+            if (os.path.isfile(m) and (is_table(m) or format_of(m) is not None)) or is_zarr_dir(Path(m))]
+
+
 def _objects(table: Path, columns: list[str], masks: MasksInput, read: ReadOptions) -> list[str] | None:
     """Per row the ``ObjectsFileName_<O>`` label image when ``masks`` names objects ``<O>`` of the table."""
     if not isinstance(masks, str) or os.path.exists(masks):
@@ -130,7 +144,7 @@ def gather_inputs(source, read: ReadOptions, masks: MasksInput = None) -> RunInp
     records: list[ImageRecord] = []
     origins: list[Path | None] = []
     objects: list[str | None] = []
-    for item in items:
+    for item in [m for it in items for m in _split_glob(it)]:
         found, origin, labels = _expand(item, read, masks)
         records += found
         origins += [origin] * len(found)

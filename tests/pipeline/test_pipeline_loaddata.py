@@ -63,6 +63,29 @@ def test_without_illum_the_raw_planes_are_embedded(tmp_path, monkeypatch, model)
     assert "illumination" not in df.attrs["provenance"]["options"]
 
 
+def test_a_glob_of_loaddata_tables_takes_the_run_options(tmp_path, model):
+    rng = np.random.default_rng(1)
+    planes = {}
+    for plate in ("P1", "P2"):
+        d = tmp_path / plate
+        (d / "images").mkdir(parents=True)
+        planes[plate] = rng.integers(1, 4000, (32, 40)).astype(np.uint16)
+        tifffile.imwrite(d / "images" / "dna.tif", planes[plate])
+        np.save(d / "illum_dna.npy", np.tile(np.linspace(1.0, 3.0, 40), (32, 1)))  # not uniform: it shows
+        with open(d / "load_data.csv", "w", newline="") as f:  # PathName_ relative to tmp_path, as pe2loaddata
+            w = csv.writer(f)
+            w.writerow(["FileName_OrigDNA", "PathName_OrigDNA", "FileName_IllumDNA", "PathName_IllumDNA",
+                        "Metadata_Plate"])
+            w.writerow(["dna.tif", f"{plate}/images", "illum_dna.npy", plate, plate])
+    df = dino_boc.embed_dataset(str(tmp_path / "*" / "load_data.csv"), model=model, n_last_blocks=L, illum=True,
+                                path_root=tmp_path, progress=False)
+    assert df["Metadata_Plate"].tolist() == ["P1", "P2"]
+    for i, plate in enumerate(("P1", "P2")):
+        corrected = planes[plate] / np.tile(np.linspace(1.0, 3.0, 40), (32, 1))
+        want = dino_boc.embed(corrected.astype(np.float32)[None], model=model, n_last_blocks=L)
+        np.testing.assert_allclose(feature_block(df, i, ["OrigDNA"]), want, atol=1e-5, rtol=0)
+
+
 def test_channel_names_must_match_the_channel_count(tmp_path, model):
     with pytest.raises(dino_boc.errors.ConfigError, match="one name per kept channel"):
         dino_boc.embed_dataset(CSV, model=model, channels="OrigDNA,OrigER", channel_names="DNA", progress=False)
