@@ -12,7 +12,6 @@ from dino_boc.preprocess.tiles import FIT_TO_PATCH
 __all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH"]
 
 
-
 def _positive(name: str, value: Any, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
