@@ -13,9 +13,10 @@ import torch
 from dino_boc.errors import InputError
 from dino_boc.features import ChannelPool, flatten
 from dino_boc.models.base import Embedding, EmbeddingModel
-from dino_boc.preprocess import PreprocessConfig, prepare_image
+from dino_boc.preprocess import FIT_TO_PATCH, PreprocessConfig, prepare_image
 from dino_boc.precision import Precision, autocast_context, resolve_precision
-from dino_boc.preprocess.channels import resolve_channels
+from dino_boc.preprocess.channels import rename_channels, resolve_channels
+from dino_boc.preprocess.geometry import resized_shape
 
 __all__ = [
     "embed", "embed_tokens", "Precision", "default_model", "autocast_context", "run_tensors", "resolve_preprocess",
@@ -158,6 +159,7 @@ def embed_tokens(
     batch_size: int = 256,
     precision: Precision = "auto",
     channel_ids: Sequence[int | str] | None = None,
+    channel_names: Sequence[str] | None = None,
     compile: bool = False,
 ) -> Embedding | list[Embedding]:
     """Structured per-channel features; the options are those of :func:`embed`.
@@ -181,7 +183,7 @@ def embed_tokens(
         raise InputError(f"batch_size={batch_size!r} must be a positive integer (channel-images per forward)")
     cfg = resolve_preprocess(model, resize, crop, normalize)
     items, structure, counts = _read_items(images)
-    tensors, names_per_image = [], []
+    tensors, names_per_image, fitted = [], [], []
     for arr, names in items:
         k = arr.shape[0] if getattr(arr, "ndim", 0) == 3 else 0
         if k and model.config.arch == "fixed":  # the image's names mapped onto the model's channel order
@@ -194,8 +196,17 @@ def embed_tokens(
             if model.config.arch != "fixed":
                 names = [names[i] for i in sel] if names else None
         tensors.append(prepare_image(arr, cfg, model.config.patch_size))
+        before = resized_shape(*arr.shape[-2:], cfg.resize, mode=cfg.resize_mode) if cfg.crop is None else None
+        if before is not None and tuple(tensors[-1].shape[-2:]) != before:
+            fitted.append((before, tuple(tensors[-1].shape[-2:])))
         k = tensors[-1].shape[0]
-        names_per_image.append(list(names) if names else [f"ch{i}" for i in range(k)])
+        names_per_image.append(rename_channels(names, k, channel_names))
+    if fitted:
+        (h, w), (hh, ww) = fitted[0]
+        logger.info(
+            "%d of %d images centre-cropped to a multiple of the %d-pixel patch (%s; e.g. %dx%d -> %dx%d); pass crop= "
+            "to choose the size", len(fitted), len(tensors), model.config.patch_size, FIT_TO_PATCH, h, w, hh, ww,
+        )
     res = run_tensors(model, tensors, n_last_blocks=n_last_blocks, avgpool=avgpool, batch_size=batch_size,
                precision=precision, channel_ids=channel_ids)
     first = model.config.depth - n_last_blocks
@@ -232,6 +243,7 @@ def embed(
     batch_size: int = 256,
     precision: Precision = "auto",
     channel_ids: Sequence[int | str] | None = None,
+    channel_names: Sequence[str] | None = None,
     compile: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """Feature vectors of microscopy images with any number and order of channels.
@@ -257,8 +269,10 @@ def embed(
         channel_pool: ``"concat"`` (per-channel blocks) or ``"mean"`` (averaged over channels; App. K); None:
             the model's default (``"mean"`` for OpenPhenom's pooled embedding, else ``"concat"``).
         resize: shorter side after resizing (bicubic, no antialias); None: the model's default; 0: none.
-        crop: centre-crop side after resizing; None: the model's default; 0: none. A size that is not a
-            multiple of the patch (16) is an error: pass ``crop=``.
+        crop: centre-crop side after resizing; None: the model's default; 0: none. With no crop, a side
+            that is not a multiple of the patch (16) is centre-cropped to the largest multiple (at most 15
+            pixels; logged at INFO), the same rule as :func:`dino_boc.embed_dataset` and the CLI. A crop
+            that is not a multiple of the patch is an error.
         normalize: ``"self"`` (released), ``"percentile"`` or ``"none"``; None: the model's default.
         batch_size: channel-images per forward pass (B·K).
         precision: ``"auto"`` (fp16 autocast on CUDA as released; bf16 autocast on CPUs with native bf16,
@@ -266,6 +280,8 @@ def embed(
             ``"fp32"`` to compare features with fp32 runs closer than bf16's cosine >= 0.9999.
         channel_ids: Channel-ViT only: channel-embedding ids (or names stored with the model) of the
             selected channels.
+        channel_names: names of the selected channels, in order (replace the file's names or ``ch<i>``;
+            :class:`~dino_boc.models.base.Embedding` ``channel_names``); one per channel kept.
         compile: compile the model with ``torch.compile`` on first use (worth it for many images of one
             size on a GPU; the first batch is slow). ``model.compile()`` beforehand has the same effect,
             also for :func:`dino_boc.embed_dataset`.
@@ -276,8 +292,9 @@ def embed(
         ``model.feature_names`` for the column names).
 
     Raises:
-        InputError: wrong dimensions, zero channels, non-finite values, an image smaller than a patch or
-            not a multiple of it, an unknown channel name (``ChannelError``).
+        InputError: wrong dimensions, zero channels, non-finite values, an image smaller than a patch, a
+            crop that is not a multiple of it, an unknown channel name or ``channel_names`` of another
+            count (``ChannelError``).
         ModelNotFoundError, WeightsError: the model cannot be loaded.
 
     Example:
@@ -288,7 +305,8 @@ def embed(
     channel_pool = model.features.channel_pool if channel_pool is None else channel_pool
     emb = embed_tokens(
         images, channels, model=model, n_last_blocks=n_last_blocks, avgpool=avgpool, resize=resize, crop=crop,
-        normalize=normalize, batch_size=batch_size, precision=precision, channel_ids=channel_ids, compile=compile,
+        normalize=normalize, batch_size=batch_size, precision=precision, channel_ids=channel_ids,
+        channel_names=channel_names, compile=compile,
     )
     if isinstance(emb, list):
         singles = [not (isinstance(e, (np.ndarray, torch.Tensor)) and e.ndim == 4) for e in images]

@@ -20,7 +20,7 @@ Common runs:
 
 ```bash
 dino-boc embed plates/ -o features.parquet --crop 224          # a folder of TIFFs
-dino-boc embed load_data.csv -o features.h5ad                   # CellProfiler LoadData CSV
+dino-boc embed load_data.csv -o features.h5ad --illum           # CellProfiler LoadData CSV (Orig*, Illum*)
 dino-boc embed images/ --masks masks/ --cell-size 96 -o cells.parquet   # one row per cell
 dino-boc embed plates/ -o features.parquet --resume             # continue an interrupted run
 torchrun --nproc-per-node 4 -m dino_boc embed plates/ -o features.parquet   # several GPUs

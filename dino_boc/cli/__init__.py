@@ -51,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from dino_boc.errors import DinoBocError
 
+    from dino_boc.cli._hints import option_flags, to_cli
+
     try:
         return int(args.func(args) or 0)
-    except DinoBocError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except DinoBocError as exc:  # the library's hints (crop=288) in CLI syntax (--crop 288)
+        print(f"error: {to_cli(str(exc), option_flags(parser))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # pragma: no cover
         print("interrupted", file=sys.stderr)

@@ -19,7 +19,8 @@ each channel is encoded on its own and the per-channel features are put side by 
 What it reads: TIFF / OME-TIFF, OME-Zarr, PNG / JPEG, .npy, CZI / ND2 / LIF (with the bioio
 extra); a folder (searched recursively), a glob ("plate1/*.tif"), a list of files, a CSV / Parquet
 table with a 'path' column (its other columns are kept as Metadata_*), or a CellProfiler LoadData
-CSV (FileName_<Channel> / PathName_<Channel> columns, one file per channel).
+CSV (FileName_<Channel> / PathName_<Channel> columns, one file per channel; FileName_Illum<Ch>
+illumination functions are applied with --illum, never embedded as channels).
 
 What it writes: OUT (.parquet, .h5ad or .npy) with Metadata_* columns first, then the features,
 and next to it NAME.errors.csv (features.errors.csv for features.parquet) listing every image that
@@ -34,8 +35,11 @@ examples:
   # a folder of multi-channel TIFFs -> one row per image
   dino-boc embed plates/ -o features.parquet --num-workers 4
 
-  # Cell Painting data described by a LoadData CSV, five channels chosen by name
-  dino-boc embed load_data.csv -o features.parquet --channels DNA,ER,RNA,AGP,Mito
+  # Cell Painting data described by a LoadData CSV (pe2loaddata, Cell Painting Gallery): five channels
+  # chosen by their LoadData names, divided by their illumination functions, renamed in the columns;
+  # relative PathName_ folders start where pe2loaddata ran
+  dino-boc embed load_data_with_illum.csv -o features.parquet --path-root /data/project \\
+      --channels OrigDNA,OrigER,OrigRNA,OrigAGP,OrigMito --illum --channel-names DNA,ER,RNA,AGP,Mito
 
   # single cells: one row per object of the label images in masks/ (matched by file name,
   # e.g. A01.tif <- A01_cp_masks.png), a 96-pixel crop centred on each object
@@ -63,7 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"model name, folder or checkpoint (default: {DEFAULT_CLI_MODEL}; 'dino-boc weights list' "
                         "shows the names; the paper's model is dino-boc-vitl16)")
     g = p.add_argument_group("reading the images")
-    g.add_argument("--channels", metavar="NAMES", help="channels to use, in this order, by name (DNA,Mito) or number from 0 (0,2)")
+    g.add_argument("--channels", metavar="NAMES",
+                   help="channels to use, in this order, by name (OrigDNA,OrigMito) or number from 0 (0,2)")
+    g.add_argument("--channel-names", metavar="NAMES",
+                   help="names for the channels used, in order (DNA,ER,RNA,AGP,Mito): they replace the file's names "
+                        "(ImageJ slice labels, ch0, ch1, ...) in the feature columns")
+    g.add_argument("--illum", action="store_true",
+                   help="LoadData CSVs: divide each channel by its FileName_Illum<Ch> illumination function (.npy), as "
+                        "CellProfiler's CorrectIlluminationApply does; without it Illum columns are ignored")
+    g.add_argument("--path-root", metavar="DIR",
+                   help="LoadData CSVs: the folder their relative PathName_ values start at (where pe2loaddata or "
+                        "CellProfiler ran); tried first, then the CSV's folder, then the current folder")
     g.add_argument("--dims", metavar="AXES", help="axes of the files when their metadata is missing or wrong, e.g. CYX, YXC, ZCYX")
     g.add_argument("--z", type=_z, default="max", metavar="max|mean|N", help="z-stacks: 'max' projection (default), 'mean', or a plane number")
     g.add_argument("--t", type=int, default=0, metavar="N", help="time series: which time point (default 0, the first)")
@@ -77,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tile", type=int, metavar="PX", help="large images: average the features of a grid of TILE-pixel tiles")
     g = p.add_argument_group("single cells")
     g.add_argument("--masks", metavar="MASKS", help="label images (folder or glob; one integer per cell, 0 = background, as cellpose "
-                                   "or CellProfiler write), or the input table's column naming them")
+                                   "or CellProfiler write), the objects of a LoadData CSV's ObjectsFileName_<O> "
+                                   "columns (e.g. Nuclei), or the input table's column naming them")
     g.add_argument("--cell-size", type=int, metavar="PX", help="side of the crop around each cell (default: --crop, else 96)")
     g.add_argument("--mask-outside", action="store_true", help="set pixels outside the cell to 0")
     g = p.add_argument_group("features")
@@ -125,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         summary = embed_dataset(
             args.inputs, args.output, model=args.model or default_model(), channels=args.channels,
             dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
+            channel_names=args.channel_names, illum=args.illum, path_root=args.path_root,
             n_last_blocks=args.n_last_blocks, avgpool=False if args.no_avgpool else None, channel_pool=args.channel_pool,
             resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
             cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,

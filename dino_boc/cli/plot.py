@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 
 
-def _channel(value: str) -> int | str:
-    """A channel given on the command line: an index when it is an integer, else a name."""
-    return int(value) if value.lstrip("-").isdigit() else value
+def _channels(values: list[str] | None) -> list[int | str] | None:
+    """``--channels DNA,ER`` (as ``dino-boc embed``) or ``--channels DNA ER``: indices when integers, else names."""
+    if values is None:
+        return None
+    names = [c.strip() for v in values for c in v.split(",") if c.strip()]
+    return [int(c) if c.lstrip("-").isdigit() else c for c in names]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("features", help="feature table written by 'dino-boc embed' (.parquet, .h5ad, .csv)")
     e.add_argument("--color", default=None, help="metadata column to colour by, e.g. Metadata_Plate")
     e.add_argument("--method", choices=["umap", "pca"], default="umap", help="default: %(default)s")
-    e.add_argument("--channels", nargs="+", type=_channel, default=None,
-                   help="use only these channels' feature columns (labels as in the column names, or indices)")
+    e.add_argument("--channels", nargs="+", default=None, metavar="NAMES",
+                   help="use only these channels' feature columns, comma-separated as in 'dino-boc embed' (DNA,ER; "
+                        "labels as in the column names, or indices)")
     e.add_argument("--no-standardize", dest="standardize", action="store_false",
                    help="do not z-score the feature columns first")
     e.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -39,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("image", help="image file (TIFF, OME-Zarr, PNG, ...)")
     m.add_argument("--model", default=None,
                    help="model name, folder or checkpoint (default: the library's default model, as dino-boc embed)")
-    m.add_argument("--channels", nargs="+", type=_channel, default=None, help="channels by index or name")
+    m.add_argument("--channels", nargs="+", default=None, metavar="NAMES",
+                   help="channels by name or index, comma-separated as in 'dino-boc embed' (DNA,ER or 0,2)")
     m.add_argument("--resize", type=int, default=None, help="shorter side after resizing (0: none)")
     m.add_argument("--crop", type=int, default=None, help="centre-crop side (0: none)")
     m.add_argument("--no-attention", dest="attention", action="store_false",
@@ -57,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from dino_boc import plot
 
     if args.plot_command == "embedding":
-        plot.embedding(args.features, args.color, method=args.method, channels=args.channels,
+        plot.embedding(args.features, args.color, method=args.method, channels=_channels(args.channels),
                        standardize=args.standardize, seed=args.seed, output=args.output)
     elif args.plot_command == "patches":
         from dino_boc.cli.embed import default_model
 
-        plot.patch_maps(args.image, model=args.model or default_model(), channels=args.channels, resize=args.resize,
-                        crop=args.crop, attention=args.attention, output=args.output)
+        plot.patch_maps(args.image, model=args.model or default_model(), channels=_channels(args.channels),
+                        resize=args.resize, crop=args.crop, attention=args.attention, output=args.output)
     else:
         plot.channels(args.image, output=args.output)
     print(f"wrote {args.output}")

@@ -1,93 +1,232 @@
 """CellProfiler LoadData CSVs: one row per field of view, one file per channel.
 
-A channel ``<Ch>`` is described by a ``FileName_<Ch>`` column (the file name) and an optional
-``PathName_<Ch>`` column (its folder; relative folders start at the CSV's folder, an absent or empty
-one means the CSV's folder). Every other column (``Metadata_Plate``, ``Metadata_Well``, ...) is metadata.
-This is how Cell Painting data is shipped (e.g. the Cell Painting Gallery's ``load_data.csv``).
+Columns, as CellProfiler's LoadData module reads them (and pe2loaddata / the Cell Painting Gallery write):
+
+- ``FileName_<Ch>`` / ``PathName_<Ch>``: the file of image channel ``<Ch>`` (``OrigDNA``, ``OrigER``, ...)
+  and its folder;
+- ``FileName_Illum<Ch>`` / ``PathName_Illum<Ch>``: the illumination function (``.npy``) of channel
+  ``Orig<Ch>`` (or ``<Ch>``). Never a channel: applied with ``illum=True`` (:mod:`dino_boc.io.illum`);
+- ``ObjectsFileName_<O>`` / ``ObjectsPathName_<O>``: a label image of objects ``<O>`` (``Nuclei``,
+  ``Cells``), the masks of single-cell mode;
+- every other column (``Metadata_Plate``, ``Metadata_Well``, ...) is metadata, kept as written (text).
+
+Relative folders: pe2loaddata and CellProfiler write ``PathName_`` relative to the folder they ran in,
+which is often not the CSV's folder. The bases tried, in this order (see :data:`PATH_BASES`):
+
+1. ``path_root`` (``--path-root``) when given;
+2. the CSV's folder;
+3. the current working directory.
+
+The first base under which the table's first file exists is used for the whole table, and named in
+the log; when none holds it, the first base is used and a warning lists every base tried.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from dino_boc.errors import ChannelError, InputError
+from dino_boc.errors import ChannelError, ConfigError, InputError
+from dino_boc.io.illum import ILLUM_PREFIX, illum_name
 from dino_boc.io.record import ImageRecord
 from dino_boc.io.tables import read_table, resolve, row_metadata
 
-__all__ = ["read_loaddata", "loaddata_channels", "is_loaddata"]
+__all__ = [
+    "PATH_BASES", "read_loaddata", "loaddata_channels", "loaddata_objects", "object_names", "is_loaddata",
+    "path_bases",
+]
 
+logger = logging.getLogger(__name__)
+
+PATH_BASES = ("path_root", "csv_folder", "cwd")
 _FILE = re.compile(r"^FileName_(.+)$")
+_OBJECTS = re.compile(r"^ObjectsFileName_(.+)$")
 
 
-def loaddata_channels(columns: Sequence[str]) -> list[str]:
-    """The ``<Ch>`` of every ``FileName_<Ch>`` column, in column order."""
+def _file_names(columns: Sequence[str]) -> list[str]:
     return [m.group(1) for m in map(_FILE.match, columns) if m]
 
 
+def loaddata_channels(columns: Sequence[str]) -> list[str]:
+    """The image channels: ``<Ch>`` of every ``FileName_<Ch>`` column but ``Illum*``, in column order."""
+    return [c for c in _file_names(columns) if not c.startswith(ILLUM_PREFIX)]
+
+
+def object_names(columns: Sequence[str]) -> list[str]:
+    """The ``<O>`` of every ``ObjectsFileName_<O>`` column (label images), in column order."""
+    return [m.group(1) for m in map(_OBJECTS.match, columns) if m]
+
+
 def is_loaddata(columns: Sequence[str]) -> bool:
-    """True when a table has at least one ``FileName_<Ch>`` column."""
+    """True when a table has at least one ``FileName_<Ch>`` image column."""
     return bool(loaddata_channels(columns))
 
 
-def read_loaddata(csv_path: str | os.PathLike, *, channels: Sequence[str] | None = None) -> list[ImageRecord]:
+def path_bases(csv_path: str | os.PathLike, path_root: str | os.PathLike | None = None) -> list[Path]:
+    """The folders relative ``PathName_`` values are tried against, in order (duplicates dropped)."""
+    csv_path = Path(csv_path)
+    bases = ([Path(os.path.expanduser(path_root))] if path_root is not None else []) + [csv_path.parent, Path.cwd()]
+    out: list[Path] = []
+    for b in bases:
+        if not any(os.path.abspath(b) == os.path.abspath(o) for o in out):
+            out.append(b)
+    return out
+
+
+def read_loaddata(
+    csv_path: str | os.PathLike,
+    *,
+    channels: Sequence[str] | None = None,
+    illum: bool = False,
+    path_root: str | os.PathLike | None = None,
+) -> list[ImageRecord]:
     """One :class:`ImageRecord` per row of a LoadData CSV (or Parquet table of the same columns).
 
-    Missing files are not checked here: a row whose channel file is missing or empty fails when read,
-    so that a batch can record it and go on.
+    Missing image files are not checked here (but the first one picks the base of relative folders):
+    a row whose channel file is missing or empty fails when read, so that a batch can record it and go on.
 
     Args:
         csv_path: the table.
-        channels: the ``<Ch>`` names to keep and their order (e.g. to leave out ``IllumDNA`` columns of
-            illumination-correction files); ``None`` keeps every ``FileName_`` column in column order.
+        channels: the ``<Ch>`` names to keep and their order (``["OrigDNA", "OrigER"]``); ``None`` keeps
+            every image channel in column order. ``Illum<Ch>`` columns are never channels.
+        illum: divide each channel by its illumination function (``FileName_Illum<Ch>`` for ``Orig<Ch>``
+            or ``<Ch>``), as CellProfiler's CorrectIlluminationApply does.
+        path_root: the folder relative ``PathName_`` values start at (tried first; see :data:`PATH_BASES`).
 
     Returns:
         Records with ``id = "<table name>#<row>"`` (0-based data row), one path per channel,
-        ``channel_names`` = the ``<Ch>`` names, ``metadata`` = the other columns.
+        ``channel_names`` = the ``<Ch>`` names, ``metadata`` = the other columns (as written),
+        ``illum`` = one function per channel when ``illum``.
 
     Raises:
         ImageReadError: the table is missing or unreadable.
-        InputError: no ``FileName_`` columns.
-        ChannelError: a requested channel without a ``FileName_`` column.
+        InputError: no ``FileName_`` image columns.
+        ChannelError: a requested channel without a ``FileName_`` column, an ``Illum`` channel asked for
+            as a channel, or (with ``illum``) a channel without an ``Illum`` column.
     """
     csv_path = Path(csv_path)
-    header = read_table(csv_path).columns
+    df = read_table(csv_path)
+    header = list(df.columns)
     available = loaddata_channels(header)
     if not available:
         raise InputError(
-            f"{str(csv_path)!r} has no FileName_<channel> columns (columns: {list(header)}); "
+            f"{str(csv_path)!r} has no FileName_<channel> columns (columns: {header}); "
             "a LoadData CSV names each channel's file in FileName_<Ch> and its folder in PathName_<Ch>"
         )
+    chosen = _choose(csv_path, available, _file_names(header), channels)
+    functions = _illum_of(csv_path, chosen, header) if illum else {}
+    ref_cols = {f"{p}_{c}" for c in _file_names(header) for p in ("FileName", "PathName")}
+    ref_cols |= {f"Objects{p}_{o}" for o in object_names(header) for p in ("FileName", "PathName")}
+    meta_cols = [c for c in header if c not in ref_cols]
+    rows = df.to_dict("records")
+    base = _base(csv_path, rows, [*chosen, *functions.values()], path_root)
+    records = []
+    for i, row in enumerate(rows):
+        paths = tuple(_cell_path(row, "", ch, base) for ch in chosen)
+        fn = tuple(_cell_path(row, "", functions[ch], base) for ch in chosen) if illum else None
+        records.append(
+            ImageRecord(
+                id=f"{csv_path.name}#{i}", paths=paths, channel_names=tuple(chosen),
+                metadata=row_metadata(row, meta_cols), illum=fn,
+            )
+        )
+    return records
+
+
+def loaddata_objects(
+    csv_path: str | os.PathLike, name: str, *, path_root: str | os.PathLike | None = None
+) -> list[str]:
+    """Per row, the label image of objects ``name`` (``ObjectsFileName_<name>`` / ``ObjectsPathName_<name>``).
+
+    Folders are resolved as the image folders are (see :data:`PATH_BASES`); a row without a file gives ``""``.
+
+    Raises:
+        ConfigError: the table has no ``ObjectsFileName_<name>`` column.
+    """
+    csv_path = Path(csv_path)
+    df = read_table(csv_path)
+    names = object_names(list(df.columns))
+    if name not in names:
+        raise ConfigError(
+            f"{str(csv_path)!r} has no ObjectsFileName_{name} column (objects in it: {names or 'none'}); "
+            "name one of its objects, e.g. Nuclei for ObjectsFileName_Nuclei"
+        )
+    rows = df.to_dict("records")
+    base = _base(csv_path, rows, [], path_root, objects=[name])
+    return [_cell_path(row, "Objects", name, base) for row in rows]
+
+
+def _choose(csv_path: Path, available: list[str], every: list[str], channels: Sequence[str] | None) -> list[str]:
     chosen = list(available if channels is None else channels)
+    functions = [c for c in chosen if c in every and c not in available]
+    if functions:
+        raise ChannelError(
+            f"{str(csv_path)!r}: {functions} are illumination functions, not image channels; choose among "
+            f"{available} and pass illum=True (--illum) to divide each by its function"
+        )
     missing = [c for c in chosen if c not in available]
     if missing or not chosen:
         raise ChannelError(
             f"{str(csv_path)!r}: channels {missing or chosen} not among its FileName_ columns {available}"
         )
-    path_cols = {c: f"PathName_{c}" for c in chosen if f"PathName_{c}" in header}
-    file_cols = [f"FileName_{c}" for c in chosen]
-    df = read_table(csv_path, text_columns=file_cols + list(path_cols.values()))
-    channel_cols = {f"FileName_{c}" for c in available} | {f"PathName_{c}" for c in available}
-    meta_cols = [c for c in df.columns if c not in channel_cols]
-    base = csv_path.parent
-    records = []
-    for i, row in enumerate(df.to_dict("records")):
-        paths = []
-        for ch in chosen:
-            name = _text(row[f"FileName_{ch}"])
-            folder = _text(row[path_cols[ch]]) if ch in path_cols else ""
-            paths.append(resolve(os.path.join(folder, name), base) if name else "")
-        records.append(
-            ImageRecord(
-                id=f"{csv_path.name}#{i}",
-                paths=tuple(paths),
-                channel_names=tuple(chosen),
-                metadata=row_metadata(row, meta_cols),
-            )
+    return chosen
+
+
+def _illum_of(csv_path: Path, chosen: list[str], header: list[str]) -> dict[str, str]:
+    """Each chosen channel's ``Illum<Ch>`` name; every one must have its column."""
+    functions = {ch: illum_name(ch) for ch in chosen}
+    lacking = [ch for ch, fn in functions.items() if f"FileName_{fn}" not in header]
+    if lacking:
+        present = [c for c in _file_names(header) if c.startswith(ILLUM_PREFIX)]
+        raise ChannelError(
+            f"{str(csv_path)!r}: illum=True but channels {lacking} have no illumination column "
+            f"({', '.join('FileName_' + functions[c] for c in lacking)}; Illum columns: {present or 'none'}); "
+            "leave those channels out, or run without illum"
         )
-    return records
+    return functions
+
+
+def _cell_path(row: dict, prefix: str, ch: str, base: Path) -> str:
+    """The file of ``ch`` in one row (``""`` when its file name is empty)."""
+    name = _text(row.get(f"{prefix}FileName_{ch}"))
+    folder = _text(row.get(f"{prefix}PathName_{ch}"))
+    return resolve(os.path.join(folder, name), base) if name else ""
+
+
+def _base(csv_path: Path, rows: list[dict], channels: list[str], path_root, *, objects: Sequence[str] = ()) -> Path:
+    """The first of :func:`path_bases` under which the table's first relative file exists."""
+    bases = path_bases(csv_path, path_root)
+    probe = _first_relative(rows, [("", c) for c in channels] + [("Objects", o) for o in objects])
+    if probe is None:
+        return bases[0]
+    for base in bases:
+        if os.path.exists(resolve(probe, base)):
+            if path_root is not None and base != bases[0]:
+                logger.warning("%s: %r is not under path_root %s; using %s instead", csv_path, probe, path_root, base)
+            else:
+                logger.info("%s: relative PathName_ folders resolved against %s", csv_path, base)
+            return base
+    tried = ", ".join(str(b) for b in bases)
+    logger.warning(
+        "%s: its first file %r is under none of the bases tried (%s); resolving against %s. If the CSV was "
+        "written elsewhere (pe2loaddata, CellProfiler), pass the folder it ran in as path_root (--path-root)",
+        csv_path, probe, tried, bases[0],
+    )
+    return bases[0]
+
+
+def _first_relative(rows: list[dict], refs: list[tuple[str, str]]) -> str | None:
+    """The first relative ``PathName_/FileName_`` of the table (row by row), or None when all are absolute."""
+    for row in rows:
+        for prefix, c in refs:
+            name = _text(row.get(f"{prefix}FileName_{c}"))
+            rel = os.path.join(_text(row.get(f"{prefix}PathName_{c}")), name)
+            if name and not Path(os.path.expanduser(rel)).is_absolute():
+                return rel
+    return None
 
 
 def _text(value) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 
 from dino_boc.errors import ChannelError, ImageReadError, InputError
 from dino_boc.io.axes import ZReduction
+from dino_boc.io.illum import apply_illum, read_illum
 from dino_boc.io.read import read_image
 
 __all__ = ["ImageRecord", "MetadataValue"]
@@ -29,6 +30,9 @@ class ImageRecord:
         channel_names: names of the K channels; ``None`` uses the names in the file, if any.
         metadata: extra columns of the input table (plate, well, treatment, ...).
         dims, z, t, level, channel_width: read options, as in :func:`~dino_boc.io.read_image`.
+        illum: per channel file, its illumination function (``.npy``, ``""`` for none): each plane is
+            divided by it as CellProfiler's CorrectIlluminationApply does (see :mod:`dino_boc.io.illum`);
+            None: no correction.
     """
 
     id: str
@@ -40,6 +44,7 @@ class ImageRecord:
     t: int = 0
     level: int = 0
     channel_width: int | None = None
+    illum: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         paths = (self.paths,) if isinstance(self.paths, str) else tuple(str(p) for p in self.paths)
@@ -54,6 +59,14 @@ class ImageRecord:
                     "give one per file"
                 )
             object.__setattr__(self, "channel_names", names)
+        if self.illum is not None:
+            illum = tuple(str(p) for p in self.illum)
+            if len(illum) != len(paths):
+                raise InputError(
+                    f"ImageRecord {self.id!r}: {len(illum)} illumination functions for {len(paths)} channel files; "
+                    "give one per file (\"\" for none)"
+                )
+            object.__setattr__(self, "illum", illum)
 
     def read(self) -> tuple[np.ndarray, list[str] | None]:
         """Read the image.
@@ -66,7 +79,7 @@ class ImageRecord:
             InputError: axes that do not fit (pass ``dims``).
             ChannelError: ``channel_names`` whose count differs from the image's K.
         """
-        if len(self.paths) == 1 and self.paths[0]:
+        if len(self.paths) == 1 and self.paths[0] and not self.illum:
             array, names = read_image(self.paths[0], **self._options())
         else:
             array, names = self._read_channels(), None
@@ -83,10 +96,11 @@ class ImageRecord:
         return {"dims": self.dims, "z": self.z, "t": self.t, "level": self.level, "channel_width": self.channel_width}
 
     def _read_channels(self) -> np.ndarray:
-        """Stack one 2-D plane per file into (K, H, W)."""
+        """Stack one 2-D plane per file into (K, H, W), each divided by its illumination function if any."""
         names = self.channel_names or tuple(f"channel {i}" for i in range(len(self.paths)))
+        illum = self.illum or ("",) * len(self.paths)
         planes = []
-        for name, path in zip(names, self.paths):
+        for name, path, function in zip(names, self.paths, illum):
             if not path:
                 raise ImageReadError(f"{self.id}: no file for channel {name!r}; fill in its file name in the table")
             plane, _ = read_image(path, **self._options())
@@ -95,7 +109,10 @@ class ImageRecord:
                     f"{self.id}: channel {name!r} file {path!r} holds {plane.shape[0]} planes (shape {plane.shape}); "
                     "with one file per channel each file must be a single 2-D plane"
                 )
-            planes.append(plane[0])
+            if function:
+                planes.append(apply_illum(plane[0], read_illum(function), source=f"{self.id} channel {name!r}"))
+            else:
+                planes.append(plane[0])
         shapes = {p.shape for p in planes}
         if len(shapes) > 1:
             detail = ", ".join(f"{n}: {p.shape}" for n, p in zip(names, planes))

@@ -23,13 +23,15 @@ def is_table(path: str | os.PathLike) -> bool:
     return Path(path).name.lower().endswith(TABLE_SUFFIXES)
 
 
-def read_table(path: str | os.PathLike, *, text_columns: Sequence[str] = ()):
+def read_table(path: str | os.PathLike):
     """Read a CSV/TSV/Parquet table with pandas.
+
+    CSV/TSV cells are kept exactly as written, as strings (``Metadata_Plate=000123`` stays
+    ``"000123"``, ``NA`` stays ``"NA"``, site ``01`` stays ``"01"``; an empty cell is ``""``): a table
+    of inputs is metadata, not numbers to infer. Parquet columns keep their stored types.
 
     Args:
         path: the table.
-        text_columns: CSV columns read verbatim as text (file names: no number parsing; an empty cell
-            stays ``""`` rather than NaN).
 
     Returns:
         pandas.DataFrame.
@@ -48,11 +50,7 @@ def read_table(path: str | os.PathLike, *, text_columns: Sequence[str] = ()):
             df = pd.read_parquet(p)
         else:
             sep = "\t" if p.name.lower().endswith(".tsv") else ","
-            df = pd.read_csv(p, sep=sep)
-            if text_columns:
-                text = pd.read_csv(p, sep=sep, usecols=list(text_columns), dtype=str, keep_default_na=False)
-                for col in text_columns:
-                    df[col] = text[col]
+            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False)
     if len(df) == 0:
         raise InputError(f"{str(p)!r} has no rows; expected one row per image")
     df.columns = [str(c) for c in df.columns]

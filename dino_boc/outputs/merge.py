@@ -227,6 +227,21 @@ def plan_merge(shard_dir: str | os.PathLike) -> MergePlan:
     )
 
 
+def empty_fraction(plan: MergePlan) -> float:
+    """The share of the merged table's feature cells that are empty (rows whose schema lacks a column).
+
+    A union table of rows with different channel names has empty cells wherever a row lacks a channel;
+    when most cells are empty, the rows share few columns (per-file names, e.g. ImageJ slice labels).
+    """
+    if plan.n_rows == 0 or not plan.feature_names:
+        return 0.0
+    rows = np.zeros(len(plan.schema_codes), dtype=np.int64)
+    for ref in plan.shards:
+        rows[plan.schema_codes[ref.schema]] += ref.rows
+    empty = int((rows * (~plan.present).sum(axis=1)).sum())
+    return empty / (plan.n_rows * len(plan.feature_names))
+
+
 def load_shard(ref: ShardRef, plan: MergePlan) -> Chunk:
     """One shard in the unified layout (metadata cast to the plan's types, features widened to F)."""
     table = pq.read_table(ref.path)

@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dino_boc.errors import ConfigError, InputError, require
-from dino_boc.outputs.merge import Chunk, MergePlan, iter_merged, plan_merge
+from dino_boc.outputs.merge import Chunk, MergePlan, empty_fraction, iter_merged, plan_merge
 from dino_boc.outputs.provenance import Provenance
 from dino_boc.outputs.shards import atomic_write
 
@@ -61,6 +61,10 @@ def sidecar_paths(output: str | os.PathLike) -> dict[str, Path]:
 
 def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
+
+
+# finalize warns when more than this share of the written table's feature cells is empty
+MOSTLY_EMPTY = 0.5
 
 
 def reason_kind(reason: str) -> str:
@@ -115,7 +119,15 @@ def finalize(
         "by_reason": dict(Counter(reason_kind(f["reason"]) for f in plan.failures)),
         "feature_columns": len(plan.feature_names),
         "complete": plan.complete,
+        "empty_fraction": empty_fraction(plan),
     }
+    if summary["empty_fraction"] > MOSTLY_EMPTY:
+        log.warning(
+            "%s: %.0f%% of its feature cells are empty: its rows have %d different channel-name sets, so they share "
+            "few columns (e.g. per-file names such as ImageJ slice labels). Name the channels alike with "
+            "channel_names= (--channel-names DNA,ER,...) or keep common ones with channels= (--channels)",
+            output, 100 * summary["empty_fraction"], len(plan.schema_codes),
+        )
     log.info("wrote %s: %d rows from %d inputs, %d failed", output, plan.n_rows, plan.n_inputs, len(plan.failures))
     return summary
 

@@ -21,7 +21,7 @@ from dino_boc.pipeline.inputs import image_key
 from dino_boc.pipeline.options import EmbedOptions, ReadOptions
 from dino_boc.preprocess import PreprocessConfig, prepare_image
 from dino_boc.preprocess.cells import crop_cells
-from dino_boc.preprocess.channels import resolve_channels
+from dino_boc.preprocess.channels import rename_channels, resolve_channels
 from dino_boc.preprocess.tiles import tile_image
 
 __all__ = ["Loaded", "Failed", "InputDataset", "prepare_field", "identity_collate"]
@@ -71,13 +71,12 @@ def identity_collate(item: Item) -> Item:
 
 
 def prepare_field(image: np.ndarray, cfg: PreprocessConfig, patch_size: int, *, fit: bool) -> torch.Tensor:
-    """:func:`dino_boc.preprocess.prepare_image`, plus, when ``fit`` and no crop is set, a centre crop to
-    the largest multiple of the patch (after resize) instead of an error.
+    """:func:`dino_boc.preprocess.prepare_image` (``fit``: the centre crop to the patch when no crop is set).
 
     Returns:
         float32 ``(K, H', W')``.
     """
-    return prepare_image(image, cfg, patch_size, fit=fit and cfg.crop is None)
+    return prepare_image(image, cfg, patch_size, fit=fit)
 
 
 class InputDataset(torch.utils.data.Dataset):
@@ -108,6 +107,7 @@ class InputDataset(torch.utils.data.Dataset):
         self.preprocess = preprocess
         self.patch_size = patch_size
         self.channels = read.channels
+        self.channel_names = read.channel_names
         self.embed = embed
         self.masks = masks
         self.fit = fit
@@ -136,7 +136,7 @@ class InputDataset(torch.utils.data.Dataset):
         if selected != list(range(k)):
             array = array[selected]
             names = [names[i] for i in selected] if names else None
-        names = list(names) if names else [f"ch{i}" for i in range(array.shape[0])]
+        names = rename_channels(names, array.shape[0], self.channel_names, source=record.id)
         path = record.paths[0] or record.id
         if self.masks is not None:
             return self._cells(index, record, array, names, path)

@@ -3,12 +3,15 @@
 Label images are matched to images by file stem. An image ``plate1/A01_f1.ome.tif`` takes the label image
 whose name, without its image suffix, is ``A01_f1`` or ``A01_f1`` followed by one of
 :data:`MASK_SUFFIXES` (``A01_f1_cp_masks.png`` from cellpose, ``A01_f1_masks.tif``, ``A01_f1_labels.tif``,
-...). A table input may instead name each row's label image in a column: pass that column's name.
+...). A table input may instead name each row's label image in a column: pass that column's name. A
+CellProfiler LoadData table names them in ``ObjectsFileName_<O>``/``ObjectsPathName_<O>``: pass ``<O>``
+(``masks="Nuclei"``); its folders are resolved as the images' are (:data:`dino_boc.io.loaddata.PATH_BASES`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
 from collections.abc import Sequence
@@ -16,8 +19,8 @@ from pathlib import Path
 
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.io import ImageRecord, collect_sources, read_loaddata
-from dino_boc.io.formats import SUPPORTED_SUFFIXES
-from dino_boc.io.loaddata import is_loaddata
+from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of, is_zarr_dir
+from dino_boc.io.loaddata import is_loaddata, loaddata_objects, object_names
 from dino_boc.io.tables import is_table, read_table, resolve
 from dino_boc.pipeline.options import ReadOptions
 
@@ -66,19 +69,59 @@ def _read_options(read: ReadOptions) -> dict:
     return {"dims": read.dims, "z": read.z, "t": read.t, "level": read.level, "channel_width": read.channel_width}
 
 
-def _expand(item, read: ReadOptions) -> tuple[list[ImageRecord], Path | None]:
-    """Records of one input and, for a table, its folder (where relative mask paths start)."""
+def _expand(item, read: ReadOptions, masks: MasksInput) -> tuple[list[ImageRecord], Path | None, list[str] | None]:
+    """Records of one input, for a table its folder (where relative mask paths start), and, for a LoadData
+    table with ``ObjectsFileName_<masks>`` columns, each row's label image."""
     if isinstance(item, ImageRecord):
-        return [item], None
+        return [item], None, None
     path = Path(item)
     if path.is_file() and is_table(path):
-        by_name = read.channels is not None and all(isinstance(c, str) and not c.lstrip("-").isdigit() for c in read.channels)
-        if by_name and is_loaddata(list(read_table(path).columns)):
-            # read only the chosen channels' files (LoadData tables often list illumination functions too)
-            records = read_loaddata(path, channels=list(read.channels))
-            return [dataclasses.replace(r, **_read_options(read)) for r in records], path.parent
-        return collect_sources(path, **_read_options(read)), path.parent
-    return collect_sources(item, **_read_options(read)), None
+        columns = list(read_table(path).columns)
+        if is_loaddata(columns):
+            by_name = read.channels is not None and all(
+                isinstance(c, str) and not c.lstrip("-").isdigit() for c in read.channels
+            )
+            # by name: read only the chosen channels' files; Illum<Ch> columns are never channels
+            records = read_loaddata(path, channels=list(read.channels) if by_name else None, illum=read.illum,
+                                    path_root=read.path_root)
+            objects = _objects(path, columns, masks, read)
+            return [dataclasses.replace(r, **_read_options(read)) for r in records], path.parent, objects
+    if read.illum:
+        raise ConfigError(
+            f"illum=True (--illum) divides by the illumination functions of a LoadData table "
+            f"(FileName_Illum<Ch> columns); {str(item)!r} is not such a table"
+        )
+    origin = path.parent if path.is_file() and is_table(path) else None
+    return collect_sources(item, **_read_options(read)), origin, None
+
+
+def _split_glob(item) -> list:
+    """A glob that matches tables (``"plates/*/load_data.csv"``) as its sorted matches, so that each table
+    is read with the run's LoadData options (``illum``, ``path_root``, Objects masks); anything else as is.
+    Matches that are neither tables nor supported images are skipped, as :func:`collect_sources` does."""
+    if isinstance(item, ImageRecord) or os.path.exists(item) or not any(c in str(item) for c in "*?["):
+        return [item]
+    matches = sorted(glob.glob(os.path.expanduser(str(item)), recursive=True))
+    if not any(os.path.isfile(m) and is_table(m) for m in matches):
+        return [item]
+    return [m for m in matches
+            if (os.path.isfile(m) and (is_table(m) or format_of(m) is not None)) or is_zarr_dir(Path(m))]
+
+
+def _objects(table: Path, columns: list[str], masks: MasksInput, read: ReadOptions) -> list[str] | None:
+    """Per row the ``ObjectsFileName_<O>`` label image when ``masks`` names objects ``<O>`` of the table."""
+    if not isinstance(masks, str) or os.path.exists(masks):
+        return None
+    name = masks.removeprefix("ObjectsFileName_")
+    names = object_names(columns)
+    if name not in names:
+        if names and masks not in columns:
+            raise ConfigError(
+                f"masks={masks!r} is no folder or file, and {str(table)!r} has no ObjectsFileName_{name} column; "
+                f"its objects: {names} (e.g. masks={names[0]!r})"
+            )
+        return None
+    return loaddata_objects(table, name, path_root=read.path_root)
 
 
 def gather_inputs(source, read: ReadOptions, masks: MasksInput = None) -> RunInputs:
@@ -86,26 +129,37 @@ def gather_inputs(source, read: ReadOptions, masks: MasksInput = None) -> RunInp
 
     Args:
         source: a folder, file, glob, table, :class:`ImageRecord`, or a list of these.
-        read: read options stored on every record.
-        masks: None; a folder, glob or list of label images matched by stem; or the name of a column of
-            the input table(s) holding each row's label image path.
+        read: read options stored on every record (LoadData tables also use ``illum`` and ``path_root``).
+        masks: None; a folder, glob or list of label images matched by stem; the objects ``<O>`` of a
+            LoadData table's ``ObjectsFileName_<O>``/``ObjectsPathName_<O>`` columns (``"Nuclei"``); or
+            the name of a column of the input table(s) holding each row's label image path.
 
     Raises:
         InputError: nothing to embed, or masks that match nothing at all.
-        ConfigError: two label images with the same stem.
+        ConfigError: two label images with the same stem; ``illum`` on an input that is no LoadData table.
     """
     items = [source] if isinstance(source, (str, os.PathLike, ImageRecord)) else list(source)
     if not items:
         raise InputError("no inputs given; pass a folder, files, a glob or a table")
     records: list[ImageRecord] = []
     origins: list[Path | None] = []
-    for item in items:
-        found, origin = _expand(item, read)
+    objects: list[str | None] = []
+    for item in [m for it in items for m in _split_glob(it)]:
+        found, origin, labels = _expand(item, read, masks)
         records += found
         origins += [origin] * len(found)
+        objects += labels if labels is not None else [None] * len(found)
     records = collect_sources(records)  # unique ids across inputs
     if masks is None:
         return RunInputs(records, None)
+    if any(o is not None for o in objects):
+        if not all(o is not None for o in objects):
+            name = masks.removeprefix("ObjectsFileName_")
+            raise InputError(
+                f"masks={masks!r} names the objects of a LoadData table (ObjectsFileName_{name}) but some inputs are "
+                "not rows of such a table; give those inputs apart"
+            )
+        return RunInputs(records, [str(o) for o in objects])
     if isinstance(masks, str) and _is_column(masks, records):
         return RunInputs(records, _masks_from_column(masks, records, origins))
     return _match_by_stem(records, masks)

@@ -8,12 +8,9 @@ from typing import Any, Literal, Sequence
 from dino_boc.errors import ConfigError
 from dino_boc.io.axes import ZReduction, check_t, check_z
 from dino_boc.precision import PRECISIONS, Precision
+from dino_boc.preprocess.tiles import FIT_TO_PATCH
 
 __all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH"]
-
-# What happens to a field whose size (after resize) is not a multiple of the patch when no crop is
-# given: it is centre-cropped to the largest multiple (at most patch - 1 pixels lost per axis).
-FIT_TO_PATCH = "center-crop"
 
 
 def _positive(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -34,6 +31,13 @@ class ReadOptions:
         t: time point of a time series.
         level: resolution level of pyramidal files (0 = full resolution).
         channel_width: unfold CHAMMI tapes (channels side by side) every this many pixels.
+        channel_names: names given to the K channels kept (after ``channels``), in order: they replace
+            the file's names (e.g. ImageJ slice labels) or the ``ch0``, ``ch1`` ... defaults, and name the
+            feature columns. Every image must then have exactly that many channels.
+        illum: LoadData tables: divide each channel by its ``FileName_Illum<Ch>`` illumination function,
+            as CellProfiler's CorrectIlluminationApply does (recorded in provenance).
+        path_root: LoadData tables: the folder their relative ``PathName_`` values start at (tried
+            before the table's folder and the working directory).
     """
 
     channels: tuple[int | str, ...] | None = None
@@ -42,8 +46,25 @@ class ReadOptions:
     t: int = 0
     level: int = 0
     channel_width: int | None = None
+    channel_names: tuple[str, ...] | None = None
+    illum: bool = False
+    path_root: str | None = None
 
     def __post_init__(self) -> None:
+        if self.channel_names is not None:
+            names = tuple(channel_list(self.channel_names) or ())
+            if not names or len(set(names)) != len(names):
+                raise ConfigError(
+                    f"channel_names={self.channel_names!r}: give one distinct name per channel, e.g. 'DNA,ER,RNA'"
+                )
+            if self.channels is not None and len(channel_list(self.channels) or ()) != len(names):
+                raise ConfigError(
+                    f"channels={self.channels!r} keeps {len(channel_list(self.channels) or ())} channels but "
+                    f"channel_names={self.channel_names!r} names {len(names)}; give one name per kept channel"
+                )
+            object.__setattr__(self, "channel_names", names)
+        if self.path_root is not None:
+            object.__setattr__(self, "path_root", str(self.path_root))
         if self.channels is not None:
             chans = (self.channels,) if isinstance(self.channels, (str, int)) else tuple(self.channels)
             if not chans:
@@ -58,6 +79,7 @@ class ReadOptions:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"] = None if self.channels is None else list(self.channels)
+        d["channel_names"] = None if self.channel_names is None else list(self.channel_names)
         return d
 
 

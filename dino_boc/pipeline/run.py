@@ -29,6 +29,7 @@ from dino_boc.errors import ConfigError, DinoBocError, InputError
 from dino_boc.features import flatten
 from dino_boc.models.base import Embedding, EmbeddingModel
 from dino_boc.outputs import Provenance, ShardWriter, done_indices, finalize, read_manifests
+from dino_boc.io.illum import ILLUMINATION
 from dino_boc.outputs.writers import output_format
 from dino_boc.pipeline.batching import Finished, ShapeBatcher
 from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
@@ -63,6 +64,9 @@ def embed_dataset(
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
+    channel_names: Sequence[str] | str | None = None,
+    illum: bool = False,
+    path_root: str | os.PathLike | None = None,
     n_last_blocks: int | None = None,
     avgpool: bool | None = None,
     channel_pool: Literal["concat", "mean"] | None = None,
@@ -109,6 +113,13 @@ def embed_dataset(
         t: time point of a time series.
         level: resolution level of pyramidal files (0 = full resolution).
         channel_width: CHAMMI tapes: width of one channel in the strip.
+        channel_names: names for the channels kept, in order (``"DNA,ER,RNA"`` or a list): they replace
+            the file's names (ImageJ slice labels, ``ch0``...) and name the feature columns.
+        illum: LoadData tables: divide each ``Orig<Ch>`` image by its ``FileName_Illum<Ch>`` function as
+            CellProfiler's CorrectIlluminationApply does (recorded in provenance ``options.illumination``).
+            Without it, ``Illum`` columns are ignored (never embedded as channels).
+        path_root: LoadData tables: the folder relative ``PathName_`` values start at (the folder
+            pe2loaddata or CellProfiler ran in); tried before the table's folder and the working directory.
         n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md); None: the model's default.
         avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default.
         channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels; None: the model's default.
@@ -150,7 +161,9 @@ def embed_dataset(
         >>> dino_boc.embed_dataset("plates/", "features.parquet", model="dino-boc-vitl16", num_workers=4)
         >>> cells = dino_boc.embed_dataset("fields/", masks="masks/", cell_size=96)
     """
-    read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width)
+    read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width,
+                       channel_names=channel_list(channel_names), illum=illum,
+                       path_root=None if path_root is None else str(path_root))
     embed = EmbedOptions(n_last_blocks=n_last_blocks, avgpool=avgpool, channel_pool=channel_pool, tile=tile,
                          cell_size=cell_size, mask_outside=mask_outside)
     run = RunOptions(batch_size=batch_size, num_workers=num_workers, resume=resume, strict=strict,
@@ -257,6 +270,8 @@ def _geometry(model: EmbeddingModel, resize, crop, normalize, embed: EmbedOption
 
 def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOptions, precision: str) -> Provenance:
     options: dict[str, Any] = {**read.to_dict(), "z_projection": read.z, "precision": precision}
+    if read.illum:
+        options["illumination"] = ILLUMINATION
     if embed.cell_size is not None:
         options["single_cell"] = {"size": embed.cell_size, "mask_outside": embed.mask_outside, "centre": "centroid"}
     elif embed.tile is None and cfg.crop is None:

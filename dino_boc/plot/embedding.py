@@ -16,7 +16,7 @@ from dino_boc.errors import ChannelError, InputError, require
 from dino_boc.features import parse_feature_name
 from dino_boc.plot._common import matplotlib_figure, pca, save_figure
 
-__all__ = ["embedding", "load_table", "select_channels", "reduce"]
+__all__ = ["embedding", "load_table", "select_channels", "complete_rows_and_columns", "reduce"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,16 @@ def _read_path(path: Path) -> Any:
         return anndata.read_h5ad(path)
     if path.suffix in (".parquet", ".pq"):
         return pd.read_parquet(path)
-    if path.suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+    if path.suffix in (".csv", ".tsv"):  # metadata as written (Metadata_Plate=000123 stays "000123")
+        sep = "\t" if path.suffix == ".tsv" else ","
+        header = pd.read_csv(path, sep=sep, nrows=0).columns
+        return pd.read_csv(path, sep=sep, dtype={c: str for c in header if str(c).startswith(METADATA_PREFIX)})
     raise InputError(f"{str(path)!r}: expected a .parquet, .h5ad or .csv feature table (as dino-boc embed writes)")
 
 
-def load_table(table: Any, features: Any = None) -> tuple[np.ndarray, list[str] | None, pd.DataFrame]:
+def load_table(
+    table: Any, features: Any = None, *, allow_missing: bool = False
+) -> tuple[np.ndarray, list[str] | None, pd.DataFrame]:
     """Split any accepted feature table into features, their column names and metadata.
 
     Args:
@@ -45,6 +49,7 @@ def load_table(table: Any, features: Any = None) -> tuple[np.ndarray, list[str] 
             AnnData object (``X``, ``obs``, ``var_names``); a DataFrame of metadata only together with
             ``features``; or an ``(N, F)`` array.
         features: ``(N, F)`` array when ``table`` holds metadata only.
+        allow_missing: keep NaN features (the empty cells of a union table of mixed channel sets).
 
     Returns:
         float64 ``(N, F)`` features, F column names (None when unknown), metadata ``(N, ...)``.
@@ -90,7 +95,7 @@ def load_table(table: Any, features: Any = None) -> tuple[np.ndarray, list[str] 
     if not np.issubdtype(x.dtype, np.number):
         raise InputError(f"feature columns must be numeric, got dtype {x.dtype}; name metadata columns Metadata_*")
     x = x.astype(np.float64)
-    bad = ~np.isfinite(x).all(axis=1)
+    bad = ~np.isfinite(x).all(axis=1) if not allow_missing else np.isinf(x).any(axis=1)
     if bad.any():
         raise InputError(
             f"{int(bad.sum())} rows have NaN or infinite features (first: row {int(np.argmax(bad))}); drop them"
@@ -131,6 +136,80 @@ def select_channels(names: Sequence[str], channels: Sequence[int | str]) -> list
             raise ChannelError(f"no feature columns for channel {c!r}; the table has channels {present}")
     chosen = set(wanted)
     return [i for i, f in enumerate(parsed) if f is not None and f.channel in chosen]
+
+
+def complete_rows_and_columns(
+    x: np.ndarray, names: list[str] | None, meta: pd.DataFrame, channels: Sequence[int | str] | None
+) -> tuple[np.ndarray, list[str] | None, pd.DataFrame]:
+    """Features without empty cells, for a union table whose rows have different channel sets.
+
+    ``dino-boc embed`` on images with different channels writes one table whose columns are the union:
+    a row's columns of channels it lacks are empty (NaN). Without ``channels`` the columns every row has
+    are kept (the common channels); with ``channels`` their columns are kept and the rows lacking any of
+    them are dropped. Either way a warning says what was left out, by ``Metadata_channels``.
+
+    Returns:
+        ``(N', F')`` features, their F' names, the N' rows' metadata.
+
+    Raises:
+        InputError: no column (or no row) is left; the message lists the channel sets.
+        ChannelError: a channel with no feature columns.
+    """
+    if channels is not None:
+        if names is None:
+            raise InputError("channels= needs named feature columns; pass a DataFrame or Parquet table, not an array")
+        cols = select_channels(names, channels)
+        logger.debug("channels %s: %d of %d feature columns", list(channels), len(cols), x.shape[1])
+        x, names = x[:, cols], [names[i] for i in cols]
+    missing = np.isnan(x)
+    if not missing.any():
+        return x, names, meta
+    _check_whole_channels(missing, names)
+    sets = _channel_sets(meta, missing.any(axis=1))
+    if channels is None:
+        keep = ~missing.any(axis=0)
+        if not keep.any():
+            raise InputError(
+                f"no feature column is filled in every row: the table mixes channel sets ({sets}); plot one set "
+                "with channels= (--channels), e.g. the channels of the rows you want"
+            )
+        logger.warning(
+            "the table mixes channel sets (%s): plotting the %d of %d feature columns every row has; choose "
+            "channels= (--channels) to plot other channels for the rows that have them", sets, int(keep.sum()),
+            len(keep),
+        )
+        return x[:, keep], None if names is None else [n for n, k in zip(names, keep) if k], meta
+    rows = ~missing.any(axis=1)
+    if not rows.any():
+        raise InputError(f"no row has every channel of {list(channels)}; the table's channel sets: {sets}")
+    logger.warning("channels %s: leaving out %d of %d rows that lack them (%s)", list(channels),
+                   int((~rows).sum()), len(rows), sets)
+    return x[rows], names, meta[rows].reset_index(drop=True)
+
+
+def _check_whole_channels(missing: np.ndarray, names: list[str] | None) -> None:
+    """Empty cells are only allowed as whole channel blocks of a row (a channel the row's image lacked)."""
+    groups: dict[Any, list[int]] = {}
+    for i, n in enumerate(names or []):
+        f = parse_feature_name(n)
+        groups.setdefault(None if f is None else f.channel, []).append(i)
+    partial = np.zeros(missing.shape[0], dtype=bool) if names else missing.any(axis=1)
+    for channel, idx in groups.items():
+        m = missing[:, idx]
+        partial |= (m.any(axis=1) & ~m.all(axis=1)) if channel is not None else m.any(axis=1)
+    if partial.any():
+        raise InputError(
+            f"{int(partial.sum())} rows have NaN features (first: row {int(np.argmax(partial))}) that are not whole "
+            "channels missing from a union table; drop those rows"
+        )
+
+
+def _channel_sets(meta: pd.DataFrame, incomplete: np.ndarray) -> str:
+    """``'DNA;ER': 10 rows, 'DNA': 5 rows (incomplete)`` from ``Metadata_channels``, or a row count."""
+    if "Metadata_channels" not in meta.columns:
+        return f"{int(incomplete.sum())} of {len(incomplete)} rows have empty feature cells"
+    counts = meta["Metadata_channels"].astype(str).value_counts(sort=False)
+    return ", ".join(f"Metadata_channels={k!r}: {v} rows" for k, v in counts.items())
 
 
 def reduce(x: np.ndarray, method: Literal["umap", "pca"], *, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -232,7 +311,9 @@ def embedding(
             principal components) or ``"pca"``.
         features: ``(N, F)`` array when ``table`` holds metadata only.
         channels: keep only these channels' feature blocks (labels as in the column names,
-            ``{channel}_cls{block}_{d}``/``{channel}_mean_{d}``, or indices in column order).
+            ``{channel}_cls{block}_{d}``/``{channel}_mean_{d}``, or indices in column order). A union
+            table of mixed channel sets (empty cells where a row lacks a channel) plots the columns every
+            row has, or, with ``channels``, the rows that have them; a warning says which.
         standardize: z-score every feature column before the reduction (columns of zero variance
             become 0); recommended because feature scales differ between blocks.
         seed: random seed of UMAP and of the randomised PCA used for large tables.
@@ -248,13 +329,8 @@ def embedding(
             column names, too few rows for UMAP. ChannelError: a channel with no feature columns.
         MissingExtraError: UMAP or matplotlib is not installed.
     """
-    x, names, meta = load_table(table, features)
-    if channels is not None:
-        if names is None:
-            raise InputError("channels= needs named feature columns; pass a DataFrame or Parquet table, not an array")
-        cols = select_channels(names, channels)
-        logger.debug("channels %s: %d of %d feature columns", list(channels), len(cols), x.shape[1])
-        x = x[:, cols]
+    x, names, meta = load_table(table, features, allow_missing=True)
+    x, names, meta = complete_rows_and_columns(x, names, meta, channels)
     n, f = x.shape
     values, label = _colour_values(meta, color, n)
     if standardize:

@@ -9,9 +9,11 @@ from dino_boc.errors import InputError
 from dino_boc.preprocess.config import NORMALIZE_CHOICES, PreprocessConfig
 from dino_boc.preprocess.geometry import center_crop, resize_shorter, resize_square
 from dino_boc.preprocess.intensity import normalize_image, saturation_noise, scale_intensity, self_normalize
-from dino_boc.preprocess.tiles import fit_to_patch
+from dino_boc.preprocess.tiles import FIT_TO_PATCH, fit_to_patch
 
-__all__ = ["PreprocessConfig", "NORMALIZE_CHOICES", "prepare_image", "to_float_tensor", "self_normalize"]
+__all__ = [
+    "PreprocessConfig", "NORMALIZE_CHOICES", "FIT_TO_PATCH", "prepare_image", "to_float_tensor", "self_normalize",
+]
 
 
 def to_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -53,27 +55,31 @@ def to_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t
 
 
-def prepare_image(image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch_size: int, *,
-                  fit: bool = False) -> torch.Tensor:
-    """The released pre-processing of one image.
+def prepare_image(
+    image: np.ndarray | torch.Tensor, cfg: PreprocessConfig, patch_size: int, *, fit: bool = True
+) -> torch.Tensor:
+    """The released pre-processing of one image, and the one size rule of :func:`dino_boc.embed` and the CLI.
 
     ``x / 255`` (unless ``normalize="none"``) -> ``resize`` (shorter side, bicubic, no antialias) ->
-    ``crop`` (centre, zero padding) -> per-channel normalisation. The zoo recipes add MorphEm's saturation
-    noise on uint8 images (first), normalise before resizing (``normalize_before_resize``) and resize to a
-    square (``resize_mode="square"``); see :class:`PreprocessConfig`.
+    ``crop`` (centre, zero padding) -> per-channel normalisation. With no ``crop`` (and ``fit``), a side
+    that is not a multiple of the patch is centre-cropped to the largest multiple (:data:`FIT_TO_PATCH`:
+    at most ``patch_size - 1`` pixels per axis, torchvision's offsets), so any field embeds whole. The zoo
+    recipes add MorphEm's saturation noise on uint8 images (first), normalise before resizing
+    (``normalize_before_resize``) and resize to a square (``resize_mode="square"``); see
+    :class:`PreprocessConfig`.
 
     Args:
         image: ``(K, H, W)``, any integer or float dtype.
         cfg: the settings.
-        patch_size: the model's patch; the final H, W must be multiples of it.
-        fit: when no crop is set, centre-crop to the largest multiple of the patch instead of an error
-            (the dataset pipeline's whole fields).
+        patch_size: the model's patch; the final H, W are multiples of it.
+        fit: apply the rule above; False makes such a size an error.
 
     Returns:
         float32 ``(K, H', W')``.
 
     Raises:
-        InputError: invalid image, or a final size that is not a multiple of the patch.
+        InputError: invalid image, smaller than a patch, or (with ``crop`` or without ``fit``) a final size
+            that is not a multiple of the patch.
     """
     x = to_float_tensor(image)
     if cfg.saturation_noise is not None and _is_uint8(image):

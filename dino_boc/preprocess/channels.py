@@ -9,7 +9,7 @@ import torch
 
 from dino_boc.errors import ChannelError, InputError
 
-__all__ = ["resolve_channels", "sample_channels", "HierarchicalChannelSampling"]
+__all__ = ["resolve_channels", "rename_channels", "sample_channels", "HierarchicalChannelSampling"]
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -52,6 +52,32 @@ def resolve_channels(
                 raise ChannelError(f"channel index {i} is out of range for an image with {n_channels} channels")
             out.append(i % n_channels)
     return out
+
+
+def rename_channels(
+    names: Sequence[str] | None, n_channels: int, new_names: Sequence[str] | None, *, source: str = "image"
+) -> list[str]:
+    """The K names of an image's (selected) channels: ``new_names`` when given, else the file's, else ``ch<i>``.
+
+    Args:
+        names: the names the file gave (after selection), or None.
+        n_channels: K.
+        new_names: names set by the user (``channel_names=`` / ``--channel-names``), or None.
+        source: names the image in messages.
+
+    Raises:
+        ChannelError: ``new_names`` whose count differs from K.
+    """
+    if isinstance(new_names, str):
+        new_names = [n.strip() for n in new_names.split(",") if n.strip()]
+    if new_names is not None:
+        if len(new_names) != n_channels:
+            raise ChannelError(
+                f"{source}: channel_names gives {len(new_names)} names {list(new_names)} for {n_channels} channels"
+                f"{' ' + str(list(names)) if names else ''}; give one name per channel kept (after channels=)"
+            )
+        return [str(n) for n in new_names]
+    return [str(n) for n in names] if names else [f"ch{i}" for i in range(n_channels)]
 
 
 def sample_channels(

@@ -6,7 +6,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-__all__ = ["resize_shorter", "resize_square", "center_crop"]
+__all__ = ["resize_shorter", "resize_square", "resized_shape", "center_crop"]
 
 _MODES = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
 
@@ -31,6 +31,18 @@ def resize_square(x: torch.Tensor, size: int, *, interpolation: str = "bilinear"
         x: float ``(..., H, W)``.
     """
     return TF.resize(x, [size, size], interpolation=_MODES[interpolation], antialias=antialias)
+
+
+def resized_shape(height: int, width: int, size: int | None, *, mode: str = "shorter") -> tuple[int, int]:
+    """``(H, W)`` after :func:`resize_shorter` (``mode="shorter"``) or :func:`resize_square` (``"square"``) to
+    ``size`` (None: unchanged), without resizing anything."""
+    if size is None:
+        return height, width
+    if mode == "square":
+        return size, size
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -15,7 +15,12 @@ import torch
 
 from dino_boc.errors import InputError
 
-__all__ = ["tile_starts", "tile_grid", "tile_image", "fit_to_patch"]
+__all__ = ["FIT_TO_PATCH", "tile_starts", "tile_grid", "tile_image", "fit_to_patch"]
+
+# What happens to a field whose size (after resize) is not a multiple of the patch when no crop is
+# given, in embed() and in the CLI alike: it is centre-cropped to the largest multiple (at most
+# patch - 1 pixels lost per axis). Recorded in provenance as options.fit_to_patch.
+FIT_TO_PATCH = "center-crop"
 
 
 def tile_starts(length: int, size: int) -> list[int]:
@@ -62,8 +67,9 @@ def tile_image(image: np.ndarray, size: int) -> np.ndarray:
 def fit_to_patch(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     """Centre-crop ``(..., H, W)`` to the largest multiple of the patch on each axis (torchvision offsets).
 
-    Drops at most ``patch_size - 1`` rows and columns, split between both sides. Used by the dataset
-    pipeline when no crop is asked for, so that a field of any size can be embedded whole.
+    Drops at most ``patch_size - 1`` rows and columns, split between both sides. Used by
+    :func:`dino_boc.preprocess.prepare_image` when no crop is asked for, so that a field of any size can
+    be embedded whole (by :func:`dino_boc.embed` and the pipeline alike).
 
     Raises:
         InputError: H or W smaller than one patch.

@@ -133,7 +133,7 @@ def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: 
     if ignored:
         logger.info("%s: ignoring %d keys inference does not use (%s ...)", path, len(ignored), ignored[0])
     fixed = entry.config.channel_names if entry is not None and entry.config.arch == "fixed" else ()
-    config = infer_config(state, num_heads=num_heads or (entry.config.num_heads if fixed else None),
+    config = infer_config(state, num_heads=num_heads if num_heads is not None else (entry.config.num_heads if fixed else None),
                           channel_names=fixed)
     state = {f"backbone.{k}": v for k, v in state.items()}
     check_weights_fit(config, {k: tuple(v.shape) for k, v in state.items()}, source=str(path))
@@ -163,7 +163,8 @@ def _from_native(path: Path, *, family: str, name: str, device: torch.device, nu
     if family == "dino_boc":
         return _from_checkpoint(path, name=name, device=device, num_heads=num_heads, raw=raw,
                                 preprocess=entry.preprocess if entry else None)
-    heads = num_heads or (entry.config.num_heads if entry and entry.config.embed_dim == _dim(raw) else None)
+    heads = num_heads if num_heads is not None else (
+        entry.config.num_heads if entry and entry.config.embed_dim == _dim(raw) else None)
     config, state = convert_native(raw, family, num_heads=heads)
     preprocess, features = family_defaults(family)
     if entry is not None:

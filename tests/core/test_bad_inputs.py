@@ -23,8 +23,6 @@ def _img(*shape, dtype=np.uint8):
         (_img(2, 0, 32, 32), ["0 channels"]),
         (_img(0, 2, 32, 32), ["batch is empty"]),
         (_img(2, 4, 4), ["4x4", "smaller than one 8x8 patch"]),
-        (_img(2, 36, 36), ["36x36", "multiple of the patch size 8", "crop=32"]),
-        (_img(2, 32, 40 + 3), ["32x43", "crop=32"]),
         (_img(2, 32, 32, dtype=bool), ["bool", "astype(np.uint8)"]),
         (_img(2, 32, 32, dtype=np.complex64), ["complex"]),
         (np.full((2, 32, 32), "a", dtype=object), ["dtype object", "integers or floats"]),
@@ -33,13 +31,20 @@ def _img(*shape, dtype=np.uint8):
         (5, ["type int", "numpy array"]),
         ([[_img(1, 32, 32)]], ["nested lists"]),
     ],
-    ids=["2d", "5d", "k0", "batch-k0", "b0", "tiny", "not-multiple", "not-multiple-w", "bool", "complex", "object",
+    ids=["2d", "5d", "k0", "batch-k0", "b0", "tiny", "bool", "complex", "object",
          "torch-bool", "empty-list", "int", "nested"],
 )
 def test_bad_images(tiny_model, image, words):
     with pytest.raises(InputError) as info:
         dino_boc.embed(image, model=tiny_model)
     for w in words:
+        assert w in str(info.value)
+
+
+def test_a_crop_that_is_not_a_multiple_of_the_patch(tiny_model):
+    with pytest.raises(InputError) as info:
+        dino_boc.embed(_img(2, 48, 48), model=tiny_model, crop=36)
+    for w in ("36x36", "multiple of the patch size 8", "crop=32"):
         assert w in str(info.value)
 
 

@@ -21,7 +21,8 @@ def test_help_explains_inputs_outputs_and_shows_examples(capsys):
         main(["embed", "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for words in ("--masks", "--tile", "--resume", "--channels", "LoadData", "errors.csv", "load_data.csv",
+    for words in ("--masks", "--tile", "--resume", "--channels", "LoadData", "errors.csv", "load_data_with_illum.csv",
+                  "--illum", "--path-root", "--channel-names", "OrigDNA",
                   "--masks masks/", "plates/", "label images"):
         assert words in text, words
     assert text.count("dino-boc embed ") >= 3  # three examples in the epilog

@@ -35,3 +35,14 @@ def test_plot_patches_and_channels_write_the_figures(tiny_model, image, tmp_path
     assert rc == 0 and (tmp_path / "maps.png").read_bytes()[:8] == PNG
     rc = main(["plot", "channels", str(path), "-o", str(tmp_path / "montage.svg")])
     assert rc == 0 and b"<svg" in (tmp_path / "montage.svg").read_bytes()[:1000]
+
+
+def test_channels_are_comma_separated_as_in_embed(feature_table, tmp_path):
+    from dino_boc.cli.plot import _channels
+
+    assert _channels(["DNA,Mito"]) == _channels(["DNA", "Mito"]) == _channels(["DNA,", "Mito"]) == ["DNA", "Mito"]
+    assert _channels(["2,0"]) == [2, 0]
+    feature_table.to_parquet(tmp_path / "features.parquet")
+    rc = main(["plot", "embedding", str(tmp_path / "features.parquet"), "--method", "pca", "--channels", "DNA,Mito",
+               "-o", str(tmp_path / "pca.png")])
+    assert rc == 0 and (tmp_path / "pca.png").read_bytes()[:8] == PNG

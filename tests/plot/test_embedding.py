@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
 
+import dino_boc
 from dino_boc.errors import ChannelError, InputError
 from dino_boc.features import feature_names
 from dino_boc.plot import embedding, select_channels
 from dino_boc.plot import _common
+from dino_boc.plot.embedding import complete_rows_and_columns, load_table
 
 from .conftest import CHANNEL_NAMES
 
@@ -168,3 +173,51 @@ def test_umap_one_point_per_row_and_deterministic(feature_table):
     assert _points(a).shape == (12, 2)
     assert len(_legend_labels(a)) == 3
     assert np.allclose(_points(a), _points(b))
+
+
+def _union_table(tiny_model) -> pd.DataFrame:
+    """What ``dino-boc embed`` writes for images of different channel sets: the union of columns, NaN where absent."""
+    rng = np.random.default_rng(3)
+    parts = []
+    for names, n in ((["DNA", "ER"], 6), (["DNA", "Mito"], 5)):
+        feats = dino_boc.embed(rng.random((n, len(names), 32, 32)).astype(np.float32) * 255, model=tiny_model,
+                               n_last_blocks=2)
+        meta = pd.DataFrame({"Metadata_channels": [";".join(names)] * n})
+        parts.append(pd.concat([meta, pd.DataFrame(feats, columns=tiny_model.feature_names(names, n_last_blocks=2))],
+                               axis=1))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_union_table_plots_the_common_channels(tiny_model, caplog):
+    table = _union_table(tiny_model)
+    dna = [c for c in table.columns if c.startswith("DNA_")]
+    with caplog.at_level(logging.WARNING, logger="dino_boc.plot.embedding"):
+        fig = embedding(table, "Metadata_channels", method="pca")
+    assert "mixes channel sets" in caplog.text and "'DNA;ER': 6 rows" in caplog.text
+    assert f"x {len(dna)} features" in fig.axes[0].get_title() and "11 rows" in fig.axes[0].get_title()
+    x, names, meta = load_table(table, allow_missing=True)
+    got, got_names, _ = complete_rows_and_columns(x, names, meta, None)
+    assert got_names == dna
+    np.testing.assert_array_equal(got, table[dna].to_numpy())
+
+
+def test_union_table_with_channels_keeps_the_rows_that_have_them(tiny_model, caplog):
+    table = _union_table(tiny_model)
+    with caplog.at_level(logging.WARNING, logger="dino_boc.plot.embedding"):
+        fig = embedding(table, method="pca", channels=["Mito"])
+    assert "leaving out 6 of 11 rows" in caplog.text
+    assert "5 rows" in fig.axes[0].get_title()
+    only_er = table[table["Metadata_channels"] == "DNA;ER"].drop(columns=[c for c in table if c.startswith("DNA_")])
+    with pytest.raises(InputError, match="no feature column is filled in every row"):
+        embedding(pd.concat([only_er, table[table["Metadata_channels"] == "DNA;Mito"].drop(
+            columns=[c for c in table if c.startswith("DNA_")])], ignore_index=True), method="pca")
+
+
+def test_csv_table_metadata_is_read_as_written(feature_table, tmp_path):
+    table = feature_table.assign(Metadata_Plate=["000123"] * 6 + ["000124"] * 6)
+    table.to_csv(tmp_path / "f.csv", index=False)
+    _, names, meta = load_table(tmp_path / "f.csv")
+    assert sorted(set(meta["Metadata_Plate"])) == ["000123", "000124"]
+    assert names == [c for c in table.columns if not c.startswith("Metadata_")]
+    fig = embedding(tmp_path / "f.csv", "Metadata_Plate", method="pca")
+    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["000123 (6)", "000124 (6)"]

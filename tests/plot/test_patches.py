@@ -88,8 +88,11 @@ def test_patch_maps_crop_and_path(tiny_model, image, tmp_path):
     big = np.pad(image, ((0, 0), (4, 12), (0, 8)))  # (3, 48, 40): not a multiple of the patch 8 in H
     path = tmp_path / "img.tif"
     tifffile.imwrite(path, big, imagej=True, metadata={"axes": "CYX", "Labels": ["a", "b", "c"]})
-    with pytest.raises(InputError, match="crop"):
-        patch_maps(big[:, :44], model=tiny_model)
+    with pytest.raises(InputError, match="crop"):  # a crop must be a multiple of the patch
+        patch_maps(big, model=tiny_model, crop=20)
+    # no crop: the same size rule as embed() and the CLI, (44, 40) centre-cropped to (40, 40)
+    fitted = patch_maps(big[:, :44], model=tiny_model, attention=False)
+    assert all(ax.images[0].get_array().shape[:2] == (40, 40) for ax in fitted.axes if ax.images)
     fig = patch_maps(path, model=tiny_model, crop=24, attention=False, output=tmp_path / "m.png")
     labels = sorted(ax.get_label() for ax in fig.axes if ax.images)
     assert labels == sorted(f"{k}:{c}" for k in ("input", "pca") for c in "abc")
