@@ -12,6 +12,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -59,6 +60,9 @@ class ViTBackbone(VisionTransformer):
     """A timm ``VisionTransformer`` with ``in_chans=1``, one class token, no register tokens, LayerScale,
     DINOv2 position-embedding interpolation for any image size and a ``mask_token`` ``(1, D)``.
 
+    Drop path: ``config.drop_path_rate`` on every block when ``config.drop_path_uniform`` (DINOv2's
+    ``drop_path_uniform: true``), else timm's linear ramp ``linspace(0, rate, L)`` over the L blocks.
+
     ``forward_features`` / ``forward_intermediates`` are timm's and use the interpolation below, so
     every timm tool works on it. :meth:`prepare_tokens` adds masking for training.
     """
@@ -83,6 +87,10 @@ class ViTBackbone(VisionTransformer):
             drop_path_rate=config.drop_path_rate,
             norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
         )
+        if config.drop_path_uniform:
+            for blk in self.blocks:
+                blk.drop_path1 = DropPath(config.drop_path_rate) if config.drop_path_rate > 0 else nn.Identity()
+                blk.drop_path2 = DropPath(config.drop_path_rate) if config.drop_path_rate > 0 else nn.Identity()
         self.interpolate_offset = config.interpolate_offset
         self.mask_token = nn.Parameter(torch.zeros(1, config.embed_dim))
 
@@ -130,4 +138,5 @@ class ViTBackbone(VisionTransformer):
         return blk(x) if attn_mask is None else blk(x, attn_mask=attn_mask)
 
     def no_weight_decay(self) -> set[str]:
+        """timm convention, used by the ``"timm"`` weight-decay rule only (DINOv2 decays these tokens)."""
         return {"pos_embed", "cls_token", "mask_token"}

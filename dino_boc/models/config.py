@@ -28,6 +28,9 @@ class ModelConfig:
         init_values: LayerScale initial value, or None for no LayerScale.
         qkv_bias: bias in the qkv projection.
         drop_path_rate: stochastic depth (training only).
+        drop_path_uniform: the same ``drop_path_rate`` on every block (default, as DINOv2's
+            ``drop_path_uniform: true``); False ramps it linearly from 0 on the first block to
+            ``drop_path_rate`` on the last (timm's rule: half the average stochastic depth).
         max_channels: Channel-ViT only: number of learned channel embeddings (K_max).
         channel_names: Channel-ViT only (optional): a name per channel-embedding id.
         interpolate_offset: DINOv2's offset in the position-embedding scale factor.
@@ -44,6 +47,7 @@ class ModelConfig:
     init_values: float | None = 1e-5
     qkv_bias: bool = True
     drop_path_rate: float = 0.0
+    drop_path_uniform: bool = True
     max_channels: int = 0
     channel_names: tuple[str, ...] = ()
     interpolate_offset: float = 0.1
