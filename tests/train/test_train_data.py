@@ -140,6 +140,28 @@ def test_intensity_mapping_to_unit_range():
     torch.testing.assert_close(p, y[:1])
 
 
+def test_released_divide_by_255_views_and_a_warning_when_values_exceed_the_scale(caplog):
+    # default: x / 255 (released Div255); 16-bit values above 255 saturate, and the run says so once
+    images = random_images(4, channels=1, size=24)  # uint16 up to 4000
+    index = SampleIndex([ArraySource(images, name="sixteen")], unit="channel", balance="none", seed=0, batch_size=2)
+    builder = BatchBuilder(index, MultiCropConfig(global_size=16, local_size=8, n_local=0), patch_size=8,
+                           mask_probability=0.0)
+    x, _ = builder._image((0, 0, 0))
+    torch.testing.assert_close(x, torch.from_numpy(images[0].astype("float32")) / 255.0)
+    with caplog.at_level("WARNING", logger="dino_boc.train.data"):
+        builder._image((0, 1, 0))
+        builder._image((0, 2, 0))
+    warnings = [r for r in caplog.records if "exceed data.scale=255" in r.getMessage()]
+    assert len(warnings) == 1 and "data.intensity=minmax" in warnings[0].getMessage()
+    eight = [im // 16 for im in images]  # values <= 250: no warning
+    caplog.clear()
+    quiet = BatchBuilder(SampleIndex([ArraySource(eight)], unit="channel", balance="none", seed=0, batch_size=2),
+                         MultiCropConfig(global_size=16, local_size=8, n_local=0), patch_size=8, mask_probability=0.0)
+    with caplog.at_level("WARNING", logger="dino_boc.train.data"):
+        quiet._image((0, 0, 0))
+    assert not caplog.records
+
+
 def test_file_sources_are_read_with_the_io_readers(tmp_path):
     import tifffile
 
