@@ -20,6 +20,7 @@ Unknown keys are rejected with the valid keys of their section named.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -49,6 +50,8 @@ __all__ = [
     "parse_overrides",
     "config_to_dict",
     "config_from_dict",
+    "saved_config",
+    "PRE_RELEASED_DEFAULTS",
     "shipped_configs",
     "CONFIG_DIR",
 ]
@@ -403,6 +406,31 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     if not isinstance(d, dict):
         raise ConfigError(f"a training config must be a mapping of sections; got {type(d).__name__}")
     return _build(TrainConfig, d, "")
+
+
+#: keys added when the defaults became the released DINOv2 loop, with what a run without them did
+#: (dino_boc 0.1); a checkpoint whose saved config lacks a key is read with this value
+PRE_RELEASED_DEFAULTS: dict[str, Any] = {
+    "model.drop_path_uniform": False,
+    "crops.antialias": True,
+    "dino.head_norm_last_layer": True,
+    "ibot.head_norm_last_layer": True,
+    "optim.weight_decay_rule": "timm",
+}
+
+
+def saved_config(d: dict[str, Any]) -> TrainConfig:
+    """The config of a checkpoint: like :func:`config_from_dict`, but a key the checkpoint does not hold
+    takes the value that run used (:data:`PRE_RELEASED_DEFAULTS`), not today's default, so that a resume
+    with today's defaults is refused with the differing keys named instead of silently changing the run.
+    """
+    if isinstance(d, dict):
+        d = copy.deepcopy(d)
+        for key, value in PRE_RELEASED_DEFAULTS.items():
+            section, name = key.split(".")
+            if isinstance(d.get(section), dict) and name not in d[section]:
+                d[section][name] = value
+    return config_from_dict(d)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from dino_boc.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from dino_boc.train.config import TrainConfig, config_from_dict, config_to_dict, load_config, save_config
+from dino_boc.train.config import TrainConfig, config_to_dict, load_config, save_config, saved_config
 from dino_boc.train.data import BatchBuilder, SampleIndex, iters_per_epoch, make_loader, seeded
 from dino_boc.train.monitor import Monitor, peak_memory_mb
 from dino_boc.train.optim import apply_schedules, param_groups
@@ -331,7 +331,7 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> int:
         """Restore a checkpoint; returns the iteration to continue from."""
-        saved = config_from_dict(state["config"])
+        saved = saved_config(state["config"])
         check_resume_config(saved, self.cfg)
         if self.cfg.train.distributed == "fsdp":
             from dino_boc.train.fsdp import load_full_state

@@ -16,6 +16,9 @@ import pytest
 import torch
 from train_helpers import random_images, tiny_config
 
+from dino_boc.errors import ConfigError
+from dino_boc.train.checkpoint import latest_checkpoint, load_checkpoint
+from dino_boc.train.config import PRE_RELEASED_DEFAULTS, saved_config
 from dino_boc.train.engine import Trainer
 from dino_boc.train.sources import ArraySource
 
@@ -120,3 +123,25 @@ def test_frozen_last_layer_gradient_enters_the_clipping_norm(tmp_path, clip):
     last = math.sqrt(sum(float((state[p]["exp_avg"] / 0.1).double().square().sum())
                          for n, p in trainer.objective.student.named_parameters() if n in LAST))
     assert 0 < last < clip
+
+
+def test_a_checkpoint_from_before_the_released_defaults_is_not_resumed_with_them(tmp_path):
+    # a dino_boc 0.1 checkpoint has no keys for the new choices: it is read with what that run did, so
+    # resuming it with today's defaults is refused with the keys named instead of silently changing it
+    cfg = tiny_config("train.max_iterations=1", "train.checkpoint_every=1")
+    train_run = Trainer(cfg, output_dir=tmp_path, sources=[ArraySource(random_images(10))])
+    train_run.run()
+    path = latest_checkpoint(tmp_path)
+    state = load_checkpoint(path)
+    for key in PRE_RELEASED_DEFAULTS:
+        section, name = key.split(".")
+        del state["config"][section][name]
+    torch.save(state, path)
+    old = saved_config(state["config"])
+    assert "head_norm_last_layer" not in state["config"]["dino"]  # the checkpoint's dict is left as it was
+    assert (old.dino.head_norm_last_layer, old.optim.weight_decay_rule, old.model.drop_path_uniform,
+            old.crops.antialias) == (True, "timm", False, True)
+    resumed = Trainer(cfg.replace(**{"train.max_iterations": 2}), output_dir=tmp_path,
+                      sources=[ArraySource(random_images(10))])
+    with pytest.raises(ConfigError, match=r"dino.head_norm_last_layer: True -> False.*optim.weight_decay_rule"):
+        resumed.run(resume=True)
