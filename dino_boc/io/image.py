@@ -13,7 +13,7 @@ anything else, or a 3-D array stored another way, needs ``dims=``.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -47,8 +47,11 @@ def read_pixels(
         InputError: a ``dims`` that does not fit, or an unknown ``alpha``.
         MissingExtraError: imageio is not installed.
     """
-    if alpha not in ("auto", "channel", "transparency"):
-        raise InputError(f"alpha={alpha!r}; choose 'auto', 'channel' (a stain) or 'transparency' (dropped)")
+    if alpha not in get_args(AlphaMode):
+        raise InputError(
+            f"alpha={alpha!r}; choose one of {list(get_args(AlphaMode))}: 'channel' keeps the alpha plane as a "
+            "stain, 'transparency' drops it"
+        )
     require("imageio", "io")
     import imageio.v3 as iio
 

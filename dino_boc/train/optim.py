@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import nn
@@ -101,8 +101,11 @@ def param_groups(
     Raises:
         ConfigError: a decay or multiplier outside (0, 1], or an unknown ``weight_decay_rule``.
     """
-    if weight_decay_rule not in ("dinov2", "timm"):
-        raise ConfigError(f"weight_decay_rule={weight_decay_rule!r}; choose 'dinov2' (released) or 'timm'")
+    if weight_decay_rule not in get_args(WeightDecayRule):
+        raise ConfigError(
+            f"weight_decay_rule={weight_decay_rule!r}; choose one of {list(get_args(WeightDecayRule))} "
+            "('dinov2' is the released rule)"
+        )
     if not (0.0 < lr_decay <= 1.0 and 0.0 < patch_embed_lr_mult <= 1.0):
         raise ConfigError(
             f"lr_decay={lr_decay}, patch_embed_lr_mult={patch_embed_lr_mult}; "
