@@ -181,3 +181,23 @@ def test_file_sources_are_read_with_the_io_readers(tmp_path):
     src = build_source(SourceConfig(path=str(tmp_path), dims="CYX"))  # probes the first image only
     with pytest.raises(InputError, match="split images with different channel counts"):
         src.read(3)
+
+
+def test_rgba_png_fields_train_as_four_channels(tmp_path):
+    # issue 14 #8: a 4-stain RGBA PNG (HPA-FoV style) is four BoC items per image, as the released decoder
+    iio = pytest.importorskip("imageio.v3")
+    import numpy as np
+
+    from dino_boc.train.config import SourceConfig
+    from dino_boc.train.sources import build_source
+
+    rng = np.random.default_rng(0)
+    fields = [rng.integers(0, 256, size=(16, 16, 4), dtype=np.uint8) for _ in range(2)]
+    for i, f in enumerate(fields):
+        iio.imwrite(tmp_path / f"hpa_{i}.png", f)
+    src = build_source(SourceConfig(path=str(tmp_path)))
+    assert src.channels.tolist() == [4, 4]
+    for i in range(2):
+        assert (src.read(i) == np.moveaxis(fields[i], -1, 0)).all()
+    index = SampleIndex([src], unit="channel", seed=0, batch_size=8)
+    assert sorted((i, c) for _, (_, i, c) in index.batch_items(0)) == [(i, c) for i in range(2) for c in range(4)]
