@@ -9,7 +9,7 @@ import numpy as np
 from dino_boc.errors import ImageReadError, InputError
 from dino_boc.io.axes import ZReduction, check_t, check_z
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of
-from dino_boc.io.image import read_npy, read_pixels
+from dino_boc.io.image import AlphaMode, read_npy, read_pixels
 from dino_boc.io.ngff import read_ngff
 from dino_boc.io.tape import unfold_tape
 from dino_boc.io.tiff import read_tiff
@@ -26,6 +26,7 @@ def read_image(
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
+    alpha: AlphaMode = "auto",
 ) -> tuple[np.ndarray, list[str] | None]:
     """Read a microscopy image as a (K, H, W) array in the file's dtype (no rescaling).
 
@@ -43,6 +44,8 @@ def read_image(
         level: resolution level of a pyramidal TIFF, OME-Zarr or vendor file (0 = full resolution).
         channel_width: read a CHAMMI tape (channels side by side in one 2-D image) by cutting it every
             ``channel_width`` pixels; CHAMMI's tiles are square, so this is the image height there.
+        alpha: PNG only: the alpha plane is a stain (``"channel"``), transparency to drop
+            (``"transparency"``) or, by default (``"auto"``), a channel unless fully opaque.
 
     Returns:
         (array (K, H, W), channel names from the file's metadata or ``None``).
@@ -75,7 +78,7 @@ def read_image(
         if fmt == "numpy":
             array, names = read_npy(path, dims=dims, z=z, t=t)
         else:
-            array, names = read_pixels(path, dims=dims)
+            array, names = read_pixels(path, dims=dims, alpha=alpha)
     if channel_width is not None:
         if array.shape[0] != 1:
             raise InputError(

@@ -12,6 +12,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -66,6 +67,9 @@ class ViTBackbone(VisionTransformer):
     With ``config.reg_tokens = R > 0`` (DINOv2 with registers) ``reg_token`` ``(1, R, D)`` follows the class
     token without a position embedding, as released; tokens are then ``[cls, reg × R, patches]``.
 
+    Drop path: ``config.drop_path_rate`` on every block when ``config.drop_path_uniform`` (DINOv2's
+    ``drop_path_uniform: true``), else timm's linear ramp ``linspace(0, rate, L)`` over the L blocks.
+
     ``forward_features`` / ``forward_intermediates`` are timm's and use the interpolation below, so
     every timm tool works on it. :meth:`prepare_tokens` adds masking for training.
     """
@@ -90,6 +94,10 @@ class ViTBackbone(VisionTransformer):
             drop_path_rate=config.drop_path_rate,
             norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
         )
+        if config.drop_path_uniform:
+            for blk in self.blocks:
+                blk.drop_path1 = DropPath(config.drop_path_rate) if config.drop_path_rate > 0 else nn.Identity()
+                blk.drop_path2 = DropPath(config.drop_path_rate) if config.drop_path_rate > 0 else nn.Identity()
         self.interpolate_offset = config.interpolate_offset
         self.interpolate_antialias = config.interpolate_antialias
         self.mask_token = nn.Parameter(torch.zeros(1, config.embed_dim))
@@ -162,4 +170,5 @@ class ViTBackbone(VisionTransformer):
         return t, torch.stack(cls, dim=1)
 
     def no_weight_decay(self) -> set[str]:
+        """timm convention, used by the ``"timm"`` weight-decay rule only (DINOv2 decays these tokens)."""
         return {"pos_embed", "cls_token", "mask_token"} | ({"reg_token"} if self.reg_token is not None else set())

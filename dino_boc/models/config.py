@@ -62,6 +62,9 @@ class ModelConfig:
         init_values: LayerScale initial value, or None for no LayerScale.
         qkv_bias: bias in the qkv projection.
         drop_path_rate: stochastic depth (training only).
+        drop_path_uniform: the same ``drop_path_rate`` on every block (default, as DINOv2's
+            ``drop_path_uniform: true``); False ramps it linearly from 0 on the first block to
+            ``drop_path_rate`` on the last (timm's rule: half the average stochastic depth).
         max_channels: Channel-ViT: number of learned channel embeddings (K_max); ``"ca_mae"``: the most
             channels its position table holds (11 for OpenPhenom).
         channel_names: Channel-ViT (optional): a name per channel-embedding id; ``"fixed"`` (required): the
@@ -85,6 +88,7 @@ class ModelConfig:
     init_values: float | None = 1e-5
     qkv_bias: bool = True
     drop_path_rate: float = 0.0
+    drop_path_uniform: bool = True
     max_channels: int = 0
     channel_names: tuple[str, ...] = ()
     interpolate_offset: float = 0.1
@@ -102,8 +106,9 @@ class ModelConfig:
             if name == "init_values" and self.init_values is None:
                 continue
             _check_float(name, getattr(self, name))
-        if not isinstance(self.qkv_bias, bool):
-            raise ConfigError(f"qkv_bias={self.qkv_bias!r} must be true or false")
+        for flag in ("qkv_bias", "drop_path_uniform"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag}={getattr(self, flag)!r} must be true or false")
         names = self.channel_names
         if not isinstance(names, (tuple, list)) or not all(isinstance(c, str) for c in names):
             raise ConfigError(f"channel_names={self.channel_names!r} must be a list of strings")

@@ -1,6 +1,7 @@
 """Multi-crop augmentation for microscopy (the paper's recipe, released ``CellAugmentationDINO``).
 
-For each crop: random resized crop (same window on every channel), horizontal and vertical flips
+For each crop: random resized crop (same window on every channel; bilinear without antialiasing, as the
+released code's torchvision 0.15 tensor resize), horizontal and vertical flips
 (p = 0.5 each), per-channel random brightness then contrast with factors ``max(N(1, 0.2), 0.5)`` drawn
 independently per channel, then per-channel self-normalisation ``(x - mean) / (std + 1e-7)``. No colour
 jitter, blur or solarisation. Two global crops (224 px, scale 0.4-1) and eight local crops (96 px, scale
@@ -73,14 +74,20 @@ def random_resized_crop(
     *,
     scale: tuple[float, float],
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    antialias: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Crop a random window of ``image`` ``(K, H, W)`` and resize it (bilinear, antialiased) to ``(K, size, size)``."""
+    """Crop a random window of ``image`` ``(K, H, W)`` and resize it (bilinear) to ``(K, size, size)``.
+
+    ``antialias=False`` (default) is the released code's resize (torchvision 0.15 tensors, which do not
+    antialias): shrinking a large window aliases fine texture. ``antialias=True`` low-passes first (what
+    PIL and torchvision >= 0.17 do).
+    """
     top, left, h, w = random_resized_crop_params(
         image.shape[-2], image.shape[-1], scale=scale, ratio=ratio, generator=generator
     )
     return TF.resized_crop(
-        image, top, left, h, w, size=[size, size], interpolation=InterpolationMode.BILINEAR, antialias=True
+        image, top, left, h, w, size=[size, size], interpolation=InterpolationMode.BILINEAR, antialias=antialias
     )
 
 
@@ -139,6 +146,7 @@ class MultiCropConfig:
         flip_p: probability of each flip.
         intensity_std, intensity_min: brightness/contrast factor ``max(N(1, std), min)`` (0.2, 0.5).
         clip: clamp brightness/contrast results to [0, 1] (released behaviour; for inputs in [0, 1]).
+        antialias: antialias the random resized crop (False: the released code's bilinear resize).
         eps: added to the std in the self-normalisation.
     """
 
@@ -153,6 +161,7 @@ class MultiCropConfig:
     intensity_std: float = 0.2
     intensity_min: float = 0.5
     clip: bool = True
+    antialias: bool = False
     eps: float = 1e-7
 
     def __post_init__(self) -> None:
@@ -187,7 +196,7 @@ class MultiCropAugmentation:
     ) -> torch.Tensor:
         """One augmented, self-normalised crop ``(K, size, size)``."""
         c = self.config
-        x = random_resized_crop(image, size, scale=scale, ratio=c.ratio, generator=generator)
+        x = random_resized_crop(image, size, scale=scale, ratio=c.ratio, antialias=c.antialias, generator=generator)
         x = random_flips(x, p=c.flip_p, generator=generator)
         x = random_brightness_contrast(
             x, std=c.intensity_std, min_factor=c.intensity_min, clip=c.clip, generator=generator

@@ -20,6 +20,7 @@ Unknown keys are rejected with the valid keys of their section named.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -32,6 +33,7 @@ import yaml
 from dino_boc.errors import ConfigError
 from dino_boc.models.config import ModelConfig
 from dino_boc.train.augment import MultiCropConfig
+from dino_boc.train.optim import WeightDecayRule
 from dino_boc.train.schedules import ScheduleConfig
 
 __all__ = [
@@ -48,6 +50,8 @@ __all__ = [
     "parse_overrides",
     "config_to_dict",
     "config_from_dict",
+    "saved_config",
+    "PRE_RELEASED_DEFAULTS",
     "shipped_configs",
     "CONFIG_DIR",
 ]
@@ -97,10 +101,12 @@ class DataConfig:
             paper's Extended-CHAMMI runs); ``"none"`` draws every item once per epoch.
         intensity: how each image channel is mapped to [0, 1] before the crops (brightness/contrast act
             through clipping to [0, 1]; the final self-normalisation removes any per-channel affine map):
-            ``"minmax"`` (affine, default), ``"percentile"`` (clip to ``percentiles`` then scale) or
-            ``"divide"`` (``x / scale``, the released code; 16-bit images saturate).
+            ``"divide"`` (default: ``x / scale``, the released ``Div255``; right for 8-bit images),
+            ``"minmax"`` (per-image affine map of min..max to 0..1: for 12/16-bit or float images, whose
+            values exceed ``scale`` and would saturate, or dim 8-bit data) or ``"percentile"`` (clip to
+            ``percentiles`` then scale: hot pixels).
         percentiles: low/high percentiles for ``intensity="percentile"``.
-        scale: divisor for ``intensity="divide"``.
+        scale: divisor for ``intensity="divide"`` (255; 65535 maps 16-bit images to [0, 1]).
         hcs: hierarchical channel sampling (Bao et al. 2024) for HA / Channel-ViT: every batch keeps a
             random subset of m ~ U{1..K} channels (the same for the whole batch). Ignored by BoC.
         num_workers: DataLoader worker processes per rank (each builds whole batches).
@@ -109,7 +115,7 @@ class DataConfig:
 
     sources: tuple[SourceConfig, ...] = ()
     balance: Balance = "sources"
-    intensity: Intensity = "minmax"
+    intensity: Intensity = "divide"
     percentiles: tuple[float, float] = (0.1, 99.9)
     scale: float = 255.0
     hcs: bool = False
@@ -137,6 +143,8 @@ class DinoConfig:
     Attributes:
         head_n_prototypes: prototypes P (65536; a few thousand for small runs).
         head_hidden_dim, head_bottleneck_dim, head_n_layers: head MLP (2048, 256, 3).
+        head_norm_last_layer: fix the prototype norms ``last_layer.weight_g`` at 1 (DINOv1's
+            ``norm_last_layer=True``); False (default, released DINOv2) trains them.
         loss_weight: weight of the DINO term on the (global) CLS tokens.
         koleo_loss_weight: weight of KoLeo on the student CLS of each global crop (0.1).
         channel_loss_weight: HA only: weight of the DINO term on the channel CLS tokens (mean over
@@ -151,6 +159,7 @@ class DinoConfig:
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
     head_n_layers: int = 3
+    head_norm_last_layer: bool = False
     loss_weight: float = 1.0
     koleo_loss_weight: float = 0.1
     channel_loss_weight: float = 1.0
@@ -172,7 +181,8 @@ class IbotConfig:
             (DINOv2 on RGB masks whole patches); ``"per_channel"`` draws a mask per channel. BoC: one
             channel, both are the same.
         separate_head: use its own head instead of sharing the DINO head.
-        head_n_prototypes, head_hidden_dim, head_bottleneck_dim, head_n_layers: the separate head.
+        head_n_prototypes, head_hidden_dim, head_bottleneck_dim, head_n_layers, head_norm_last_layer:
+            the separate head (see :class:`DinoConfig`).
     """
 
     loss_weight: float = 1.0
@@ -184,6 +194,7 @@ class IbotConfig:
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
     head_n_layers: int = 3
+    head_norm_last_layer: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,10 +211,14 @@ class OptimConfig(ScheduleConfig):
         weight_decay, weight_decay_end: cosine 0.04 -> 0.2.
         momentum_teacher, final_momentum_teacher: cosine EMA momentum 0.996 -> 1.
         warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs: 0.04 -> 0.07 over 20 epochs.
-        freeze_last_layer_epochs: epochs with the head's last layer frozen (1).
+        freeze_last_layer_epochs: epochs with the head's last layer at lr 0 (1); its gradient still enters
+            the clipping norm and AdamW's moments, as in the released loop.
         layerwise_decay: layer-wise lr decay (0.9).
         patch_embed_lr_mult: extra lr factor of the patch embedding (0.2).
         clip_grad: max gradient norm of each student module (backbone, heads), 0 = off (3.0).
+        weight_decay_rule: ``"dinov2"`` (released: only ``.bias``, ``norm`` and ``gamma`` parameters are
+            exempt; tokens and positional embeddings are decayed) or ``"timm"`` (also 1-D tensors, tokens,
+            positional embeddings); see :mod:`dino_boc.train.optim`.
         adamw_beta1, adamw_beta2: AdamW betas.
     """
 
@@ -212,6 +227,7 @@ class OptimConfig(ScheduleConfig):
     layerwise_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
     clip_grad: float = 3.0
+    weight_decay_rule: WeightDecayRule = "dinov2"
     adamw_beta1: float = 0.9
     adamw_beta2: float = 0.999
 
@@ -390,6 +406,31 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     if not isinstance(d, dict):
         raise ConfigError(f"a training config must be a mapping of sections; got {type(d).__name__}")
     return _build(TrainConfig, d, "")
+
+
+#: keys added when the defaults became the released DINOv2 loop, with what a run without them did
+#: (dino_boc 0.1); a checkpoint whose saved config lacks a key is read with this value
+PRE_RELEASED_DEFAULTS: dict[str, Any] = {
+    "model.drop_path_uniform": False,
+    "crops.antialias": True,
+    "dino.head_norm_last_layer": True,
+    "ibot.head_norm_last_layer": True,
+    "optim.weight_decay_rule": "timm",
+}
+
+
+def saved_config(d: dict[str, Any]) -> TrainConfig:
+    """The config of a checkpoint: like :func:`config_from_dict`, but a key the checkpoint does not hold
+    takes the value that run used (:data:`PRE_RELEASED_DEFAULTS`), not today's default, so that a resume
+    with today's defaults is refused with the differing keys named instead of silently changing the run.
+    """
+    if isinstance(d, dict):
+        d = copy.deepcopy(d)
+        for key, value in PRE_RELEASED_DEFAULTS.items():
+            section, name = key.split(".")
+            if isinstance(d.get(section), dict) and name not in d[section]:
+                d[section][name] = value
+    return config_from_dict(d)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ the data-loader position IS the iteration.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ __all__ = [
     "Item", "SampleIndex", "Batch", "BatchBuilder", "BatchDataset", "make_loader", "rank_positions", "seeded",
     "iters_per_epoch", "to_unit_range",
 ]
+
+logger = logging.getLogger(__name__)
 
 Unit = Literal["channel", "image"]
 Item = tuple[int, int, int]
@@ -279,7 +282,7 @@ class BatchBuilder:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
-        intensity: str = "minmax",
+        intensity: str = "divide",
         percentiles: tuple[float, float] = (0.1, 99.9),
         scale: float = 255.0,
         mask_probability: float = 0.5,
@@ -299,7 +302,8 @@ class BatchBuilder:
         self.intensity, self.percentiles, self.scale = intensity, percentiles, scale
         self.mask_probability, self.mask_ratio, self.mask_mode = mask_probability, mask_ratio, mask_mode
         self.hcs, self.channel_ids = hcs and index.unit == "image", channel_ids
-        self.mask_generator = MaskingGenerator(self.grid)
+        self.mask_generator = MaskingGenerator(self.grid)  # block limit (grid // 2) * grid, as released
+        self._saturating: set[int] = set()  # sources already warned about values above ``scale``
 
     def _image(self, item: Item) -> tuple[torch.Tensor, np.ndarray]:
         s, i, c = item
@@ -311,6 +315,13 @@ class BatchBuilder:
         ids = np.asarray(source.channel_ids if source.channel_ids is not None else range(k), dtype=np.int64)
         if len(ids) != k:
             raise InputError(f"source {source.name!r}: {len(ids)} channel_ids for images with {k} channels")
+        if self.intensity == "divide" and s not in self._saturating and arr.size and float(arr.max()) > self.scale:
+            self._saturating.add(s)
+            logger.warning(
+                "source %r: pixel values up to %g exceed data.scale=%g, so with data.intensity=divide (the "
+                "released /255) they saturate at 1 in the training views; for 12/16-bit or float images set "
+                "data.intensity=minmax (or data.scale=65535)", source.name, float(arr.max()), self.scale,
+            )
         x = to_float_tensor(arr)
         return to_unit_range(x, self.intensity, percentiles=self.percentiles, scale=self.scale), ids
 

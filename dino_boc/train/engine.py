@@ -12,8 +12,9 @@ Per iteration ``it``: the schedules' values at ``it`` are applied; the batch of 
 the seed and ``it``) goes through :meth:`~dino_boc.train.ssl.SSLObjective.losses` under bf16 autocast on
 GPU; the loss terms are averaged over processes and checked — a NaN or infinite loss raises
 :class:`NonFiniteLossError` BEFORE the optimiser step, so the weights in memory and every checkpoint on
-disk stay good; otherwise backward, the head's last layer is frozen during the first epoch, the gradient
-of each student module is clipped (3.0), AdamW steps and the teacher follows by EMA. Every
+disk stay good; otherwise backward, the gradient of each student module is clipped (3.0), AdamW steps
+(the head's last layer at lr 0 during the first epoch; its gradient still counts in the clipping norm and
+in AdamW's moments, as the released loop) and the teacher follows by EMA. Every
 ``train.checkpoint_every`` iterations (and at the end) a checkpoint is written atomically; ``resume=True``
 continues from the newest one and reproduces the losses of an uninterrupted run (drop path is re-seeded
 from ``(seed, it, rank)`` every iteration and the data are indexed by iteration).
@@ -42,7 +43,7 @@ from dino_boc.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from dino_boc.train.config import TrainConfig, config_from_dict, config_to_dict, load_config, save_config
+from dino_boc.train.config import TrainConfig, config_to_dict, load_config, save_config, saved_config
 from dino_boc.train.data import BatchBuilder, SampleIndex, iters_per_epoch, make_loader, seeded
 from dino_boc.train.monitor import Monitor, peak_memory_mb
 from dino_boc.train.optim import apply_schedules, param_groups
@@ -189,8 +190,9 @@ class Trainer:
             from dino_boc.weights.load import load_state_dict_strict
 
             src = load_model(cfg.init.weights, device="cpu")
-            keep = {k: v for k, v in src.config.to_dict().items() if k != "drop_path_rate"}
-            mine = {k: v for k, v in cfg.model.to_dict().items() if k != "drop_path_rate"}
+            train_only = ("drop_path_rate", "drop_path_uniform")
+            keep = {k: v for k, v in src.config.to_dict().items() if k not in train_only}
+            mine = {k: v for k, v in cfg.model.to_dict().items() if k not in train_only}
             if keep != mine:
                 diff = {k: (mine[k], keep[k]) for k in mine if mine[k] != keep.get(k)}
                 raise ConfigError(
@@ -205,9 +207,11 @@ class Trainer:
 
     def _build_objective(self, model) -> SSLObjective:
         d, i = self.cfg.dino, self.cfg.ibot
-        head = HeadSpec(d.head_n_prototypes, d.head_hidden_dim, d.head_bottleneck_dim, d.head_n_layers)
+        head = HeadSpec(d.head_n_prototypes, d.head_hidden_dim, d.head_bottleneck_dim, d.head_n_layers,
+                        norm_last_layer=d.head_norm_last_layer)
         ibot_head = (
-            HeadSpec(i.head_n_prototypes, i.head_hidden_dim, i.head_bottleneck_dim, i.head_n_layers)
+            HeadSpec(i.head_n_prototypes, i.head_hidden_dim, i.head_bottleneck_dim, i.head_n_layers,
+                     norm_last_layer=i.head_norm_last_layer)
             if i.separate_head else None
         )
         with torch.random.fork_rng(devices=[]):
@@ -231,7 +235,7 @@ class Trainer:
 
         groups = param_groups(
             objective.student, lr_decay=o.layerwise_decay, patch_embed_lr_mult=o.patch_embed_lr_mult,
-            num_layers=depth, layer_id_fn=layer_of,
+            num_layers=depth, layer_id_fn=layer_of, weight_decay_rule=o.weight_decay_rule,
         )
         return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, betas=(o.adamw_beta1, o.adamw_beta2))
 
@@ -280,8 +284,7 @@ class Trainer:
         self.objective.train()
         self.student_fn, self.teacher_fn = self._wrap(self.objective)  # before the optimiser: FSDP swaps params
         self.optimizer = self._optimizer(self.objective)
-        o, i = cfg.optim, cfg.ibot
-        self.freeze_iters = int(round(o.freeze_last_layer_epochs * self.iters_per_epoch))
+        i = cfg.ibot
         self.builder = BatchBuilder(
             self.index, cfg.crops, patch_size=cfg.model.patch_size, rank=self.rank, world_size=self.world,
             seed=cfg.train.seed, intensity=cfg.data.intensity, percentiles=cfg.data.percentiles,
@@ -328,7 +331,7 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> int:
         """Restore a checkpoint; returns the iteration to continue from."""
-        saved = config_from_dict(state["config"])
+        saved = saved_config(state["config"])
         check_resume_config(saved, self.cfg)
         if self.cfg.train.distributed == "fsdp":
             from dino_boc.train.fsdp import load_full_state
@@ -388,10 +391,7 @@ class Trainer:
             self._diverged(it, reduced)
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
-        if it < self.freeze_iters:
-            for name, p in self.objective.student.named_parameters():
-                if "last_layer" in name.split("."):
-                    p.grad = None
+        # the frozen last layer keeps its gradient (clip norm, Adam moments); its lr is 0 (Schedules)
         clip = self.cfg.optim.clip_grad
         if clip > 0:
             for module in self.objective.student.children():

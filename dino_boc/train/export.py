@@ -19,7 +19,7 @@ from dino_boc.errors import WeightsError
 from dino_boc.models import EmbeddingModel, build_model
 from dino_boc.preprocess.config import PreprocessConfig
 from dino_boc.train.checkpoint import latest_checkpoint, load_checkpoint
-from dino_boc.train.config import config_from_dict
+from dino_boc.train.config import saved_config
 
 __all__ = ["export_run", "model_from_checkpoint"]
 
@@ -49,7 +49,7 @@ def model_from_checkpoint(
             raise WeightsError(f"{path} holds no training checkpoint (checkpoints/checkpoint_*.pt)")
         path = found
     state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
+    cfg = saved_config(state["config"])
     model_cfg = cfg.model.__class__.from_dict({**cfg.model.to_dict(), "drop_path_rate": 0.0})
     prefix = f"{which}.backbone."
     weights = {k[len(prefix):]: v for k, v in state["objective"].items() if k.startswith(prefix)}

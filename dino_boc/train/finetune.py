@@ -157,7 +157,7 @@ def finetune_optimizer(classifier: Classifier, *, layer_decay: float) -> torch.o
     def layer(name: str, _num_layers: int) -> int:
         return classifier.model.layer_id(name.removeprefix("model.")) if name.startswith("model.") else depth + 1
 
-    groups = param_groups(classifier, lr_decay=layer_decay, num_layers=depth, layer_id_fn=layer)
+    groups = param_groups(classifier, lr_decay=layer_decay, num_layers=depth, layer_id_fn=layer, weight_decay_rule="timm")
     return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
 
 

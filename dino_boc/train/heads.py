@@ -1,9 +1,11 @@
 """The DINO projection head, shared by the DINO (CLS) and iBOT (patch) losses.
 
 ``D -> hidden -> hidden -> bottleneck`` MLP with GELU, L2 normalisation, then a weight-normalised linear
-layer onto P prototypes whose per-prototype norm ``g`` is fixed at 1 (so the logits are cosine
-similarities). The last layer's parameters are named ``last_layer.weight_g`` / ``last_layer.weight_v`` as in
-DINOv2 checkpoints; the optimiser recognises ``last_layer`` to freeze its lr during the first epoch.
+layer onto P prototypes. As in the released DINOv2 (``dinov2/layers/dino_head.py:27-28``) the per-prototype
+norm ``g`` starts at 1 and is trained (with the last layer's lr and weight decay); ``learn_last_layer_norm=False``
+fixes it at 1 instead (DINOv1's ``norm_last_layer=True``: the logits are then cosine similarities). The last
+layer's parameters are named ``last_layer.weight_g`` / ``last_layer.weight_v`` as in DINOv2 checkpoints; the
+optimiser recognises ``last_layer`` to give it lr 0 during the first epoch.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ class WeightNormLinear(nn.Module):
     Args:
         in_features: input size.
         out_features: output size (prototypes).
-        learn_norm: if False (default) ``g`` is a buffer fixed at 1, else a learnt parameter.
+        learn_norm: if True (default, released DINOv2) ``g`` is a parameter initialised to 1; if False a
+            buffer fixed at 1.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, learn_norm: bool = False) -> None:
+    def __init__(self, in_features: int, out_features: int, *, learn_norm: bool = True) -> None:
         super().__init__()
         self.weight_v = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))  # nn.Linear's default initialisation
@@ -56,7 +59,8 @@ class DINOHead(nn.Module):
         hidden_dim: MLP hidden size (2048).
         bottleneck_dim: size before the prototypes (256).
         n_layers: MLP layers (3); 1 means a single linear map to the bottleneck.
-        learn_last_layer_norm: learn the prototype norms instead of fixing them at 1.
+        learn_last_layer_norm: learn the prototype norms ``g`` (default, released DINOv2) instead of fixing
+            them at 1 (DINOv1's ``norm_last_layer=True``).
 
     Raises:
         ConfigError: a non-positive size.
@@ -70,7 +74,7 @@ class DINOHead(nn.Module):
         hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         n_layers: int = 3,
-        learn_last_layer_norm: bool = False,
+        learn_last_layer_norm: bool = True,
     ) -> None:
         super().__init__()
         sizes = {"in_dim": in_dim, "out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim}
@@ -91,7 +95,7 @@ class DINOHead(nn.Module):
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, learn_norm=learn_last_layer_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(..., D)`` tokens -> ``(..., P)`` prototype logits (cosines when the norm is fixed)."""
+        """``x``: ``(..., D)`` tokens -> ``(..., P)`` prototype logits (``g_p`` x cosine to prototype p)."""
         x = self.mlp(x)
         eps = 1e-6 if x.dtype == torch.float16 else 1e-12
         x = F.normalize(x, p=2, dim=-1, eps=eps)

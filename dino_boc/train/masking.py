@@ -35,7 +35,10 @@ class MaskingGenerator:
 
     Args:
         grid: patch grid ``(h, w)`` (or one int for a square grid), e.g. ``(14, 14)`` for 224 px / 16.
-        max_num_patches: most patches one block may add; default half the grid (as DINOv2's training).
+        max_num_patches: most patches one block may add; default ``(h // 2) * w``, the released training's
+            ``0.5 * img // p * img // p`` (``dinov2/train/train.py:170-173``, evaluated left to right, so
+            floored) for a square crop of ``img = h * p`` pixels: half the grid on even grids, less on odd
+            ones (21 instead of 24.5 on a 7 x 7 grid).
         min_num_patches: fewest patches of a block's target area (4).
         min_aspect: smallest block aspect ratio (0.3); the largest is ``max_aspect`` or ``1 / min_aspect``.
 
@@ -59,7 +62,7 @@ class MaskingGenerator:
             raise ConfigError(f"mask aspect ratios must be > 0; got {min_aspect}, {max_aspect}")
         self.num_patches = self.height * self.width
         self.min_num_patches = min_num_patches
-        self.max_num_patches = 0.5 * self.num_patches if max_num_patches is None else max_num_patches
+        self.max_num_patches = float((self.height // 2) * self.width) if max_num_patches is None else max_num_patches
         max_aspect = max_aspect or 1.0 / min_aspect
         self.log_aspect = (math.log(min_aspect), math.log(max_aspect))
 

@@ -33,17 +33,18 @@ __all__ = ["Student", "SSLObjective", "StudentOutput", "HeadSpec"]
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """Sizes of a DINO head."""
+    """Sizes of a DINO head; ``norm_last_layer`` fixes the prototype norms at 1 (else learnt, as DINOv2)."""
 
     n_prototypes: int
     hidden_dim: int
     bottleneck_dim: int
     n_layers: int
+    norm_last_layer: bool = False
 
     def build(self, in_dim: int) -> DINOHead:
         return DINOHead(
             in_dim, self.n_prototypes, hidden_dim=self.hidden_dim, bottleneck_dim=self.bottleneck_dim,
-            n_layers=self.n_layers,
+            n_layers=self.n_layers, learn_last_layer_norm=not self.norm_last_layer,
         )
 
 

@@ -33,14 +33,45 @@ def test_png_rgb_is_three_channels(tmp_path):
         np.testing.assert_array_equal(array[k], data[:, :, k])
 
 
-@pytest.mark.parametrize(("samples", "k"), [(4, 3), (2, 1)])
-def test_png_alpha_is_dropped(tmp_path, samples, k):
+@pytest.mark.parametrize("samples", [4, 2])
+def test_png_alpha_plane_with_a_stain_is_a_channel(tmp_path, samples):
+    # a 4-stain RGBA microscopy PNG (HPA-FoV style): the released decoder keeps every plane, so do we
+    dtype = np.uint8  # Pillow writes 8-bit RGBA / LA only
+    data = _pixels((12, 10, samples), dtype)
+    data[0, 0, -1] = 0  # an alpha plane that varies: a stain, not an opaque mask
+    iio.imwrite(tmp_path / "alpha.png", data)
+    for alpha in ("auto", "channel"):
+        array, _ = read_image(tmp_path / "alpha.png", alpha=alpha)
+        assert array.shape == (samples, 12, 10) and array.dtype == np.dtype(dtype)
+        for c in range(samples):
+            np.testing.assert_array_equal(array[c], data[:, :, c])
+
+
+@pytest.mark.parametrize("samples", [4, 2])
+def test_png_alpha_as_transparency_is_dropped(tmp_path, samples):
     data = _pixels((12, 10, samples))
     iio.imwrite(tmp_path / "alpha.png", data)
-    array, _ = read_image(tmp_path / "alpha.png")
-    assert array.shape == (k, 12, 10)
-    for c in range(k):
+    array, _ = read_image(tmp_path / "alpha.png", alpha="transparency")
+    assert array.shape == (samples - 1, 12, 10)
+    for c in range(samples - 1):
         np.testing.assert_array_equal(array[c], data[:, :, c])
+
+
+def test_png_fully_opaque_alpha_is_dropped_by_default_but_kept_on_request(tmp_path):
+    # an RGB picture saved with alpha (editors, matplotlib): every alpha value at the dtype's maximum
+    data = _pixels((12, 10, 4))
+    data[..., 3] = 255
+    iio.imwrite(tmp_path / "opaque.png", data)
+    array, _ = read_image(tmp_path / "opaque.png")
+    np.testing.assert_array_equal(array, np.moveaxis(data[..., :3], -1, 0))
+    kept, _ = read_image(tmp_path / "opaque.png", alpha="channel")
+    np.testing.assert_array_equal(kept, np.moveaxis(data, -1, 0))
+
+
+def test_png_unknown_alpha_mode_is_refused(tmp_path):
+    iio.imwrite(tmp_path / "rgba.png", _pixels((12, 10, 4)))
+    with pytest.raises(InputError, match="alpha=.stain.*transparency"):
+        read_image(tmp_path / "rgba.png", alpha="stain")
 
 
 def test_png_dims_override(tmp_path):

@@ -40,6 +40,7 @@ def test_crop_counts_shapes_and_self_normalisation(k):
 
 def test_paper_defaults():
     c = MultiCropConfig()
+    assert not c.antialias  # the released torchvision 0.15 tensor resize does not antialias
     assert (c.global_size, c.local_size, c.n_global, c.n_local) == (224, 96, 2, 8)
     assert c.global_scale == (0.4, 1.0) and c.local_scale == (0.005, 0.4)
     assert (c.intensity_std, c.intensity_min, c.eps) == (0.2, 0.5, 1e-7)
@@ -110,3 +111,26 @@ def test_bad_inputs_and_settings():
         aug(torch.zeros(1, 8, 8, dtype=torch.uint8))
     with pytest.raises(ConfigError, match="local_scale"):
         MultiCropConfig(local_scale=(0.0, 0.4))
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_random_resized_crop_is_a_bilinear_resize_of_the_drawn_window(antialias):
+    # the window comes from the same draws; the resize is F.interpolate written here (align_corners=False,
+    # as torchvision), antialiased only on request (the released code's tensors are not)
+    img = _image(2, 64, 48, seed=4)
+    got = random_resized_crop(img, 16, scale=(0.5, 1.0), antialias=antialias, generator=_seeded(5))
+    top, left, h, w = random_resized_crop_params(64, 48, scale=(0.5, 1.0), generator=_seeded(5))
+    window = img[None, :, top : top + h, left : left + w]
+    want = torch.nn.functional.interpolate(window, size=(16, 16), mode="bilinear", align_corners=False,
+                                           antialias=antialias)[0]
+    torch.testing.assert_close(got, want)
+    other = torch.nn.functional.interpolate(window, size=(16, 16), mode="bilinear", align_corners=False,
+                                            antialias=not antialias)[0]
+    assert (got - other).abs().max() > 1e-3  # the windows shrink, so the two resizes differ
+
+
+def test_multicrop_uses_the_antialias_setting():
+    img = _image(1, 96, 96, seed=2)
+    off = MultiCropAugmentation(MultiCropConfig(global_size=16, local_size=8))(img, generator=_seeded(1))
+    on = MultiCropAugmentation(MultiCropConfig(global_size=16, local_size=8, antialias=True))(img, generator=_seeded(1))
+    assert not torch.allclose(off.global_crops[0], on.global_crops[0])

@@ -36,6 +36,21 @@ def test_defaults_are_the_paper_vitl16_boc_recipe():
     c = cfg.crops
     assert (c.global_size, c.local_size, c.n_global, c.n_local) == (224, 96, 2, 8)
     assert (c.global_scale, c.local_scale) == ((0.4, 1.0), (0.005, 0.4))
+    # the released loop and views (issue 14): trained prototype norms, decayed tokens, uniform drop path,
+    # Div255 views, no antialiasing in the random resized crop
+    assert not cfg.dino.head_norm_last_layer and not cfg.ibot.head_norm_last_layer
+    assert o.weight_decay_rule == "dinov2" and m.drop_path_uniform
+    assert (cfg.data.intensity, cfg.data.scale) == ("divide", 255.0) and not c.antialias
+    for name in ("vitl16_ha", "vitl16_channel_vit"):
+        other = load_config(name)
+        assert (other.data.intensity, other.crops.antialias, other.optim.weight_decay_rule) == ("divide", False, "dinov2")
+        assert other.model.drop_path_uniform and not other.dino.head_norm_last_layer
+
+
+def test_demo_recipe_keeps_the_choices_its_shipped_weights_were_trained_with():
+    demo = load_config("vitt16_nuclei_demo")
+    assert demo.data.intensity == "minmax" and demo.crops.antialias and not demo.model.drop_path_uniform
+    assert demo.dino.head_norm_last_layer and demo.optim.weight_decay_rule == "timm"
 
 
 def test_shipped_configs_all_load():

@@ -140,6 +140,28 @@ def test_intensity_mapping_to_unit_range():
     torch.testing.assert_close(p, y[:1])
 
 
+def test_released_divide_by_255_views_and_a_warning_when_values_exceed_the_scale(caplog):
+    # default: x / 255 (released Div255); 16-bit values above 255 saturate, and the run says so once
+    images = random_images(4, channels=1, size=24)  # uint16 up to 4000
+    index = SampleIndex([ArraySource(images, name="sixteen")], unit="channel", balance="none", seed=0, batch_size=2)
+    builder = BatchBuilder(index, MultiCropConfig(global_size=16, local_size=8, n_local=0), patch_size=8,
+                           mask_probability=0.0)
+    x, _ = builder._image((0, 0, 0))
+    torch.testing.assert_close(x, torch.from_numpy(images[0].astype("float32")) / 255.0)
+    with caplog.at_level("WARNING", logger="dino_boc.train.data"):
+        builder._image((0, 1, 0))
+        builder._image((0, 2, 0))
+    warnings = [r for r in caplog.records if "exceed data.scale=255" in r.getMessage()]
+    assert len(warnings) == 1 and "data.intensity=minmax" in warnings[0].getMessage()
+    eight = [im // 16 for im in images]  # values <= 250: no warning
+    caplog.clear()
+    quiet = BatchBuilder(SampleIndex([ArraySource(eight)], unit="channel", balance="none", seed=0, batch_size=2),
+                         MultiCropConfig(global_size=16, local_size=8, n_local=0), patch_size=8, mask_probability=0.0)
+    with caplog.at_level("WARNING", logger="dino_boc.train.data"):
+        quiet._image((0, 0, 0))
+    assert not caplog.records
+
+
 def test_file_sources_are_read_with_the_io_readers(tmp_path):
     import tifffile
 
@@ -159,3 +181,23 @@ def test_file_sources_are_read_with_the_io_readers(tmp_path):
     src = build_source(SourceConfig(path=str(tmp_path), dims="CYX"))  # probes the first image only
     with pytest.raises(InputError, match="split images with different channel counts"):
         src.read(3)
+
+
+def test_rgba_png_fields_train_as_four_channels(tmp_path):
+    # issue 14 #8: a 4-stain RGBA PNG (HPA-FoV style) is four BoC items per image, as the released decoder
+    iio = pytest.importorskip("imageio.v3")
+    import numpy as np
+
+    from dino_boc.train.config import SourceConfig
+    from dino_boc.train.sources import build_source
+
+    rng = np.random.default_rng(0)
+    fields = [rng.integers(0, 256, size=(16, 16, 4), dtype=np.uint8) for _ in range(2)]
+    for i, f in enumerate(fields):
+        iio.imwrite(tmp_path / f"hpa_{i}.png", f)
+    src = build_source(SourceConfig(path=str(tmp_path)))
+    assert src.channels.tolist() == [4, 4]
+    for i in range(2):
+        assert (src.read(i) == np.moveaxis(fields[i], -1, 0)).all()
+    index = SampleIndex([src], unit="channel", seed=0, batch_size=8)
+    assert sorted((i, c) for _, (_, i, c) in index.batch_items(0)) == [(i, c) for i in range(2) for c in range(4)]

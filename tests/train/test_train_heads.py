@@ -1,4 +1,4 @@
-"""DINO head: architecture, fixed-norm prototypes, forward written out by hand."""
+"""DINO head: architecture, prototype norms (learnt as DINOv2, or fixed), forward written out by hand."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ def test_default_sizes_are_the_papers():
     assert head.last_layer.weight_v.shape == (65536, 256)
 
 
-def test_forward_matches_hand_computation_and_prototypes_have_unit_norm():
+def test_forward_matches_hand_computation_and_fixed_norm_prototypes_have_unit_norm():
     torch.manual_seed(0)
-    head = DINOHead(16, 40, hidden_dim=32, bottleneck_dim=8)
+    head = DINOHead(16, 40, hidden_dim=32, bottleneck_dim=8, learn_last_layer_norm=False)
     x = torch.randn(5, 16)
     l1, l2, l3 = (m for m in head.mlp if isinstance(m, nn.Linear))
     h = torch.nn.functional.gelu(x @ l1.weight.T + l1.bias)
@@ -37,15 +37,34 @@ def test_forward_matches_hand_computation_and_prototypes_have_unit_norm():
     assert head(torch.randn(2, 3, 16)).shape == (2, 3, 40)
 
 
-def test_last_layer_norm_is_fixed_unless_learnt():
+def test_prototype_norms_are_trainable_and_start_at_one_by_default():
+    # released dinov2/layers/dino_head.py:27-28: weight_norm(nn.Linear(..., bias=False)); weight_g.fill_(1)
     head = DINOHead(8, 10, hidden_dim=16, bottleneck_dim=4)
-    names = dict(head.named_parameters())
+    params = dict(head.named_parameters())
+    assert params["last_layer.weight_g"].requires_grad and params["last_layer.weight_g"].shape == (10, 1)
+    torch.testing.assert_close(params["last_layer.weight_g"].detach(), torch.ones(10, 1))
+    # W = g * v / ||v|| per prototype row: compare with torch's own weight norm on the same g and v
+    with torch.no_grad():
+        params["last_layer.weight_g"].copy_(torch.linspace(0.5, 2.0, 10)[:, None])
+    ref = torch.nn.utils.parametrizations.weight_norm(nn.Linear(4, 10, bias=False), dim=0)
+    with torch.no_grad():
+        ref.parametrizations.weight.original0.copy_(params["last_layer.weight_g"])
+        ref.parametrizations.weight.original1.copy_(params["last_layer.weight_v"])
+    z = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
+    torch.testing.assert_close(head.last_layer(z), ref(z))
+    # and g receives a gradient
+    head.last_layer(z).square().sum().backward()
+    assert params["last_layer.weight_g"].grad is not None and params["last_layer.weight_g"].grad.abs().sum() > 0
+
+
+def test_fixed_norm_keeps_the_same_checkpoint_keys():
+    fixed = DINOHead(8, 10, hidden_dim=16, bottleneck_dim=4, learn_last_layer_norm=False)
+    names = dict(fixed.named_parameters())
     assert "last_layer.weight_v" in names and "last_layer.weight_g" not in names
-    assert {"last_layer.weight_g", "last_layer.weight_v"} <= set(head.state_dict())  # DINOv2 checkpoint keys
-    torch.testing.assert_close(head.state_dict()["last_layer.weight_g"], torch.ones(10, 1))
-    learnt = DINOHead(8, 10, hidden_dim=16, bottleneck_dim=4, learn_last_layer_norm=True)
-    assert "last_layer.weight_g" in dict(learnt.named_parameters())
-    learnt.load_state_dict(head.state_dict())  # same keys either way
+    assert {"last_layer.weight_g", "last_layer.weight_v"} <= set(fixed.state_dict())  # DINOv2 checkpoint keys
+    torch.testing.assert_close(fixed.state_dict()["last_layer.weight_g"], torch.ones(10, 1))
+    learnt = DINOHead(8, 10, hidden_dim=16, bottleneck_dim=4)
+    learnt.load_state_dict(fixed.state_dict())  # same keys either way
 
 
 def test_single_layer_head_and_bad_sizes():

@@ -94,3 +94,23 @@ def test_other_probabilities_and_bad_settings():
         sample_masks(4, 8, mask_probability=1.5)
     with pytest.raises(ConfigError, match="min <= max"):
         sample_masks(4, 8, ratio_range=(0.5, 0.1))
+
+
+@pytest.mark.parametrize("patch", [8, 14, 16])
+@pytest.mark.parametrize("grid", [2, 3, 4, 5, 7, 13, 14])
+def test_block_limit_is_the_released_floored_expression(grid, patch):
+    # dinov2/train/train.py:170-173: max_num_patches=0.5 * img_size // patch_size * img_size // patch_size,
+    # Python evaluates it left to right: ((0.5 * img) // p * img) // p
+    img = grid * patch
+    released = 0.5 * img // patch * img // patch
+    assert MaskingGenerator(grid).max_num_patches == released
+    if grid % 2:
+        assert released < 0.5 * grid * grid  # odd grids: below half the grid (21 vs 24.5 on 7 x 7)
+
+
+def test_no_block_exceeds_the_limit_on_an_odd_grid():
+    gen = MaskingGenerator(7)  # limit 21
+    g = _seeded(3)
+    for _ in range(100):
+        mask = np.zeros((7, 7), dtype=bool)
+        assert gen._add_block(mask, min(49, gen.max_num_patches), g) <= 21

@@ -27,7 +27,7 @@ def _student() -> nn.ModuleDict:
     return nn.ModuleDict({"backbone": _vit(), "dino_head": DINOHead(32, 50, hidden_dim=16, bottleneck_dim=8)})
 
 
-def _expected(name: str, param: torch.Tensor) -> tuple[float, float, bool]:
+def _expected(name: str, param: torch.Tensor, rule: str) -> tuple[float, float, bool]:
     """(lr multiplier, wd multiplier, last layer) from the rules, written independently of the module."""
     short = name.removeprefix("backbone.")
     if short.startswith(("patch_embed.", "cls_token", "pos_embed", "mask_token")):
@@ -37,7 +37,10 @@ def _expected(name: str, param: torch.Tensor) -> tuple[float, float, bool]:
     else:  # final norm, heads
         layer = DEPTH + 1
     lr = 0.9 ** (DEPTH + 1 - layer) * (0.2 if short.startswith("patch_embed.") else 1.0)
-    no_decay = param.ndim == 1 or short in ("cls_token", "pos_embed", "mask_token")
+    if rule == "dinov2":  # released dinov2/utils/param_groups.py:80, word for word
+        no_decay = name.endswith(".bias") or "norm" in name or "gamma" in name
+    else:
+        no_decay = param.ndim == 1 or short in ("cls_token", "pos_embed", "mask_token")
     return lr, 0.0 if no_decay else 1.0, "last_layer" in name
 
 
@@ -50,14 +53,15 @@ def _by_name(groups: list[dict]) -> dict[str, tuple[float, float, bool]]:
     return out
 
 
+@pytest.mark.parametrize("rule", ["dinov2", "timm"])
 @pytest.mark.parametrize("make", [_vit, _student], ids=["vit", "student"])
-def test_multipliers_per_parameter(make):
+def test_multipliers_per_parameter(make, rule):
     model = make()
-    got = _by_name(param_groups(model))
+    got = _by_name(param_groups(model, weight_decay_rule=rule))
     params = dict(model.named_parameters())
     assert set(got) == set(params)
     for name, p in params.items():
-        lr, wd, last = _expected(name, p)
+        lr, wd, last = _expected(name, p, rule)
         assert got[name][0] == pytest.approx(lr), name
         assert got[name][1:] == (wd, last), name
 
@@ -67,9 +71,17 @@ def test_some_named_multipliers():
     assert got["backbone.blocks.2.attn.qkv.weight"] == (pytest.approx(0.9), 1.0, False)
     assert got["backbone.blocks.0.ls1.gamma"] == (pytest.approx(0.9**3), 0.0, False)
     assert got["backbone.patch_embed.proj.weight"] == (pytest.approx(0.9**4 * 0.2), 1.0, False)
-    assert got["backbone.pos_embed"][1] == 0.0 and got["backbone.cls_token"][1] == 0.0
+    # released default: the tokens are decayed; the learnt prototype norms sit with the last layer, decayed
+    for token in ("pos_embed", "cls_token", "mask_token"):
+        assert got[f"backbone.{token}"] == (pytest.approx(0.9**4), 1.0, False)
     assert got["dino_head.last_layer.weight_v"] == (pytest.approx(1.0), 1.0, True)
+    assert got["dino_head.last_layer.weight_g"] == (pytest.approx(1.0), 1.0, True)
     assert got["dino_head.mlp.0.bias"] == (pytest.approx(1.0), 0.0, False)
+    assert got["backbone.norm.weight"][1] == got["backbone.blocks.0.norm1.weight"][1] == 0.0
+    timm = _by_name(param_groups(_student(), weight_decay_rule="timm"))
+    assert timm["backbone.pos_embed"][1] == timm["backbone.cls_token"][1] == timm["backbone.mask_token"][1] == 0.0
+    with pytest.raises(ConfigError, match="weight_decay_rule"):
+        param_groups(_student(), weight_decay_rule="deit")
 
 
 def test_layer_ids_and_frozen_parameters():
@@ -112,5 +124,6 @@ def test_names_listed_by_no_weight_decay_are_not_decayed():
             return {"table"}
 
     model = nn.ModuleDict({"inner": WithTable()})
-    got = _by_name(param_groups(model))
+    got = _by_name(param_groups(model, weight_decay_rule="timm"))
     assert got["inner.table"][1] == 0.0 and got["inner.proj.weight"][1] == 1.0
+    assert _by_name(param_groups(model))["inner.table"][1] == 1.0  # the released rule ignores the list
