@@ -3,7 +3,9 @@
 Label images are matched to images by file stem. An image ``plate1/A01_f1.ome.tif`` takes the label image
 whose name, without its image suffix, is ``A01_f1`` or ``A01_f1`` followed by one of
 :data:`MASK_SUFFIXES` (``A01_f1_cp_masks.png`` from cellpose, ``A01_f1_masks.tif``, ``A01_f1_labels.tif``,
-...). A table input may instead name each row's label image in a column: pass that column's name.
+...). Images and label images may share one folder (cellpose's layout: ``--masks`` names the images'
+folder; only the files named like label images are masks). A table input may instead name each row's
+label image in a column: pass that column's name.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.io import ImageRecord, collect_sources, read_loaddata
-from dino_boc.io.formats import SUPPORTED_SUFFIXES
+from dino_boc.io.labels import MASK_SUFFIXES, image_key, mask_key
 from dino_boc.io.loaddata import is_loaddata
+from dino_boc.io.sources import list_label_images
 from dino_boc.io.tables import is_table, read_table, resolve
 from dino_boc.pipeline.options import ReadOptions
 
@@ -25,7 +28,6 @@ __all__ = ["MASK_SUFFIXES", "RunInputs", "gather_inputs", "image_key", "mask_key
 
 logger = logging.getLogger(__name__)
 
-MASK_SUFFIXES = ("_cp_masks", "_masks", "_mask", "_labels", "_label", "_seg", "_segmentation")
 MasksInput = str | os.PathLike | Sequence[str | os.PathLike] | None
 
 
@@ -43,27 +45,9 @@ class RunInputs:
     masks: list[str] | None
 
 
-def image_key(path: str | os.PathLike) -> str:
-    """The file name without its image suffix (``a.ome.tif`` -> ``a``)."""
-    name = Path(path).name
-    low = name.lower()
-    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def mask_key(path: str | os.PathLike) -> str:
-    """:func:`image_key` without a trailing mask suffix (``a_cp_masks.png`` -> ``a``)."""
-    key = image_key(path)
-    for suffix in MASK_SUFFIXES:
-        if key.lower().endswith(suffix):
-            return key[: -len(suffix)]
-    return key
-
-
 def _read_options(read: ReadOptions) -> dict:
-    return {"dims": read.dims, "z": read.z, "t": read.t, "level": read.level, "channel_width": read.channel_width}
+    return {"dims": read.dims, "z": read.z, "t": read.t, "level": read.level, "channel_width": read.channel_width,
+            "position": read.position, "pattern": read.pattern}
 
 
 def _expand(item, read: ReadOptions) -> tuple[list[ImageRecord], Path | None]:
@@ -76,7 +60,9 @@ def _expand(item, read: ReadOptions) -> tuple[list[ImageRecord], Path | None]:
         if by_name and is_loaddata(list(read_table(path).columns)):
             # read only the chosen channels' files (LoadData tables often list illumination functions too)
             records = read_loaddata(path, channels=list(read.channels))
-            return [dataclasses.replace(r, **_read_options(read)) for r in records], path.parent
+            options = {k: v for k, v in _read_options(read).items() if k != "pattern"}
+            options["position"] = 0 if read.position == "each" else read.position
+            return [dataclasses.replace(r, **options) for r in records], path.parent
         return collect_sources(path, **_read_options(read)), path.parent
     return collect_sources(item, **_read_options(read)), None
 
@@ -125,7 +111,7 @@ def _masks_from_column(column: str, records: list[ImageRecord], origins: list[Pa
 
 
 def _match_by_stem(records: list[ImageRecord], masks) -> RunInputs:
-    mask_paths = [r.paths[0] for r in collect_sources(masks, recursive=True)]
+    mask_paths = list_label_images(masks)
     by_key: dict[str, set[str]] = {}
     for p in mask_paths:
         for key in {image_key(p), mask_key(p)}:

@@ -6,9 +6,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
 from dino_boc.errors import ConfigError
-from dino_boc.io.axes import ZReduction, check_t, check_z
+from dino_boc.io.axes import PositionChoice, ZReduction, check_position, check_t, check_z
+from dino_boc.io.grouping import PRESETS, file_pattern
 
-__all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH"]
+__all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH", "PATTERN_PRESETS"]
+
+# vendor presets for ReadOptions.pattern (the CLI's --pattern choices come from here)
+PATTERN_PRESETS = tuple(PRESETS)
 
 # What happens to a field whose size (after resize) is not a multiple of the patch when no crop is
 # given: it is centre-cropped to the largest multiple (at most patch - 1 pixels lost per axis).
@@ -33,6 +37,11 @@ class ReadOptions:
         t: time point of a time series.
         level: resolution level of pyramidal files (0 = full resolution).
         channel_width: unfold CHAMMI tapes (channels side by side) every this many pixels.
+        position: stage position of multi-position files (Micro-Manager, multi-image OME-TIFF), or
+            ``"each"``: one row per position with ``Metadata_Position``.
+        pattern: group per-channel files into multi-channel images: a preset name (see
+            :data:`PATTERN_PRESETS`) or a regular expression with named groups, one of them ``channel``
+            (see :mod:`dino_boc.io.grouping`).
     """
 
     channels: tuple[int | str, ...] | None = None
@@ -41,6 +50,8 @@ class ReadOptions:
     t: int = 0
     level: int = 0
     channel_width: int | None = None
+    position: PositionChoice = 0
+    pattern: str | None = None
 
     def __post_init__(self) -> None:
         if self.channels is not None:
@@ -53,6 +64,9 @@ class ReadOptions:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or self.level < 0:
             raise ConfigError(f"level={self.level!r} must be an int >= 0 (0 = full resolution)")
         _positive("channel_width", self.channel_width, allow_none=True)
+        check_position(self.position)
+        if self.pattern is not None:
+            file_pattern(self.pattern)  # a bad preset name or regex fails here, before any work
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -62,6 +62,8 @@ def embed_dataset(
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
+    position: int | Literal["each"] = 0,
+    pattern: str | None = None,
     n_last_blocks: int = 4,
     avgpool: bool = True,
     channel_pool: Literal["concat", "mean"] = "concat",
@@ -108,6 +110,11 @@ def embed_dataset(
         t: time point of a time series.
         level: resolution level of pyramidal files (0 = full resolution).
         channel_width: CHAMMI tapes: width of one channel in the strip.
+        position: stage position of multi-position files (Micro-Manager, multi-image OME-TIFF), or
+            ``"each"``: one row per position, with ``Metadata_Position``.
+        pattern: per-channel files (one 2-D file per channel): group them into multi-channel images by a
+            vendor preset (``"cellomics"``, ``"imagexpress"``, ``"phenix"``, ``"operetta"``, ``"incucyte"``)
+            or a regular expression with named groups, one of them ``channel`` (docs/inputs.md).
         n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md).
         avgpool: append the per-channel mean of the last block's patch tokens.
         channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels.
@@ -147,7 +154,8 @@ def embed_dataset(
         >>> dino_boc.embed_dataset("plates/", "features.parquet", model="dino-boc-vitl16", num_workers=4)
         >>> cells = dino_boc.embed_dataset("fields/", masks="masks/", cell_size=96)
     """
-    read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width)
+    read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width,
+                       position=position, pattern=pattern)
     embed = EmbedOptions(n_last_blocks=n_last_blocks, avgpool=avgpool, channel_pool=channel_pool, tile=tile,
                          cell_size=cell_size, mask_outside=mask_outside)
     run = RunOptions(batch_size=batch_size, num_workers=num_workers, resume=resume, strict=strict,
