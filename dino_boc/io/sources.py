@@ -106,12 +106,14 @@ def collect_sources(
         if isinstance(item, ImageRecord):
             records.append(item)
             continue
-        for r in _expand(item, recursive=recursive, path_column=path_column, guess=grouping is None):
+        for r in _expand(item, recursive=recursive, path_column=path_column):
             if grouping is not None and _is_loose_file(r):
                 loose_at = len(records) if loose_at is None else loose_at
                 loose.append(r.paths[0])
             else:
                 records.extend(_positions(dataclasses.replace(r, **options), position))
+    if grouping is None:
+        _warn_if_per_channel([r.paths[0] for r in records if _is_loose_file(r)])
     if loose:
         grouped, unmatched = group_files(loose, grouping)
         if unmatched:
@@ -147,6 +149,17 @@ def list_label_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -
     return paths
 
 
+def _warn_if_per_channel(paths: list[str]) -> None:
+    """Warn when files read one per image look like a vendor's one-file-per-channel export."""
+    preset = guess_preset(paths)
+    if preset is not None:
+        logger.warning(
+            "%d files look like per-channel %s exports (one channel per file, e.g. %s); each is read as a "
+            "one-channel image, so different stains share the same feature columns. Group them with "
+            "pattern=%r (CLI: --pattern %s)", len(paths), preset, Path(paths[0]).name, preset, preset,
+        )
+
+
 def _is_loose_file(record: ImageRecord) -> bool:
     """A record of one plain image file (not a table row, not a zarr image), as a folder or glob gives."""
     return (len(record.paths) == 1 and not record.metadata and record.id == record.paths[0]
@@ -172,16 +185,14 @@ def _positions(record: ImageRecord, position: PositionChoice) -> list[ImageRecor
     ]
 
 
-def _expand(
-    item: str | os.PathLike, *, recursive: bool, path_column: str, labels: bool = False, guess: bool = True
-) -> list[ImageRecord]:
+def _expand(item: str | os.PathLike, *, recursive: bool, path_column: str, labels: bool = False) -> list[ImageRecord]:
     path = Path(item)
     if path.is_dir() and is_zarr_dir(path) and is_plate(path):
         return [ImageRecord(id=image, paths=(image,), metadata=meta) for image, meta in plate_fields(path)]
     if path.is_dir():
         if is_zarr_dir(path):
             return [_file_record(path)]
-        return _scan_folder(path, recursive=recursive, labels=labels, guess=guess)
+        return _scan_folder(path, recursive=recursive, labels=labels)
     if path.is_file() and is_table(path):
         return _table_records(path, path_column=path_column)
     if path.exists():
@@ -200,7 +211,7 @@ def _file_record(path: Path) -> ImageRecord:
     return ImageRecord(id=str(path), paths=(str(path),))
 
 
-def _scan_folder(folder: Path, *, recursive: bool, labels: bool = False, guess: bool = True) -> list[ImageRecord]:
+def _scan_folder(folder: Path, *, recursive: bool, labels: bool = False) -> list[ImageRecord]:
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
@@ -220,12 +231,6 @@ def _scan_folder(folder: Path, *, recursive: bool, labels: bool = False, guess: 
                 "with masks= (--masks) to embed single cells", folder, len(masks), Path(masks[0]).name,
             )
             found = [p for p in found if not is_label_name(p)]
-        preset = guess_preset(found) if guess else None
-        if preset is not None:
-            logger.warning(
-                "%s: the files look like per-channel %s exports (one channel per file); each file is read as a "
-                "one-channel image unless you group them with pattern=%r (--pattern %s)", folder, preset, preset, preset,
-            )
     if not found:
         logger.warning("no supported images in folder %s", folder)
     return [_file_record(Path(p)) for p in sorted(found)]

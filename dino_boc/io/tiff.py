@@ -131,6 +131,8 @@ def read_tiff(
             names = ome_channel_names(tif.ome_metadata, image=tif.series.index(series))
         else:
             names = None
+        if names is None and tif.is_micromanager:
+            names = _micromanager_channel_names(tif.micromanager_metadata)
         if names is None and tif.is_imagej:
             names = imagej_channel_names(tif.imagej_metadata, axes, array.shape)
     bad = [m for m in handler.messages if any(h in m.lower() for h in _CORRUPTION_HINTS)]
@@ -213,6 +215,15 @@ def _check_consistent(tif, series, source: str) -> None:
             f"cannot read {source!r}: named or marked OME-TIFF but its OME-XML is missing or does not match its "
             "pages (truncated or corrupt file); re-export it, or rename it to .tif to read it as a plain TIFF"
         )
+
+
+def _micromanager_channel_names(meta: dict | None) -> list[str] | None:
+    """``Summary.ChNames`` of Micro-Manager metadata (the channel presets of the acquisition), or ``None``."""
+    summary = (meta or {}).get("Summary") if isinstance(meta, dict) else None
+    names = summary.get("ChNames") if isinstance(summary, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        return None
+    return names
 
 
 def ome_channel_names(ome_xml: str | None, *, image: int = 0) -> list[str] | None:
