@@ -187,11 +187,9 @@ def _positions(record: ImageRecord, position: PositionChoice) -> list[ImageRecor
 
 def _expand(item: str | os.PathLike, *, recursive: bool, path_column: str, labels: bool = False) -> list[ImageRecord]:
     path = Path(item)
-    if path.is_dir() and is_zarr_dir(path) and is_plate(path):
-        return [ImageRecord(id=image, paths=(image,), metadata=meta) for image, meta in plate_fields(path)]
     if path.is_dir():
         if is_zarr_dir(path):
-            return [_file_record(path)]
+            return _zarr_records(path)
         return _scan_folder(path, recursive=recursive, labels=labels)
     if path.is_file() and is_table(path):
         return _table_records(path, path_column=path_column)
@@ -209,6 +207,20 @@ def _expand(item: str | os.PathLike, *, recursive: bool, path_column: str, label
 
 def _file_record(path: Path) -> ImageRecord:
     return ImageRecord(id=str(path), paths=(str(path),))
+
+
+def _zarr_records(path: Path) -> list[ImageRecord]:
+    """An OME-Zarr image (one record; a field of a plate keeps its plate, well and site), or a plate's fields."""
+    try:
+        if is_plate(path):
+            return [ImageRecord(id=image, paths=(image,), metadata=meta) for image, meta in plate_fields(path)]
+        if is_zarr_dir(path.parent) and is_plate(path.parent):  # a field inside a well, e.g. from a glob
+            meta = dict(plate_fields(path.parent)).get(str(path))
+            if meta is not None:
+                return [ImageRecord(id=str(path), paths=(str(path),), metadata=meta)]
+    except (ImageReadError, InputError) as exc:  # unreadable metadata: the image fails (recorded) when read
+        logger.debug("%s: no plate metadata (%s)", path, exc)
+    return [_file_record(path)]
 
 
 def _scan_folder(folder: Path, *, recursive: bool, labels: bool = False) -> list[ImageRecord]:
@@ -233,7 +245,7 @@ def _scan_folder(folder: Path, *, recursive: bool, labels: bool = False) -> list
             found = [p for p in found if not is_label_name(p)]
     if not found:
         logger.warning("no supported images in folder %s", folder)
-    return [_file_record(Path(p)) for p in sorted(found)]
+    return [r for p in sorted(found) for r in (_zarr_records(Path(p)) if is_zarr_dir(p) else [_file_record(Path(p))])]
 
 
 def _glob_records(pattern: str, *, path_column: str) -> list[ImageRecord]:
@@ -243,7 +255,9 @@ def _glob_records(pattern: str, *, path_column: str) -> list[ImageRecord]:
         p = Path(match)
         if p.is_file() and is_table(p):
             records.extend(_table_records(p, path_column=path_column))
-        elif (p.is_file() or is_zarr_dir(p)) and format_of(p) is not None:
+        elif is_zarr_dir(p):
+            records.extend(_zarr_records(p))
+        elif p.is_file() and format_of(p) is not None:
             records.append(_file_record(p))
         else:
             logger.debug("glob %s: skipping %s (not a supported image)", pattern, match)

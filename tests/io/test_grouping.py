@@ -135,3 +135,12 @@ def test_ome_tiff_with_one_image_per_position(tmp_path):
     assert [r.metadata["Metadata_Position"] for r in records] == [0, 1, 2]
     with pytest.raises(InputError, match="position"):
         read_image(path, position="each")
+
+
+def test_plate_fields_keep_plate_well_site_through_a_glob_and_a_folder(tmp_path):
+    _write_plate(tmp_path / "run" / "plate.ome.zarr", np.random.default_rng(1))
+    by_glob = collect_sources(str(tmp_path / "run" / "plate.ome.zarr" / "*" / "*" / "*"))
+    by_folder = collect_sources(tmp_path / "run")
+    for records in (by_glob, by_folder):
+        assert [(r.metadata["Metadata_Well"], r.metadata["Metadata_Site"]) for r in records] == [
+            ("A1", "0"), ("A1", "1"), ("B2", "0"), ("B2", "1")]
