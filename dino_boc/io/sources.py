@@ -39,7 +39,7 @@ from typing import Union
 from dino_boc.errors import ImageReadError, InputError
 from dino_boc.io.axes import PositionChoice, ZReduction, check_position, check_t, check_z
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of, is_zarr_dir
-from dino_boc.io.grouping import file_pattern, group_files, guess_preset
+from dino_boc.io.grouping import FilePattern, file_pattern, group_files, guess_preset
 from dino_boc.io.labels import image_key, is_label_name, mask_key
 from dino_boc.io.loaddata import is_loaddata, read_loaddata
 from dino_boc.io.ngff import is_plate, plate_fields
@@ -100,27 +100,25 @@ def collect_sources(
     items = [inputs] if isinstance(inputs, (str, os.PathLike, ImageRecord)) else list(inputs)
     options = {"dims": dims, "z": z, "t": t, "level": level, "channel_width": channel_width}
     records: list[ImageRecord] = []
-    loose: list[str] = []  # single image files, grouped by ``pattern`` across inputs
-    loose_at = None
+    files: list[str] = []  # plain image files found in folders, globs and file lists
+    files_at: int | None = None  # where their grouped records go when ``pattern`` groups them
     for item in items:
         if isinstance(item, ImageRecord):
             records.append(item)
             continue
         for r in _expand(item, recursive=recursive, path_column=path_column):
-            if grouping is not None and _is_loose_file(r):
-                loose_at = len(records) if loose_at is None else loose_at
-                loose.append(r.paths[0])
-            else:
-                records.extend(_positions(dataclasses.replace(r, **options), position))
+            if _is_loose_file(r):
+                files.append(r.paths[0])
+                if grouping is not None:
+                    files_at = len(records) if files_at is None else files_at
+                    continue
+            records.extend(_positions(dataclasses.replace(r, **options), position))
     if grouping is None:
-        _warn_if_per_channel([r.paths[0] for r in records if _is_loose_file(r)])
-    if loose:
-        grouped, unmatched = group_files(loose, grouping)
-        if unmatched:
-            logger.warning("%d image file(s) do not match pattern %r and are left out, e.g. %s",
-                           len(unmatched), pattern, unmatched[0])
-        records[loose_at:loose_at] = [dataclasses.replace(r, **options, position=position if position != "each" else 0)
-                                      for r in grouped]
+        _warn_if_per_channel(files)
+    elif files:
+        single = 0 if position == "each" else position
+        records[files_at:files_at] = [dataclasses.replace(r, **options, position=single)
+                                      for r in _group(files, grouping)]
     if not records:
         raise InputError(
             f"no images found in {[str(i) for i in items]}; supported suffixes: {', '.join(SUPPORTED_SUFFIXES)}"
@@ -147,6 +145,15 @@ def list_label_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -
     if not paths:
         raise InputError(f"no label images found in {[str(i) for i in items]}")
     return paths
+
+
+def _group(files: list[str], grouping: FilePattern) -> list[ImageRecord]:
+    """One record per multi-channel image; files the pattern does not match are left out, with a warning."""
+    grouped, unmatched = group_files(files, grouping)
+    if unmatched:
+        logger.warning("%d image file(s) do not match pattern %r and are left out, e.g. %s",
+                       len(unmatched), grouping.regex.pattern, unmatched[0])
+    return grouped
 
 
 def _warn_if_per_channel(paths: list[str]) -> None:

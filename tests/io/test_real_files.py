@@ -17,6 +17,8 @@ import tifffile
 
 from dino_boc.errors import InputError
 from dino_boc.io import collect_sources, read_image
+from dino_boc.pipeline.inputs import gather_inputs
+from dino_boc.pipeline.options import ReadOptions
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NDTIFF = DATA / "micromanager_ndstorage" / "12_bit_pycromanager_mda" / "12_bit_pycromanager_mda_NDTiffStack.tif"
@@ -116,6 +118,10 @@ def test_per_channel_folder_without_pattern_warns(caplog):
         records = collect_sources(CELLOMICS)
     assert len(records) == 3  # still one per file, as asked, but the user is told
     assert "pattern='cellomics'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dino_boc.io"):
+        gather_inputs(CELLOMICS, ReadOptions())  # what a run does: told once, not once per pass
+    assert caplog.text.count("pattern='cellomics'") == 1
 
 
 def test_imagexpress_channels_grouped_into_one_image():
