@@ -125,8 +125,11 @@ def read_tiff(
             )
         _check_consistent(tif, series, source)
         check_codec(levels[level].keyframe.compression, source)
-        array = levels[level].asarray()
-        axes = levels[level].axes
+        if dims is None:  # only this time point and position's pages
+            array, axes = _read_selected(tif, levels[level], t=t, position=position, source=source)
+            t = position = 0
+        else:
+            array, axes = levels[level].asarray(), levels[level].axes
         if tif.is_ome:
             names = ome_channel_names(tif.ome_metadata, image=tif.series.index(series))
         else:
@@ -144,6 +147,42 @@ def read_tiff(
         axes = parse_dims(dims, array.shape)
     out = to_kyx(array, axes, z=z, t=t, position=position, source=source)
     return out, match_names(names, out.shape[0], source)
+
+
+def _read_selected(tif, series, *, t: int, position: int, source: str) -> tuple[np.ndarray, str]:
+    """Read only the pages of time point ``t`` and stage ``position`` of a series (memory: one T, one position).
+
+    Works when the series' leading axes enumerate its pages (ImageJ, OME, Micro-Manager, ...); any other
+    layout is read whole and reduced afterwards.
+
+    Returns:
+        (array, axes): the selected T/position axes are kept with length 1.
+    """
+    axes, shape = series.axes, tuple(series.shape)
+    page_shape = tuple(series.keyframe.shape)
+    n_lead = len(shape) - len(page_shape)
+    lead_axes, lead_shape = axes[:n_lead], shape[:n_lead]
+    picks = {"T": t, **{letter: position for letter in POSITION_AXES}}
+    if n_lead <= 0 or shape[n_lead:] != page_shape or int(np.prod(lead_shape)) != len(series.pages) or not any(
+        a in picks for a in lead_axes
+    ):
+        return series.asarray(), axes
+    ranges = []
+    for a, size in zip(lead_axes, lead_shape):
+        if a in picks:
+            i = picks[a]
+            if not -size <= i < size:
+                what = "t" if a == "T" else "position"
+                raise InputError(f"{what}={i} is out of range: the image's axes {axes!r} have {size} along that axis")
+            ranges.append([int(i) % size])
+        else:
+            ranges.append(range(size))
+    selected = [len(r) for r in ranges]
+    keys = np.ravel_multi_index(np.meshgrid(*ranges, indexing="ij"), lead_shape).ravel().tolist()
+    if any(series.pages[k] is None for k in keys):  # missing pages: tifffile zero-fills them in a whole read
+        return series.asarray(), axes
+    array = tif.asarray(key=keys, series=series)
+    return array.reshape(tuple(selected) + page_shape), axes
 
 
 def tiff_positions(path: str | os.PathLike) -> int:
