@@ -137,10 +137,10 @@ def group_files(
     for path in sorted(str(p) for p in paths):
         relative = os.path.relpath(path, root).replace(os.sep, "/") if root is not None else path
         m = fp.match(relative)
-        if m is None:
+        if m is None or not m.group("channel"):
             unmatched.append(path)
             continue
-        found = {k: v for k, v in m.groupdict().items() if v is not None}
+        found = {k: v for k, v in m.groupdict().items() if v}  # an optional group that matched nothing: absent
         channel = _channel_name(found.pop("channel"))
         key = (str(Path(path).parent),) + tuple(sorted(found.items()))
         files = groups.setdefault(key, {})

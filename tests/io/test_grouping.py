@@ -58,6 +58,7 @@ def test_unmatched_files_left_out_and_bad_patterns_refused(tmp_path, caplog):
     ("cellomics", ["PLATE_1_B03f01d0.tif", "PLATE_1_B03f01d1.tif"], "B03"),
     ("imagexpress", ["Week1_150607_B02_s1_w1EB868A72-19FC-46BB-BDFA-66B8966A817C.tif",
                      "Week1_150607_B02_s1_w2A7F4A3E8-B80D-4F4F-A3B3-3B7A5E4D1C2F.tif"], "B02"),
+    ("imagexpress", ["B02_s1_w1.tif", "B02_s1_w2.tif"], "B02"),  # no plate prefix, no GUID
     ("phenix", ["r02c03f01p01-ch1sk1fk1fl1.tiff", "r02c03f01p01-ch2sk1fk1fl1.tiff"], "B03"),
     ("incucyte", ["VID193_phase_A1_1_00d04h00m.tif", "VID193_green_A1_1_00d04h00m.tif"], "A1"),
 ])
@@ -66,6 +67,7 @@ def test_presets_match_vendor_names(tmp_path, preset, names, well):
     assert preset in PRESETS
     (record,) = collect_sources(tmp_path, pattern=preset)
     assert len(record.channel_names) == 2 and record.metadata["Metadata_Well"] == well
+    assert all(value for value in record.metadata.values())  # optional parts absent, not empty
 
 
 def test_file_list_inputs_are_grouped_together(tmp_path):
