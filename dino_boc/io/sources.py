@@ -102,11 +102,14 @@ def collect_sources(
     records: list[ImageRecord] = []
     files: list[str] = []  # plain image files found in folders, globs and file lists
     files_at: int | None = None  # where their grouped records go when ``pattern`` groups them
+    seen_mmstack: set[tuple[str, str]] = set()
     for item in items:
         if isinstance(item, ImageRecord):
             records.append(item)
             continue
         for r in _expand(item, recursive=recursive, path_column=path_column):
+            if _is_loose_file(r) and _joined_mmstack(r.paths[0], seen_mmstack):
+                continue
             if _is_loose_file(r):
                 files.append(r.paths[0])
                 if grouping is not None:
@@ -145,6 +148,24 @@ def list_label_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -
     if not paths:
         raise InputError(f"no label images found in {[str(i) for i in items]}")
     return paths
+
+
+def _joined_mmstack(path: str, seen: set[tuple[str, str]]) -> bool:
+    """True for a Micro-Manager MMStack file whose dataset an earlier file already stands for.
+
+    tifffile opens every ``<prefix>_MMStack*.tif`` file of a folder as the whole multi-file dataset (all
+    positions), so reading each would repeat it; the first file (sorted) stands for the dataset.
+    """
+    name = Path(path).name
+    if "_MMStack" not in name or format_of(path) != "tiff":
+        return False
+    key = (str(Path(path).parent), name.split("_MMStack")[0])
+    if key in seen:
+        logger.info("%s: part of the Micro-Manager dataset %r already listed (tifffile reads its files as one)",
+                    path, key[1])
+        return True
+    seen.add(key)
+    return False
 
 
 def _group(files: list[str], grouping: FilePattern) -> list[ImageRecord]:

@@ -6,6 +6,7 @@ what the file names and the instruments' own metadata say.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from dino_boc.pipeline.options import ReadOptions
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NDTIFF = DATA / "micromanager_ndstorage" / "12_bit_pycromanager_mda" / "12_bit_pycromanager_mda_NDTiffStack.tif"
-POSITIONS = DATA / "micromanager_ndstorage" / "labeled_positions_1" / "labeled_positions_NDTiffStack.tif"
+MMSTACK = DATA / "micromanager_mmstack"
 HYPERSTACK = DATA / "pyimagej" / "test_still_stack.tif"
 PHENIX = DATA / "pe2loaddata" / "images" / "r01c01f01p01-ch6sk1fk1fl1.tiff"
 CELLOMICS = DATA / "cellprofiler_examples" / "cellomics"
@@ -42,20 +43,43 @@ def test_micromanager_ndtiff_channels_and_time_points():
         assert names is None
 
 
-def test_micromanager_stage_positions():
-    with tifffile.TiffFile(POSITIONS) as tif:
-        assert tif.series[0].axes == "RYX"
+def unpack_mmstack(folder: Path) -> Path:
+    """The shipped MMStack files, gunzipped (bytes as Micro-Manager wrote them) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for gz in sorted(MMSTACK.glob("*.ome.tif.gz")):
+        (folder / gz.name[: -len(".gz")]).write_bytes(gzip.decompress(gz.read_bytes()))
+    return folder
+
+
+def test_micromanager_mmstack_positions_time_z_and_channel_names(tmp_path):
+    folder = unpack_mmstack(tmp_path / "mm")
+    first = sorted(folder.glob("*.tif"))[0]
+    with tifffile.TiffFile(first) as tif:
+        series = tif.series[0]
+        assert tif.is_imagej and tif.is_ome and series.kind == "mmstack" and series.axes == "RTZCYX"
+        stack = series.asarray()
+        channel_names = tif.micromanager_metadata["Summary"]["ChNames"]
+    assert stack.shape[0] == 4
+    for p in range(4):
+        array, names = read_image(first, position=p, t=1)  # Z: max projection
+        np.testing.assert_array_equal(array, stack[p, 1].max(axis=0))
+        assert names == channel_names == ["Cy5", "DAPI"]
+    np.testing.assert_array_equal(read_image(first, position=2, t=0, z=1)[0], stack[2, 0, 1])
+    with pytest.raises(InputError, match="position=4"):
+        read_image(first, position=4)
+
+
+def test_micromanager_folder_is_one_dataset_one_row_per_position(tmp_path):
+    """tifffile opens each file of the dataset as the whole dataset: a folder must not repeat it 4 times."""
+    folder = unpack_mmstack(tmp_path / "mm")
+    with tifffile.TiffFile(sorted(folder.glob("*.tif"))[0]) as tif:
         stack = tif.series[0].asarray()
-    assert stack.shape[0] == 3
-    for p in range(3):
-        np.testing.assert_array_equal(read_image(POSITIONS, position=p)[0], stack[p][None])
-    with pytest.raises(InputError, match="position=3"):
-        read_image(POSITIONS, position=3)
-    records = collect_sources(POSITIONS.parent, position="each")
-    assert [r.metadata["Metadata_Position"] for r in records] == [0, 1, 2]
-    assert len({r.id for r in records}) == 3
+    assert len(collect_sources(folder)) == 1
+    records = collect_sources(folder, position="each")
+    assert [r.metadata["Metadata_Position"] for r in records] == [0, 1, 2, 3]
+    assert len({r.id for r in records}) == 4
     for p, record in enumerate(records):
-        np.testing.assert_array_equal(record.read()[0], stack[p][None])
+        np.testing.assert_array_equal(record.read()[0], stack[p, 0].max(axis=0))
 
 
 def test_fiji_hyperstack_plane_labels_are_not_channel_names():

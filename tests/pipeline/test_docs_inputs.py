@@ -7,6 +7,7 @@ folder where the names the docs use point at tests/data; the test then checks th
 
 from __future__ import annotations
 
+import gzip
 import re
 import shlex
 from pathlib import Path
@@ -26,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 MARKER = "<!-- the commands of this section are run by tests/pipeline/test_docs_inputs.py -->"
 LINKS = {
-    "positions": DATA / "micromanager_ndstorage" / "labeled_positions_1",
     "cellomics": DATA / "cellprofiler_examples" / "cellomics",
     "imagexpress": DATA / "cellprofiler_examples" / "imagexpress",
     "Images": DATA / "pe2loaddata" / "images",
@@ -59,6 +59,9 @@ def _write_plate(root: Path) -> int:
 def workspace(tmp_path, monkeypatch):
     for name, target in LINKS.items():
         (tmp_path / name).symlink_to(target, target_is_directory=True)
+    for gz in sorted((DATA / "micromanager_mmstack").glob("*.ome.tif.gz")):  # shipped gzipped, as stored upstream
+        (tmp_path / "positions").mkdir(exist_ok=True)
+        (tmp_path / "positions" / gz.name[: -len(".gz")]).write_bytes(gzip.decompress(gz.read_bytes()))
     _write_plate(tmp_path / "plate.ome.zarr")
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -84,7 +87,7 @@ def test_docs_commands_run_on_real_files(workspace, model, model_dir, page):
 
 
 def _positions(df):
-    assert df["Metadata_Position"].tolist() == [0, 1, 2]
+    assert df["Metadata_Position"].tolist() == [0, 1, 2, 3]  # four positions, one dataset in four files
 
 
 def _cellomics(df):
