@@ -57,7 +57,18 @@ def _z(text: str):
         raise argparse.ArgumentTypeError(f"--z must be 'max', 'mean' or a plane number, got {text!r}") from exc
 
 
+def _position(text: str):
+    if text == "each":
+        return text
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--position must be a number or 'each', got {text!r}") from exc
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from dino_boc.io.grouping import PRESETS as PATTERN_PRESETS
+
     p = sub.add_parser("embed", help="embed images (folder, files, glob, table) into a feature table",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, image files, glob patterns or tables (CSV/Parquet)")
@@ -83,6 +94,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--t", type=int, default=0, metavar="N", help="time series: which time point (default 0, the first)")
     g.add_argument("--level", type=int, default=0, metavar="N", help="pyramidal files: resolution level (default 0, full)")
     g.add_argument("--channel-width", type=int, metavar="PX", help="CHAMMI tapes: width in pixels of one channel in the strip")
+    g.add_argument("--position", type=_position, default=0, metavar="N|each",
+                   help="multi-position files (Micro-Manager, OME-TIFF with one image per position): which stage "
+                        "position (default 0), or 'each' for one row per position (Metadata_Position)")
+    g.add_argument("--pattern", metavar="PRESET|REGEX",
+                   help="one file per channel: group files into multi-channel images by a vendor preset ("
+                        f"{', '.join(PATTERN_PRESETS)}) or a regex with named groups, one of them 'channel', "
+                        r"e.g. '(?P<well>[A-P]\d{2})_s(?P<site>\d)_(?P<channel>w\d)'")
     g = p.add_argument_group("image size and intensity")
     g.add_argument("--resize", type=int, metavar="PX", help="resize so the shorter side is this many pixels (0: no resize)")
     g.add_argument("--crop", type=int, metavar="PX", help="centre crop to this many pixels (0: none); must be a multiple of 16")
@@ -141,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             args.inputs, args.output, model=args.model or default_model(), channels=args.channels,
             dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
             channel_names=args.channel_names, illum=args.illum, path_root=args.path_root,
+            position=args.position, pattern=args.pattern,
             n_last_blocks=args.n_last_blocks, avgpool=False if args.no_avgpool else None, channel_pool=args.channel_pool,
             resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
             cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,

@@ -7,6 +7,9 @@ Axes letters (as tifffile, OME and bioio write them):
 - ``Z``: a z-stack, reduced by ``z`` ("max" projection by default, the paper's WTC handling; "mean";
   or an int slice);
 - ``T``: time, one point picked by ``t``;
+- ``R``/``P``: stage positions (tifffile's ``R`` in Micro-Manager MMStack and NDTiff files, ``P`` as
+  nd2 and bioio write it), one position picked by ``position`` (or one row per position, see
+  :func:`dino_boc.io.collect_sources`); ``S`` stays RGB samples, as in tifffile;
 - anything else (tifffile's ``Q``/``I`` for "unknown") is dropped when its length is 1 and is an error
   otherwise, because the reader cannot know whether it holds channels or z-planes: pass ``dims=``.
 """
@@ -21,12 +24,26 @@ import numpy as np
 
 from dino_boc.errors import InputError
 
-__all__ = ["ZReduction", "KNOWN_AXES", "parse_dims", "check_z", "check_t", "to_kyx", "match_names"]
+__all__ = [
+    "ZReduction",
+    "PositionChoice",
+    "KNOWN_AXES",
+    "POSITION_AXES",
+    "parse_dims",
+    "check_z",
+    "check_t",
+    "check_position",
+    "to_kyx",
+    "match_names",
+]
 
 logger = logging.getLogger(__name__)
 
 ZReduction = Union[Literal["max", "mean"], int]
-KNOWN_AXES = "TCZYXS"
+# one stage position by index, or "each": one record (one output row) per position
+PositionChoice = Union[int, Literal["each"]]
+POSITION_AXES = "RP"
+KNOWN_AXES = "TCZYXS" + POSITION_AXES
 
 
 def parse_dims(dims: str, shape: Sequence[int]) -> str:
@@ -77,13 +94,30 @@ def check_t(t: int) -> None:
         raise InputError(f"t={t!r} is not a time index; pass an int (0 = first time point)")
 
 
+def check_position(position: PositionChoice, *, allow_each: bool = True) -> None:
+    """Raise :class:`InputError` unless ``position`` is an int (or ``"each"`` where one row per position is allowed)."""
+    if allow_each and position == "each":
+        return
+    if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
+        each = " or 'each' (one row per position)" if allow_each else ""
+        raise InputError(f"position={position!r} is not a stage position; pass an int (0 = first){each}")
+
+
 def _index(size: int, i: int, what: str, axes: str) -> int:
     if not -size <= i < size:
         raise InputError(f"{what}={i} is out of range: the image's axes {axes!r} have {size} along that axis")
     return int(i) % size
 
 
-def to_kyx(array: np.ndarray, axes: str, *, z: ZReduction = "max", t: int = 0, source: str = "image") -> np.ndarray:
+def to_kyx(
+    array: np.ndarray,
+    axes: str,
+    *,
+    z: ZReduction = "max",
+    t: int = 0,
+    position: int = 0,
+    source: str = "image",
+) -> np.ndarray:
     """Reduce an array with named axes to (K, H, W).
 
     Args:
@@ -92,6 +126,7 @@ def to_kyx(array: np.ndarray, axes: str, *, z: ZReduction = "max", t: int = 0, s
         z: Z reduction: ``"max"`` keeps the dtype, ``"mean"`` gives float32 (float64 for float64 input),
             an int picks one plane.
         t: the time point to keep when there is a T axis.
+        position: the stage position to keep when there is an ``R``/``P`` axis.
         source: what to call the image in messages (usually its path).
 
     Returns:
@@ -102,6 +137,7 @@ def to_kyx(array: np.ndarray, axes: str, *, z: ZReduction = "max", t: int = 0, s
     """
     check_z(z)
     check_t(t)
+    check_position(position, allow_each=False)
     axes = axes.upper()
     if len(axes) != array.ndim:
         raise InputError(f"{source}: axes {axes!r} do not fit an array of shape {array.shape}; pass dims=")
@@ -124,6 +160,13 @@ def to_kyx(array: np.ndarray, axes: str, *, z: ZReduction = "max", t: int = 0, s
     if "T" in axes:
         i = axes.index("T")
         array, axes = array.take(_index(array.shape[i], t, "t", axes), axis=i), axes.replace("T", "")
+    present = [a for a in POSITION_AXES if a in axes]
+    if len(present) > 1:
+        raise InputError(f"{source}: axes {axes!r} have two position axes {present}; {hint}")
+    if present:
+        i = axes.index(present[0])
+        array = array.take(_index(array.shape[i], position, "position", axes), axis=i)
+        axes = axes.replace(present[0], "")
     if "Z" in axes:
         array, axes = _reduce_z(array, axes, z), axes.replace("Z", "")
     array, axes = _merge_samples(array, axes, source)

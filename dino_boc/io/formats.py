@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from dino_boc.errors import DinoBocError, ImageReadError
+from dino_boc.errors import DinoBocError, ImageReadError, MissingExtraError
 
 __all__ = [
     "Format",
@@ -26,7 +26,10 @@ __all__ = [
     "is_zarr_dir",
     "check_exists",
     "reading",
+    "CODEC_HINT",
 ]
+
+CODEC_HINT = "Install the decoders with: pip install imagecodecs"
 
 Format = Literal["tiff", "zarr", "pixels", "numpy", "vendor"]
 
@@ -85,7 +88,9 @@ def check_exists(path: str | os.PathLike, *, folder: bool = False) -> None:
 def reading(path: str | os.PathLike, reader: str) -> Iterator[None]:
     """Turn whatever a third-party reader raises into :class:`ImageReadError` naming the file.
 
-    Our own errors (wrong axes, zero channels, ...) pass through unchanged.
+    Our own errors (wrong axes, zero channels, ...) pass through unchanged. A missing decoder (the reader
+    names ``imagecodecs``, or a decoder module cannot be imported) is :class:`MissingExtraError` naming the
+    ``pip install``, never "corrupt".
 
     Args:
         path: the file being read, for the message.
@@ -93,6 +98,7 @@ def reading(path: str | os.PathLike, reader: str) -> Iterator[None]:
 
     Raises:
         ImageReadError: the reader failed; the message has its complaint.
+        MissingExtraError: a decoder the file needs is not installed.
     """
     try:
         yield
@@ -100,7 +106,12 @@ def reading(path: str | os.PathLike, reader: str) -> Iterator[None]:
         raise
     except MemoryError:
         raise
-    except Exception as exc:  # a reader of arbitrary files fails in arbitrary ways; we name the file and go on
+    except Exception as exc:
+        if isinstance(exc, ImportError) or "imagecodecs" in str(exc):
+            raise MissingExtraError(
+                f"cannot decode {str(path)!r} with {reader}: {type(exc).__name__}: {exc}. A decoder is missing "
+                f"(the file is not damaged). {CODEC_HINT}"
+            ) from exc  # a reader of arbitrary files fails in arbitrary ways; we name the file and go on
         raise ImageReadError(
             f"cannot read {str(path)!r} with {reader}: {type(exc).__name__}: {exc}. "
             "The file is probably corrupt or truncated (an interrupted copy?); re-copy or re-export it"

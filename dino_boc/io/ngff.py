@@ -5,21 +5,26 @@ An OME-Zarr image is a zarr group whose attributes hold ``multiscales`` (one ent
 axes) and optionally ``omero`` (``channels[].label`` are the channel names). NGFF 0.4 keeps them in
 ``.zattrs`` (zarr format 2); NGFF 0.5 nests them under an ``"ome"`` key of ``zarr.json`` (zarr format 3).
 A bare zarr array (no group) is read too; its axes must be given with ``dims=`` unless it is 2-D.
+
+An HCS plate (NGFF ``plate`` metadata: ``rows``, ``columns``, ``wells[].path`` such as ``A/1``; each well
+group's ``well.images[].path`` lists its fields) is expanded by :func:`plate_fields` into one image per
+field, with its plate, well and field as metadata.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dino_boc.errors import InputError, require
+from dino_boc.errors import ImageReadError, InputError, require
 from dino_boc.io.axes import ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
 from dino_boc.io.formats import check_exists, reading
 
-__all__ = ["read_ngff", "ngff_axes"]
+__all__ = ["read_ngff", "ngff_axes", "is_plate", "plate_fields"]
 
 _AXIS_NAMES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 _AXIS_TYPES = {"channel": "C", "time": "T"}
@@ -76,6 +81,79 @@ def read_ngff(
     return out, match_names(names, out.shape[0], source)
 
 
+def _group_attrs(path: str | os.PathLike) -> Mapping[str, Any]:
+    """The OME attributes of a zarr group (NGFF 0.5's ``ome`` key unwrapped), ``{}`` for an array or no zarr."""
+    zarr = require("zarr", "io")
+    with reading(path, "zarr"):
+        node = zarr.open(store=str(path), mode="r")
+        if isinstance(node, zarr.Array):
+            return {}
+        attrs = node.attrs.asdict()
+    return attrs["ome"] if isinstance(attrs.get("ome"), Mapping) else attrs
+
+
+def is_plate(path: str | os.PathLike) -> bool:
+    """True when ``path`` is an OME-Zarr HCS plate or well group."""
+    attrs = _group_attrs(path)
+    return "plate" in attrs or "well" in attrs
+
+
+def plate_fields(path: str | os.PathLike) -> list[tuple[str, dict[str, str]]]:
+    """Every field (image) of an OME-Zarr HCS plate, or of one well, with its metadata.
+
+    Args:
+        path: the plate folder (``plate.ome.zarr``) or one well (``plate.ome.zarr/A/1``).
+
+    Returns:
+        ``(image folder, {"Metadata_Plate", "Metadata_Well", "Metadata_Site"})`` per field, in the
+        plate's well order then the well's image order. The plate is ``plate.name`` (else the folder
+        name without ``.zarr``), the well its row name + column name as the plate names them (``A`` +
+        ``1`` -> ``A1``; ``B`` + ``03`` -> ``B03``), the site the field's path in its well (``0``, ``1``...).
+
+    Raises:
+        InputError: a group that is neither plate nor well, or a well listing no images.
+    """
+    source = str(path)
+    attrs = _group_attrs(path)
+    if "plate" in attrs:
+        plate = attrs["plate"]
+        name = str(plate.get("name") or _stem(Path(source).name))
+        wells = [str(w["path"]) for w in plate.get("wells") or []]
+        base = Path(source)
+    elif "well" in attrs:
+        base = Path(source).parent.parent
+        wells = [f"{Path(source).parent.name}/{Path(source).name}"]
+        name = _plate_name_above(base)
+    else:
+        raise InputError(f"{source}: zarr group without 'plate' or 'well' metadata is not an OME-Zarr HCS plate")
+    out = []
+    for well in wells:
+        well_attrs = _group_attrs(base / well).get("well") or {}
+        images = [str(im["path"]) for im in well_attrs.get("images") or []]
+        if not images:
+            raise InputError(f"{source}: well {well!r} lists no images in its 'well' metadata; re-write the plate")
+        row, _, col = well.partition("/")
+        for image in images:
+            meta = {"Metadata_Plate": name, "Metadata_Well": f"{row}{col}", "Metadata_Site": image}
+            out.append((str(base / well / image), meta))
+    return out
+
+
+def _stem(name: str) -> str:
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _plate_name_above(base: Path) -> str:
+    try:
+        plate = _group_attrs(base).get("plate") or {}
+    except ImageReadError:  # a well outside a readable plate still has a folder name
+        plate = {}
+    return str(plate.get("name") or _stem(base.name))
+
+
 def _dims_or(dims: str | None, axes: str | None, shape: tuple[int, ...]) -> str | None:
     """``dims`` validated against ``shape`` when given, else the metadata's axes."""
     return parse_dims(dims, shape) if dims is not None else axes
@@ -87,8 +165,8 @@ def _ome_attrs(attrs: Mapping[str, Any], source: str) -> Mapping[str, Any]:
     if "plate" in attrs or "well" in attrs:
         kind = "plate" if "plate" in attrs else "well"
         raise InputError(
-            f"{source} is an OME-Zarr {kind}, not an image; point at one field, e.g. {source}/A/1/0, "
-            "or pass a glob such as 'plate.zarr/*/*/*'"
+            f"{source} is an OME-Zarr {kind}, not an image; pass it to dino_boc.io.collect_sources (or the "
+            f"CLI) to read every field with its well and site, or point at one field, e.g. {source}/A/1/0"
         )
     if not attrs.get("multiscales"):
         raise InputError(f"{source}: zarr group without 'multiscales' metadata is not an OME-Zarr image")

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from dino_boc.errors import ImageReadError, InputError
-from dino_boc.io.axes import ZReduction, check_t, check_z
+from dino_boc.io.axes import ZReduction, check_position, check_t, check_z
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of
 from dino_boc.io.image import AlphaMode, read_npy, read_pixels
 from dino_boc.io.ngff import read_ngff
@@ -27,6 +27,7 @@ def read_image(
     level: int = 0,
     channel_width: int | None = None,
     alpha: AlphaMode = "auto",
+    position: int = 0,
 ) -> tuple[np.ndarray, list[str] | None]:
     """Read a microscopy image as a (K, H, W) array in the file's dtype (no rescaling).
 
@@ -46,6 +47,8 @@ def read_image(
             ``channel_width`` pixels; CHAMMI's tiles are square, so this is the image height there.
         alpha: PNG only: the alpha plane is a stain (``"channel"``), transparency to drop
             (``"transparency"``) or, by default (``"auto"``), a channel unless fully opaque.
+        position: stage position of a multi-position file (an ``R``/``P`` axis, e.g. Micro-Manager,
+            or one OME-TIFF image per position); 0 = the first.
 
     Returns:
         (array (K, H, W), channel names from the file's metadata or ``None``).
@@ -53,11 +56,12 @@ def read_image(
     Raises:
         ImageReadError: missing, corrupt or truncated file, or an unknown extension.
         InputError: axes that cannot become (K, H, W) (the message suggests ``dims=``), zero channels,
-            bad ``z``/``t``/``level``/``channel_width``.
-        MissingExtraError: the format's optional reader is not installed.
+            bad ``z``/``t``/``level``/``channel_width``/``position``.
+        MissingExtraError: the format's optional reader, or a decoder the file needs, is not installed.
     """
     check_z(z)
     check_t(t)
+    check_position(position, allow_each=False)
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
         raise InputError(f"level={level!r}; expected an int >= 0 (0 = full resolution)")
     fmt = format_of(path)
@@ -67,12 +71,19 @@ def read_image(
             "(vendor formats need the bioio extra)"
         )
     if fmt == "tiff":
-        array, names = read_tiff(path, dims=dims, z=z, t=t, level=level)
+        array, names = read_tiff(path, dims=dims, z=z, t=t, level=level, position=position)
     elif fmt == "zarr":
+        if position:
+            raise InputError(
+                f"{str(path)!r}: position={position} but an OME-Zarr image is one position; the fields of an "
+                "OME-Zarr plate are separate images (pass the plate folder to read them all)"
+            )
         array, names = read_ngff(path, dims=dims, z=z, t=t, level=level)
     elif fmt == "vendor":
-        array, names = read_vendor(path, dims=dims, z=z, t=t, level=level)
+        array, names = read_vendor(path, dims=dims, z=z, t=t, level=level, position=position)
     else:
+        if position:
+            raise InputError(f"{str(path)!r}: position={position} but {fmt} files hold a single stage position")
         if level:
             raise InputError(f"{str(path)!r}: level={level} but {fmt} files have a single resolution")
         if fmt == "numpy":

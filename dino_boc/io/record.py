@@ -29,7 +29,7 @@ class ImageRecord:
             missing from its row; reading then fails with :class:`ImageReadError`).
         channel_names: names of the K channels; ``None`` uses the names in the file, if any.
         metadata: extra columns of the input table (plate, well, treatment, ...).
-        dims, z, t, level, channel_width: read options, as in :func:`~dino_boc.io.read_image`.
+        dims, z, t, level, channel_width, position: read options, as in :func:`~dino_boc.io.read_image`.
         illum: per channel file, its illumination function (``.npy``, ``""`` for none): each plane is
             divided by it as CellProfiler's CorrectIlluminationApply does (see :mod:`dino_boc.io.illum`);
             None: no correction.
@@ -44,6 +44,7 @@ class ImageRecord:
     t: int = 0
     level: int = 0
     channel_width: int | None = None
+    position: int = 0
     illum: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -93,7 +94,8 @@ class ImageRecord:
         return array, list(self.channel_names)
 
     def _options(self) -> dict:
-        return {"dims": self.dims, "z": self.z, "t": self.t, "level": self.level, "channel_width": self.channel_width}
+        return {"dims": self.dims, "z": self.z, "t": self.t, "level": self.level, "channel_width": self.channel_width,
+                "position": self.position}
 
     def _read_channels(self) -> np.ndarray:
         """Stack one 2-D plane per file into (K, H, W), each divided by its illumination function if any."""

@@ -3,13 +3,23 @@
 What each input becomes:
 
 - a folder: every supported image file in it (and its sub-folders when ``recursive``), sorted by path;
-  OME-Zarr folders count as images and are not searched; hidden entries (``.name``) are skipped;
-- an OME-Zarr folder or an image file: one record;
+  OME-Zarr folders count as images and are not searched; hidden entries (``.name``) are skipped, and so
+  are files named like label images (``X_cp_masks.png``, ``X_masks.tif``: see :mod:`dino_boc.io.labels`),
+  with a warning; when the files look like per-channel exports of a known instrument and no ``pattern``
+  is given, a warning names the preset to pass;
+- an OME-Zarr image folder or an image file: one record;
+- an OME-Zarr HCS plate (or one well of it): one record per field, with ``Metadata_Plate``,
+  ``Metadata_Well`` and ``Metadata_Site`` from the plate metadata;
 - a glob pattern (``*``, ``?``, ``[``; ``**`` crosses folders): its matches, sorted;
 - a table (``.csv``, ``.tsv``, ``.parquet``): a CellProfiler LoadData table when it has ``FileName_<Ch>``
   columns (see :mod:`dino_boc.io.loaddata`), otherwise one record per row from its ``path_column``
   (relative paths start at the table's folder) with every other column kept as metadata;
 - an :class:`ImageRecord`: kept as is.
+
+With ``pattern`` (a preset such as ``"cellomics"`` or a regex, see :mod:`dino_boc.io.grouping`), the image
+files found in folders, globs and file lists are grouped into one multi-channel record per image. With
+``position="each"``, a multi-position file (Micro-Manager ``R`` axis, OME-TIFF with one image per stage
+position) becomes one record per position, with ``Metadata_Position``.
 
 Image files that do not exist are still listed (their read fails later, so a batch can record the
 failure and go on); an input that is neither an image path nor an existing folder, table or matching
@@ -26,14 +36,18 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Union
 
-from dino_boc.errors import InputError
-from dino_boc.io.axes import ZReduction, check_t, check_z
+from dino_boc.errors import ImageReadError, InputError
+from dino_boc.io.axes import PositionChoice, ZReduction, check_position, check_t, check_z
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of, is_zarr_dir
+from dino_boc.io.grouping import FilePattern, file_pattern, group_files, guess_preset
+from dino_boc.io.labels import image_key, is_label_name, mask_key
 from dino_boc.io.loaddata import is_loaddata, read_loaddata
+from dino_boc.io.ngff import is_plate, plate_fields
 from dino_boc.io.record import ImageRecord
 from dino_boc.io.tables import TABLE_SUFFIXES, is_table, read_table, resolve, row_metadata
+from dino_boc.io.tiff import tiff_positions
 
-__all__ = ["ImageRecord", "collect_sources", "SourceInput"]
+__all__ = ["ImageRecord", "collect_sources", "list_label_images", "SourceInput"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +65,8 @@ def collect_sources(
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
+    position: PositionChoice = 0,
+    pattern: str | None = None,
 ) -> list[ImageRecord]:
     """List the images to read, in a deterministic order (inputs in the order given, each expanded sorted).
 
@@ -61,6 +77,12 @@ def collect_sources(
         path_column: the column holding image paths in a (non-LoadData) table.
         dims, z, t, level, channel_width: read options stored on every record built here
             (see :func:`dino_boc.io.read_image`).
+        position: stage position of multi-position files (an int), or ``"each"``: one record per
+            position with ``Metadata_Position``.
+        pattern: group per-channel files into multi-channel images: a preset (``"cellomics"``,
+            ``"imagexpress"``, ``"phenix"``, ``"operetta"``, ``"incucyte"``) or a regular expression with
+            a ``(?P<channel>...)`` group (see :mod:`dino_boc.io.grouping`); files it does not match are
+            left out, with a warning.
 
     Returns:
         Records with unique ids (a repeated id gets ``#2``, ``#3``, ... appended).
@@ -69,18 +91,37 @@ def collect_sources(
         InputError: an input that does not exist and is no image path, a glob without matches, a table
             without ``path_column`` or ``FileName_`` columns, an empty result.
         ImageReadError: an unreadable table.
+        ConfigError: a bad ``pattern``.
     """
     check_z(z)
     check_t(t)
+    check_position(position)
+    grouping = file_pattern(pattern) if pattern is not None else None
     items = [inputs] if isinstance(inputs, (str, os.PathLike, ImageRecord)) else list(inputs)
     options = {"dims": dims, "z": z, "t": t, "level": level, "channel_width": channel_width}
     records: list[ImageRecord] = []
+    files: list[str] = []  # plain image files found in folders, globs and file lists
+    files_at: int | None = None  # where their grouped records go when ``pattern`` groups them
+    seen_mmstack: set[tuple[str, str]] = set()
     for item in items:
         if isinstance(item, ImageRecord):
             records.append(item)
-        else:
-            found = _expand(item, recursive=recursive, path_column=path_column)
-            records.extend(dataclasses.replace(r, **options) for r in found)
+            continue
+        for r in _expand(item, recursive=recursive, path_column=path_column):
+            if _is_loose_file(r) and _joined_mmstack(r.paths[0], seen_mmstack):
+                continue
+            if _is_loose_file(r):
+                files.append(r.paths[0])
+                if grouping is not None:
+                    files_at = len(records) if files_at is None else files_at
+                    continue
+            records.extend(_positions(dataclasses.replace(r, **options), position))
+    if grouping is None:
+        _warn_if_per_channel(files)
+    elif files:
+        single = 0 if position == "each" else position
+        records[files_at:files_at] = [dataclasses.replace(r, **options, position=single)
+                                      for r in _group(files, grouping)]
     if not records:
         raise InputError(
             f"no images found in {[str(i) for i in items]}; supported suffixes: {', '.join(SUPPORTED_SUFFIXES)}"
@@ -88,10 +129,96 @@ def collect_sources(
     return _unique_ids(records)
 
 
-def _expand(item: str | os.PathLike, *, recursive: bool, path_column: str) -> list[ImageRecord]:
+def list_label_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The label images among ``inputs`` (folders, globs, files), e.g. the ``--masks`` folder.
+
+    A folder may hold images and their label images side by side (cellpose's layout: ``X.tif`` next to
+    ``X_cp_masks.png``): a file named like an image whose label image sits in the same folder (``X.tif``
+    beside ``X_cp_masks.png``) is that image, not a label image, and is left out.
+
+    Raises:
+        InputError: an input that does not exist, a glob without matches, nothing found.
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths: list[str] = []
+    for item in items:
+        found = [r.paths[0] for r in _expand(item, recursive=True, path_column="path", labels=True)]
+        named = {(str(Path(p).parent), mask_key(p)) for p in found if is_label_name(p)}
+        paths += [p for p in found if is_label_name(p) or (str(Path(p).parent), image_key(p)) not in named]
+    if not paths:
+        raise InputError(f"no label images found in {[str(i) for i in items]}")
+    return paths
+
+
+def _joined_mmstack(path: str, seen: set[tuple[str, str]]) -> bool:
+    """True for a Micro-Manager MMStack file whose dataset an earlier file already stands for.
+
+    tifffile opens every ``<prefix>_MMStack*.tif`` file of a folder as the whole multi-file dataset (all
+    positions), so reading each would repeat it; the first file (sorted) stands for the dataset.
+    """
+    name = Path(path).name
+    if "_MMStack" not in name or format_of(path) != "tiff":
+        return False
+    key = (str(Path(path).parent), name.split("_MMStack")[0])
+    if key in seen:
+        logger.info("%s: part of the Micro-Manager dataset %r already listed (tifffile reads its files as one)",
+                    path, key[1])
+        return True
+    seen.add(key)
+    return False
+
+
+def _group(files: list[str], grouping: FilePattern) -> list[ImageRecord]:
+    """One record per multi-channel image; files the pattern does not match are left out, with a warning."""
+    grouped, unmatched = group_files(files, grouping)
+    if unmatched:
+        logger.warning("%d image file(s) do not match pattern %r and are left out, e.g. %s",
+                       len(unmatched), grouping.regex.pattern, unmatched[0])
+    return grouped
+
+
+def _warn_if_per_channel(paths: list[str]) -> None:
+    """Warn when files read one per image look like a vendor's one-file-per-channel export."""
+    preset = guess_preset(paths)
+    if preset is not None:
+        logger.warning(
+            "%d files look like per-channel %s exports (one channel per file, e.g. %s); each is read as a "
+            "one-channel image, so different stains share the same feature columns. Group them with "
+            "pattern=%r (CLI: --pattern %s)", len(paths), preset, Path(paths[0]).name, preset, preset,
+        )
+
+
+def _is_loose_file(record: ImageRecord) -> bool:
+    """A record of one plain image file (not a table row, not a zarr image), as a folder or glob gives."""
+    return (len(record.paths) == 1 and not record.metadata and record.id == record.paths[0]
+            and format_of(record.paths[0]) not in (None, "zarr"))
+
+
+def _positions(record: ImageRecord, position: PositionChoice) -> list[ImageRecord]:
+    """The record at ``position``, or one record per stage position of its file for ``"each"``."""
+    if position != "each":
+        return [dataclasses.replace(record, position=position)]
+    if len(record.paths) != 1 or format_of(record.paths[0]) != "tiff" or not Path(record.paths[0]).is_file():
+        return [record]
+    try:
+        count = tiff_positions(record.paths[0])
+    except ImageReadError:  # unreadable: it fails (and is recorded) when read
+        return [record]
+    if count <= 1:
+        return [dataclasses.replace(record, metadata={**record.metadata, "Metadata_Position": 0})]
+    return [
+        dataclasses.replace(record, id=f"{record.id}#position={i}", position=i,
+                            metadata={**record.metadata, "Metadata_Position": i})
+        for i in range(count)
+    ]
+
+
+def _expand(item: str | os.PathLike, *, recursive: bool, path_column: str, labels: bool = False) -> list[ImageRecord]:
     path = Path(item)
     if path.is_dir():
-        return [_file_record(path)] if is_zarr_dir(path) else _scan_folder(path, recursive=recursive)
+        if is_zarr_dir(path):
+            return _zarr_records(path)
+        return _scan_folder(path, recursive=recursive, labels=labels)
     if path.is_file() and is_table(path):
         return _table_records(path, path_column=path_column)
     if path.exists():
@@ -110,7 +237,21 @@ def _file_record(path: Path) -> ImageRecord:
     return ImageRecord(id=str(path), paths=(str(path),))
 
 
-def _scan_folder(folder: Path, *, recursive: bool) -> list[ImageRecord]:
+def _zarr_records(path: Path) -> list[ImageRecord]:
+    """An OME-Zarr image (one record; a field of a plate keeps its plate, well and site), or a plate's fields."""
+    try:
+        if is_plate(path):
+            return [ImageRecord(id=image, paths=(image,), metadata=meta) for image, meta in plate_fields(path)]
+        if is_zarr_dir(path.parent) and is_plate(path.parent):  # a field inside a well, e.g. from a glob
+            meta = dict(plate_fields(path.parent)).get(str(path))
+            if meta is not None:
+                return [ImageRecord(id=str(path), paths=(str(path),), metadata=meta)]
+    except (ImageReadError, InputError) as exc:  # unreadable metadata: the image fails (recorded) when read
+        logger.debug("%s: no plate metadata (%s)", path, exc)
+    return [_file_record(path)]
+
+
+def _scan_folder(folder: Path, *, recursive: bool, labels: bool = False) -> list[ImageRecord]:
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
@@ -122,9 +263,17 @@ def _scan_folder(folder: Path, *, recursive: bool) -> list[ImageRecord]:
         found.extend(str(here / f) for f in filenames if not f.startswith(".") and format_of(here / f) is not None)
         if not recursive:
             break
+    if not labels:
+        masks = [p for p in found if is_label_name(p)]
+        if masks:
+            logger.warning(
+                "%s: %d file(s) named like label images (e.g. %s) are not embedded as images; pass the folder "
+                "with masks= (--masks) to embed single cells", folder, len(masks), Path(masks[0]).name,
+            )
+            found = [p for p in found if not is_label_name(p)]
     if not found:
         logger.warning("no supported images in folder %s", folder)
-    return [_file_record(Path(p)) for p in sorted(found)]
+    return [r for p in sorted(found) for r in (_zarr_records(Path(p)) if is_zarr_dir(p) else [_file_record(Path(p))])]
 
 
 def _glob_records(pattern: str, *, path_column: str) -> list[ImageRecord]:
@@ -134,7 +283,9 @@ def _glob_records(pattern: str, *, path_column: str) -> list[ImageRecord]:
         p = Path(match)
         if p.is_file() and is_table(p):
             records.extend(_table_records(p, path_column=path_column))
-        elif (p.is_file() or is_zarr_dir(p)) and format_of(p) is not None:
+        elif is_zarr_dir(p):
+            records.extend(_zarr_records(p))
+        elif p.is_file() and format_of(p) is not None:
             records.append(_file_record(p))
         else:
             logger.debug("glob %s: skipping %s (not a supported image)", pattern, match)

@@ -25,6 +25,7 @@ def read_vendor(
     z: ZReduction = "max",
     t: int = 0,
     level: int = 0,
+    position: int = 0,
 ) -> tuple[np.ndarray, list[str] | None]:
     """Read the first scene of a vendor file as (K, H, W) through bioio.
 
@@ -34,6 +35,7 @@ def read_vendor(
         z: Z reduction, ``"max"``, ``"mean"`` or a slice index.
         t: time point to keep.
         level: resolution level of a pyramidal file (0 = full resolution).
+        position: index along a stage-position axis (``P``/``R``) when the file has one.
 
     Returns:
         (array (K, H, W), channel names or ``None``).
@@ -59,5 +61,5 @@ def read_vendor(
         array = np.asarray(image.data)
         names = list(image.channel_names or [])
     axes = parse_dims(dims, array.shape) if dims is not None else order
-    out = to_kyx(array, axes, z=z, t=t, source=source)
+    out = to_kyx(array, axes, z=z, t=t, position=position, source=source)
     return out, match_names(names, out.shape[0], source)

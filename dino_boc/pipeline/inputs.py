@@ -3,9 +3,11 @@
 Label images are matched to images by file stem. An image ``plate1/A01_f1.ome.tif`` takes the label image
 whose name, without its image suffix, is ``A01_f1`` or ``A01_f1`` followed by one of
 :data:`MASK_SUFFIXES` (``A01_f1_cp_masks.png`` from cellpose, ``A01_f1_masks.tif``, ``A01_f1_labels.tif``,
-...). A table input may instead name each row's label image in a column: pass that column's name. A
-CellProfiler LoadData table names them in ``ObjectsFileName_<O>``/``ObjectsPathName_<O>``: pass ``<O>``
-(``masks="Nuclei"``); its folders are resolved as the images' are (:data:`dino_boc.io.loaddata.PATH_BASES`).
+...). Images and label images may share one folder (cellpose's layout: ``--masks`` names the images'
+folder; only the files named like label images are masks). A table input may instead name each row's
+label image in a column: pass that column's name. A CellProfiler LoadData table names them in
+``ObjectsFileName_<O>``/``ObjectsPathName_<O>``: pass ``<O>`` (``masks="Nuclei"``); its folders are resolved
+as the images' are (:data:`dino_boc.io.loaddata.PATH_BASES`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pathlib import Path
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.io import ImageRecord, collect_sources, read_loaddata
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of, is_zarr_dir
+from dino_boc.io.labels import MASK_SUFFIXES, image_key, mask_key
 from dino_boc.io.loaddata import is_loaddata, loaddata_objects, object_names
+from dino_boc.io.sources import list_label_images
 from dino_boc.io.tables import is_table, read_table, resolve
 from dino_boc.pipeline.options import ReadOptions
 
@@ -28,7 +32,6 @@ __all__ = ["MASK_SUFFIXES", "RunInputs", "gather_inputs", "image_key", "mask_key
 
 logger = logging.getLogger(__name__)
 
-MASK_SUFFIXES = ("_cp_masks", "_masks", "_mask", "_labels", "_label", "_seg", "_segmentation")
 MasksInput = str | os.PathLike | Sequence[str | os.PathLike] | None
 
 
@@ -46,27 +49,9 @@ class RunInputs:
     masks: list[str] | None
 
 
-def image_key(path: str | os.PathLike) -> str:
-    """The file name without its image suffix (``a.ome.tif`` -> ``a``)."""
-    name = Path(path).name
-    low = name.lower()
-    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def mask_key(path: str | os.PathLike) -> str:
-    """:func:`image_key` without a trailing mask suffix (``a_cp_masks.png`` -> ``a``)."""
-    key = image_key(path)
-    for suffix in MASK_SUFFIXES:
-        if key.lower().endswith(suffix):
-            return key[: -len(suffix)]
-    return key
-
-
 def _read_options(read: ReadOptions) -> dict:
-    return {"dims": read.dims, "z": read.z, "t": read.t, "level": read.level, "channel_width": read.channel_width}
+    return {"dims": read.dims, "z": read.z, "t": read.t, "level": read.level, "channel_width": read.channel_width,
+            "position": read.position, "pattern": read.pattern}
 
 
 def _expand(item, read: ReadOptions, masks: MasksInput) -> tuple[list[ImageRecord], Path | None, list[str] | None]:
@@ -85,7 +70,9 @@ def _expand(item, read: ReadOptions, masks: MasksInput) -> tuple[list[ImageRecor
             records = read_loaddata(path, channels=list(read.channels) if by_name else None, illum=read.illum,
                                     path_root=read.path_root)
             objects = _objects(path, columns, masks, read)
-            return [dataclasses.replace(r, **_read_options(read)) for r in records], path.parent, objects
+            options = {k: v for k, v in _read_options(read).items() if k != "pattern"}
+            options["position"] = 0 if read.position == "each" else read.position
+            return [dataclasses.replace(r, **options) for r in records], path.parent, objects
     if read.illum:
         raise ConfigError(
             f"illum=True (--illum) divides by the illumination functions of a LoadData table "
@@ -179,7 +166,7 @@ def _masks_from_column(column: str, records: list[ImageRecord], origins: list[Pa
 
 
 def _match_by_stem(records: list[ImageRecord], masks) -> RunInputs:
-    mask_paths = [r.paths[0] for r in collect_sources(masks, recursive=True)]
+    mask_paths = list_label_images(masks)
     by_key: dict[str, set[str]] = {}
     for p in mask_paths:
         for key in {image_key(p), mask_key(p)}:

@@ -6,11 +6,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
 from dino_boc.errors import ConfigError
-from dino_boc.io.axes import ZReduction, check_t, check_z
+from dino_boc.io.axes import PositionChoice, ZReduction, check_position, check_t, check_z
+from dino_boc.io.grouping import PRESETS, file_pattern
 from dino_boc.precision import PRECISIONS, Precision
 from dino_boc.preprocess.tiles import FIT_TO_PATCH
 
-__all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH"]
+__all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH", "PATTERN_PRESETS"]
+
+# vendor presets for ReadOptions.pattern (the CLI's --pattern choices come from here)
+PATTERN_PRESETS = tuple(PRESETS)
 
 
 def _positive(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -38,6 +42,11 @@ class ReadOptions:
             as CellProfiler's CorrectIlluminationApply does (recorded in provenance).
         path_root: LoadData tables: the folder their relative ``PathName_`` values start at (tried
             before the table's folder and the working directory).
+        position: stage position of multi-position files (Micro-Manager, multi-image OME-TIFF), or
+            ``"each"``: one row per position with ``Metadata_Position``.
+        pattern: group per-channel files into multi-channel images: a preset name (see
+            :data:`PATTERN_PRESETS`) or a regular expression with named groups, one of them ``channel``
+            (see :mod:`dino_boc.io.grouping`).
     """
 
     channels: tuple[int | str, ...] | None = None
@@ -49,6 +58,8 @@ class ReadOptions:
     channel_names: tuple[str, ...] | None = None
     illum: bool = False
     path_root: str | None = None
+    position: PositionChoice = 0
+    pattern: str | None = None
 
     def __post_init__(self) -> None:
         if self.channel_names is not None:
@@ -75,6 +86,9 @@ class ReadOptions:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or self.level < 0:
             raise ConfigError(f"level={self.level!r} must be an int >= 0 (0 = full resolution)")
         _positive("channel_width", self.channel_width, allow_none=True)
+        check_position(self.position)
+        if self.pattern is not None:
+            file_pattern(self.pattern)  # a bad preset name or regex fails here, before any work
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -67,6 +67,8 @@ def embed_dataset(
     channel_names: Sequence[str] | str | None = None,
     illum: bool = False,
     path_root: str | os.PathLike | None = None,
+    position: int | Literal["each"] = 0,
+    pattern: str | None = None,
     n_last_blocks: int | None = None,
     avgpool: bool | None = None,
     channel_pool: Literal["concat", "mean"] | None = None,
@@ -120,6 +122,11 @@ def embed_dataset(
             Without it, ``Illum`` columns are ignored (never embedded as channels).
         path_root: LoadData tables: the folder relative ``PathName_`` values start at (the folder
             pe2loaddata or CellProfiler ran in); tried before the table's folder and the working directory.
+        position: stage position of multi-position files (Micro-Manager, multi-image OME-TIFF), or
+            ``"each"``: one row per position, with ``Metadata_Position``.
+        pattern: per-channel files (one 2-D file per channel): group them into multi-channel images by a
+            vendor preset (``"cellomics"``, ``"imagexpress"``, ``"phenix"``, ``"operetta"``, ``"incucyte"``)
+            or a regular expression with named groups, one of them ``channel`` (docs/inputs.md).
         n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md); None: the model's default.
         avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default.
         channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels; None: the model's default.
@@ -163,7 +170,8 @@ def embed_dataset(
     """
     read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width,
                        channel_names=channel_list(channel_names), illum=illum,
-                       path_root=None if path_root is None else str(path_root))
+                       path_root=None if path_root is None else str(path_root),
+                       position=position, pattern=pattern)
     embed = EmbedOptions(n_last_blocks=n_last_blocks, avgpool=avgpool, channel_pool=channel_pool, tile=tile,
                          cell_size=cell_size, mask_outside=mask_outside)
     run = RunOptions(batch_size=batch_size, num_workers=num_workers, resume=resume, strict=strict,

@@ -177,3 +177,14 @@ def test_corrupt_bytes(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ImageReadError, match="no such file"):
         read_image(tmp_path / "absent.tif")
+
+
+def test_time_point_of_a_long_series_is_read_alone(tmp_path):
+    """Selecting pages by T (the reader decodes only those) gives tifffile's whole read, indexed."""
+    data = _random((6, 2, 3, 12, 10), np.uint16)  # TZCYX
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TZCYX"})
+    for t in (0, 4, -1):
+        np.testing.assert_array_equal(read_image(path, t=t, z=1)[0], data[t, 1])
+    with pytest.raises(InputError, match="t=6"):
+        read_image(path, t=6)
