@@ -22,7 +22,7 @@ def flags():
     ("pass resume=True (--resume) to continue it", "pass --resume to continue it"),
     ('choose channels=["DNA", "ER"]', "choose --channels DNA,ER"),
     ("n_last_blocks=5 but the model has 4 blocks", "--n-last-blocks 5 but the model has 4 blocks"),
-    ("shape=(3, 4); cache_name=x; avgpool=False", "shape=(3, 4); cache_name=x; avgpool=False"),  # no such flags
+    ("shape=(3, 4); cache_size=x; avgpool=False", "shape=(3, 4); cache_size=x; avgpool=False"),  # no such flags
 ])
 def test_python_keywords_become_flags(flags, python, cli):
     assert to_cli(python, flags) == cli

@@ -46,4 +46,4 @@ def test_embed_channel_names(rng, model):
     emb = dino_boc.embed_tokens(arr, model=model, n_last_blocks=L, channel_names="DNA,ER")
     assert emb.channel_names == ["DNA", "ER"]
     with pytest.raises(dino_boc.errors.ChannelError, match="1 names"):
-        dino_boc.embed(arr, model=model, channel_names=["DNA"])
+        dino_boc.embed(arr, model=model, n_last_blocks=L, channel_names=["DNA"])

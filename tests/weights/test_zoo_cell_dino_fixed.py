@@ -82,12 +82,12 @@ def test_added_release_gives_the_released_linear_feature_with_channels_by_name(r
     hpa = rng.integers(0, 256, size=(4, 100, 90)).astype(np.uint8)  # in the model's order
     user_order = ["ER", "nucleus", "microtubules", "protein"]
     shuffled = hpa[[HPA_CHANNELS.index(c) for c in user_order]]
-    got = dino_boc.embed(shuffled, model=model, channels=user_order)
+    got = dino_boc.embed(shuffled, model=model, channels=user_order, precision="fp32")
     assert got.shape == (5 * D,) and len(model.feature_names(4)) == 5 * D
     np.testing.assert_allclose(got, released_features(net, hpa), atol=2e-4, rtol=0)
     # 16-bit input: the released ÷255 whatever the dtype
     hpa16 = rng.integers(0, 65536, size=(4, 64, 80)).astype(np.uint16)
-    np.testing.assert_allclose(dino_boc.embed(hpa16, model=model, channels=list(HPA_CHANNELS)),
+    np.testing.assert_allclose(dino_boc.embed(hpa16, model=model, channels=list(HPA_CHANNELS), precision="fp32"),
                                released_features(net, hpa16), atol=2e-4, rtol=0)
 
 
@@ -97,7 +97,7 @@ def test_missing_or_unnamed_channels_are_clear_errors(registered):
     model = dino_boc.load_model(NAME, device="cpu")
     img = np.zeros((4, 32, 32), np.uint8)
     with pytest.raises(ChannelError, match=r"name your image's 4 channels"):
-        dino_boc.embed(img, model=model)
+        dino_boc.embed(img, model=model, precision="fp32")
     with pytest.raises(ChannelError, match=r"missing \['ER'\]"):
         dino_boc.embed(img, model=model, channels=["DNA", "nucleus", "microtubules", "protein"])
     with pytest.raises(ChannelError, match=r"must name each of the image's 3 channels"):

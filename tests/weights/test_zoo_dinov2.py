@@ -90,7 +90,7 @@ def test_native_file_gives_the_published_features(reg_tokens, images, tmp_path):
     # with registers timm's position resampling is DINOv2's (by size, antialias); without, DINOv2's offset
     reference = net if reg_tokens else dinov2_positions_at_224(net)
     for img in images:
-        got = dino_boc.embed(img, model=model)
+        got = dino_boc.embed(img, model=model, precision="fp32")
         assert got.shape == (img.shape[0] * D,)
         np.testing.assert_allclose(got, published_features(reference, img), atol=1e-4, rtol=0)
 
@@ -104,7 +104,7 @@ def test_by_name_through_the_hub_then_offline(images, tmp_path):
     code = """
 import numpy as np, dino_boc
 m = dino_boc.load_model("dinov2-vits14-reg4-boc", device="cpu")
-np.save("f16.npy", dino_boc.embed(np.load("u16.npy"), model=m))
+np.save("f16.npy", dino_boc.embed(np.load("u16.npy"), model=m, precision="fp32"))
 """
     with hub_server({"timm/vit_small_patch14_reg4_dinov2.lvd142m": files}) as server:
         online = run_python(code, hf_home=tmp_path / "hf", endpoint=server.url, cwd=tmp_path)

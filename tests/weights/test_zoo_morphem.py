@@ -109,11 +109,11 @@ def test_native_file_gives_the_published_features(net, native_file, images):
     assert model.card["family"] == "morphem" and model.features.n_last_blocks == 1
     assert model.preprocess.saturation_noise == (200.0, 255.0)
     for img in images:
-        got = dino_boc.embed(img, model=model)
+        got = dino_boc.embed(img, model=model, precision="fp32")
         assert got.shape == (img.shape[0] * D,)
         np.testing.assert_allclose(got, published_features(net, img), atol=2e-4, rtol=0)
     # the noise is seeded: a second call gives the same numbers
-    np.testing.assert_array_equal(dino_boc.embed(images[0], model=model), dino_boc.embed(images[0], model=model))
+    np.testing.assert_array_equal(dino_boc.embed(images[0], model=model, precision="fp32"), dino_boc.embed(images[0], model=model, precision="fp32"))
 
 
 def test_the_noise_only_touches_saturated_uint8_pixels(net, native_file, images):
@@ -121,9 +121,9 @@ def test_the_noise_only_touches_saturated_uint8_pixels(net, native_file, images)
     u8 = images[0]
     unsaturated = np.minimum(u8, 254)
     as_u16 = u8.astype(np.uint16)  # the same values, but 255 is not saturation in 16 bits
-    assert not np.allclose(dino_boc.embed(u8, model=model), dino_boc.embed(as_u16, model=model), atol=1e-3)
-    np.testing.assert_allclose(dino_boc.embed(unsaturated, model=model),
-                               dino_boc.embed(unsaturated.astype(np.uint16), model=model), atol=1e-5)
+    assert not np.allclose(dino_boc.embed(u8, model=model, precision="fp32"), dino_boc.embed(as_u16, model=model, precision="fp32"), atol=1e-3)
+    np.testing.assert_allclose(dino_boc.embed(unsaturated, model=model, precision="fp32"),
+                               dino_boc.embed(unsaturated.astype(np.uint16), model=model, precision="fp32"), atol=1e-5)
 
 
 def test_unknown_keys_are_named(net, tmp_path):
@@ -148,8 +148,8 @@ def test_by_name_through_the_hub_then_offline(net, native_file, images, tmp_path
     code = """
 import json, numpy as np, dino_boc
 m = dino_boc.load_model("morphem-vits16", device="cpu")
-np.save("f8.npy", dino_boc.embed(np.load("u8.npy"), model=m))
-np.save("f16.npy", dino_boc.embed(np.load("u16.npy"), model=m))
+np.save("f8.npy", dino_boc.embed(np.load("u8.npy"), model=m, precision="fp32"))
+np.save("f16.npy", dino_boc.embed(np.load("u16.npy"), model=m, precision="fp32"))
 row = next(r for r in dino_boc.list_models(details=True) if r["name"] == "morphem-vits16")
 print(json.dumps({"card": m.card, "row": row}))
 """

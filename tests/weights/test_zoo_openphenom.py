@@ -96,15 +96,15 @@ def test_native_file_gives_predict(form, vit, image, tmp_path):
         save_file({k: v.contiguous() for k, v in native_state(vit).items()}, str(path))
     model = dino_boc.load_model(path, device="cpu")
     assert model.config.arch == "ca_mae" and model.config.max_channels == MAX_CH
-    pooled = dino_boc.embed(image, model=model)
+    pooled = dino_boc.embed(image, model=model, precision="fp32")
     assert pooled.shape == (D,)
     np.testing.assert_allclose(pooled, predict(vit, resized(image), channelwise=False), atol=2e-4, rtol=0)
     if form == "safetensors":
         return  # the other form checks the channel-wise feature and 8-bit input
-    channelwise = dino_boc.embed(image, model=model, channel_pool="concat")
+    channelwise = dino_boc.embed(image, model=model, channel_pool="concat", precision="fp32")
     np.testing.assert_allclose(channelwise, predict(vit, resized(image), channelwise=True), atol=2e-4, rtol=0)
     u8 = (image // 256).astype(np.uint8)  # an 8-bit image: the same recipe
-    np.testing.assert_allclose(dino_boc.embed(u8, model=model), predict(vit, resized(u8), channelwise=False),
+    np.testing.assert_allclose(dino_boc.embed(u8, model=model, precision="fp32"), predict(vit, resized(u8), channelwise=False),
                                atol=2e-4, rtol=0)
 
 
@@ -126,7 +126,7 @@ def test_by_name_through_the_hub_then_offline(vit, image, tmp_path):
 import numpy as np, dino_boc
 m = dino_boc.load_model("openphenom-vits16", device="cpu")
 assert m.card["revision"] == "%s", m.card
-np.save("f.npy", dino_boc.embed(np.load("img.npy"), model=m))
+np.save("f.npy", dino_boc.embed(np.load("img.npy"), model=m, precision="fp32"))
 """ % REV
     with hub_server({"recursionpharma/OpenPhenom": files}) as server:
         online = run_python(code, hf_home=tmp_path / "hf", endpoint=server.url, cwd=tmp_path)
@@ -144,7 +144,7 @@ def test_the_dataset_pipeline_gives_the_same_default_feature(vit, image, tmp_pat
     torch.save({"state_dict": native_state(vit)}, tmp_path / "model.safetensors")
     model = dino_boc.load_model(tmp_path / "model.safetensors", device="cpu")
     tifffile.imwrite(tmp_path / "img.tif", image, metadata={"axes": "CYX"}, photometric="minisblack")
-    dino_boc.embed_dataset(tmp_path / "img.tif", tmp_path / "out.parquet", model=model, num_workers=0, progress=False)
+    dino_boc.embed_dataset(tmp_path / "img.tif", tmp_path / "out.parquet", model=model, num_workers=0, progress=False, precision="fp32")
     table = pd.read_parquet(tmp_path / "out.parquet")
     feats = table[[c for c in table.columns if not c.startswith("Metadata_")]].to_numpy()
     assert list(table.columns[-D:]) == model.feature_names(3) and feats.shape == (1, D)  # chmean_mean_*
@@ -152,4 +152,4 @@ def test_the_dataset_pipeline_gives_the_same_default_feature(vit, image, tmp_pat
 
     meta = json.dumps({k.decode(): v.decode() for k, v in pq.read_schema(tmp_path / "out.parquet").metadata.items()})
     assert str(tmp_path / "model.safetensors") in meta and "openphenom" in meta.lower()
-    np.testing.assert_allclose(feats[0], dino_boc.embed(image, model=model), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(feats[0], dino_boc.embed(image, model=model, precision="fp32"), atol=1e-5, rtol=0)
