@@ -22,9 +22,9 @@ table with a 'path' column (its other columns are kept as Metadata_*), or a Cell
 CSV (FileName_<Channel> / PathName_<Channel> columns, one file per channel).
 
 What it writes: OUT (.parquet, .h5ad or .npy) with Metadata_* columns first, then the features,
-and next to it NAME.errors.csv (features.errors.csv for features.parquet) listing every image that
-could not be used and why: the run goes on. Rows are saved as the run goes in OUT.shards/, so an
-interrupted run continues with --resume.
+and next to it OUT.errors.csv (features.parquet.errors.csv) listing every image that could not
+be used and why: the run goes on. Rows are saved as the run goes in OUT.shards/, so an
+interrupted run continues with --resume. An existing OUT is replaced only with --overwrite.
 
 Large images are embedded whole by default (a size that is not a multiple of 16 loses at most
 15 border pixels); use --tile 224 to average over a grid of tiles instead, or --resize/--crop."""
@@ -93,7 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1 ... (default: the GPU if there is one)")
     g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                    help="'auto': fp16 on GPU, fp32 on CPU")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run with the same output")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run with the same output, inputs "
+                                                          "and settings (a difference is refused)")
+    g.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (without it an existing OUT is "
+                                                             "an error)")
     g.add_argument("--strict", action="store_true", help="exit with status 1 if any image failed")
     g.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after the table is written")
     g.add_argument("--shard-size", type=int, default=4096, metavar="ROWS", help="rows per shard file (default 4096)")
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             n_last_blocks=args.n_last_blocks, avgpool=not args.no_avgpool, channel_pool=args.channel_pool,
             resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
             cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,
-            num_workers=args.num_workers, resume=args.resume, strict=args.strict, keep_shards=args.keep_shards,
+            num_workers=args.num_workers, resume=args.resume, overwrite=args.overwrite, strict=args.strict, keep_shards=args.keep_shards,
             shard_size=args.shard_size, device=args.device, precision=args.precision, progress=not args.quiet,
         )
         code = 0

@@ -9,6 +9,8 @@ whose name, without its image suffix, is ``A01_f1`` or ``A01_f1`` followed by on
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -21,7 +23,7 @@ from dino_boc.io.loaddata import is_loaddata
 from dino_boc.io.tables import is_table, read_table, resolve
 from dino_boc.pipeline.options import ReadOptions
 
-__all__ = ["MASK_SUFFIXES", "RunInputs", "gather_inputs", "image_key", "mask_key"]
+__all__ = ["MASK_SUFFIXES", "RunInputs", "gather_inputs", "image_key", "mask_key", "inputs_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,18 @@ class RunInputs:
 
     records: list[ImageRecord]
     masks: list[str] | None
+
+
+def inputs_identity(inputs: RunInputs) -> dict[str, int | str]:
+    """What a resume must find again: ``{"count": n, "sha256": ...}`` over the ordered inputs (each
+    record's id, files, channel names and label image). Recorded in the provenance (``options.inputs``),
+    so a resume whose inputs were added to, removed, reordered or swapped is refused."""
+    digest = hashlib.sha256()
+    for i, r in enumerate(inputs.records):
+        mask = "" if inputs.masks is None else inputs.masks[i]
+        entry = [r.id, list(r.paths), None if r.channel_names is None else list(r.channel_names), mask]
+        digest.update(os.fsencode(json.dumps(entry)) + b"\n")  # json escapes undecodable bytes (\udcff)
+    return {"count": len(inputs.records), "sha256": digest.hexdigest()}
 
 
 def image_key(path: str | os.PathLike) -> str:

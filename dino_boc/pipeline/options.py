@@ -96,7 +96,9 @@ class RunOptions:
     Attributes:
         batch_size: channel-images per forward pass (B·K).
         num_workers: DataLoader worker processes reading and pre-processing files (0: in the main process).
-        resume: continue the shards of an interrupted run with the same output.
+        resume: continue the shards of an interrupted run with the same output (and the same inputs and
+            settings: checked against the shards' and a finished output's provenance).
+        overwrite: replace an existing output (without it, an existing output is an error).
         strict: raise :class:`~dino_boc.pipeline.FailedInputsError` (CLI: exit 1) when any input failed.
         keep_shards: keep ``<output>.shards/`` after the output is written.
         shard_size: rows per committed shard (memory holds at most this many rows per feature width).
@@ -108,6 +110,7 @@ class RunOptions:
     batch_size: int = 256
     num_workers: int = 0
     resume: bool = False
+    overwrite: bool = False
     strict: bool = False
     keep_shards: bool = False
     shard_size: int = 4096

@@ -68,7 +68,7 @@ def test_resume_after_an_interruption_equals_a_clean_run(tmp_path, rng, model, b
     summary = embed(records, out, model, resume=True, batch_size=batch_size)
     assert summary["n_resumed"] == len(done) and summary["n_ok"] == clean["n_ok"] == 11 and summary["n_failed"] == 1
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "clean.parquet"))
-    assert (tmp_path / "run.errors.csv").read_text() == (tmp_path / "clean.errors.csv").read_text()
+    assert (tmp_path / "run.parquet.errors.csv").read_text() == (tmp_path / "clean.parquet.errors.csv").read_text()
     assert not shards.exists()
 
 
