@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLI_MODEL = "dino-boc-vitt16-nuclei-demo"
@@ -69,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--t", type=int, default=0, metavar="N", help="time series: which time point (default 0, the first)")
     g.add_argument("--level", type=int, default=0, metavar="N", help="pyramidal files: resolution level (default 0, full)")
     g.add_argument("--channel-width", type=int, metavar="PX", help="CHAMMI tapes: width in pixels of one channel in the strip")
+    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"most values (pixels x channels x planes) one file may decode at once, checked from its header "
+                        f"before reading; a larger file is an errors-file row (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     g = p.add_argument_group("image size and intensity")
     g.add_argument("--resize", type=int, metavar="PX", help="resize so the shorter side is this many pixels (0: no resize)")
     g.add_argument("--crop", type=int, metavar="PX", help="centre crop to this many pixels (0: none); must be a multiple of 16")
@@ -126,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         summary = embed_dataset(
             args.inputs, args.output, model=args.model or default_model(), channels=args.channels,
             dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
+            max_pixels=args.max_pixels or None,
             n_last_blocks=args.n_last_blocks, avgpool=not args.no_avgpool, channel_pool=args.channel_pool,
             resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
             cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,

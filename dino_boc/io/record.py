@@ -10,6 +10,7 @@ import numpy as np
 
 from dino_boc.errors import ChannelError, ImageReadError, InputError
 from dino_boc.io.axes import ZReduction
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.io.read import read_image
 
 __all__ = ["ImageRecord", "MetadataValue"]
@@ -28,7 +29,7 @@ class ImageRecord:
             missing from its row; reading then fails with :class:`ImageReadError`).
         channel_names: names of the K channels; ``None`` uses the names in the file, if any.
         metadata: extra columns of the input table (plate, well, treatment, ...).
-        dims, z, t, level, channel_width: read options, as in :func:`~dino_boc.io.read_image`.
+        dims, z, t, level, channel_width, max_pixels: read options, as in :func:`~dino_boc.io.read_image`.
     """
 
     id: str
@@ -40,6 +41,7 @@ class ImageRecord:
     t: int = 0
     level: int = 0
     channel_width: int | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         paths = (self.paths,) if isinstance(self.paths, str) else tuple(str(p) for p in self.paths)
@@ -80,7 +82,8 @@ class ImageRecord:
         return array, list(self.channel_names)
 
     def _options(self) -> dict:
-        return {"dims": self.dims, "z": self.z, "t": self.t, "level": self.level, "channel_width": self.channel_width}
+        return {"dims": self.dims, "z": self.z, "t": self.t, "level": self.level, "channel_width": self.channel_width,
+                "max_pixels": self.max_pixels}
 
     def _read_channels(self) -> np.ndarray:
         """Stack one 2-D plane per file into (K, H, W)."""

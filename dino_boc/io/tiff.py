@@ -21,6 +21,7 @@ import tifffile
 
 from dino_boc.errors import ImageReadError, InputError
 from dino_boc.io.axes import ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS, read_tiff_planes
 from dino_boc.io.formats import check_exists, reading
 
 __all__ = ["read_tiff", "ome_channel_names", "imagej_channel_names"]
@@ -73,6 +74,7 @@ def read_tiff(
     z: ZReduction = "max",
     t: int = 0,
     level: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, list[str] | None]:
     """Read a TIFF/OME-TIFF/ImageJ TIFF as (K, H, W) in the file's dtype.
 
@@ -83,13 +85,16 @@ def read_tiff(
         z: Z reduction, ``"max"``, ``"mean"`` or a slice index.
         t: time point to keep.
         level: pyramid level (0 = full resolution) of a pyramidal (sub-IFD) TIFF.
+        max_pixels: values that may be decoded at once (see :mod:`dino_boc.io.budget`); a stack over it
+            is read plane by plane when Z/T reduction brings it within; None: no limit.
 
     Returns:
         (array (K, H, W), channel names or ``None``).
 
     Raises:
-        ImageReadError: missing, corrupt or truncated file.
+        ImageReadError: missing, corrupt or truncated file; an OME-TIFF whose XML lists planes the file lacks.
         InputError: axes that cannot be read as (K, H, W) (pass ``dims=``), ``level`` out of range.
+        ResourceLimitError: the header declares more values than ``max_pixels``.
     """
     check_exists(path)
     check_z(z)
@@ -103,8 +108,9 @@ def read_tiff(
                 f"{source}: level={level} but the file has {len(levels)} resolution level(s) (0..{len(levels) - 1})"
             )
         _check_consistent(tif, series, source)
-        array = levels[level].asarray()
-        axes = levels[level].axes
+        _check_planes(tif, series, source)
+        axes = levels[level].axes if dims is None else parse_dims(dims, levels[level].shape)
+        array, axes = read_tiff_planes(levels[level], axes, z=z, t=t, max_pixels=max_pixels, source=source)
         if tif.is_ome:
             names = ome_channel_names(tif.ome_metadata)
         else:
@@ -114,8 +120,6 @@ def read_tiff(
         raise ImageReadError(
             f"cannot read {source!r} with tifffile: {bad[0]}. The file is corrupt or truncated; re-copy it"
         )
-    if dims is not None:
-        axes = parse_dims(dims, array.shape)
     out = to_kyx(array, axes, z=z, t=t, source=source)
     return out, match_names(names, out.shape[0], source)
 
@@ -131,6 +135,18 @@ def _check_consistent(tif, series, source: str) -> None:
         raise ImageReadError(
             f"cannot read {source!r}: named or marked OME-TIFF but its OME-XML is missing or does not match its "
             "pages (truncated or corrupt file); re-export it, or rename it to .tif to read it as a plain TIFF"
+        )
+
+
+def _check_planes(tif, series, source: str) -> None:
+    """An OME-TIFF whose XML lists planes that are not in the file (tifffile would zero-fill them)."""
+    if not tif.is_ome:
+        return
+    missing = sum(page is None for page in series.pages)
+    if missing:
+        raise ImageReadError(
+            f"cannot read {source!r}: its OME-XML describes {len(series.pages)} planes but {missing} are missing "
+            "from the file (an incomplete export or copy); re-export it"
         )
 
 

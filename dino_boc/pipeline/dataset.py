@@ -115,6 +115,7 @@ class InputDataset(torch.utils.data.Dataset):
         self.preprocess = preprocess
         self.patch_size = patch_size
         self.channels = read.channels
+        self.max_pixels = read.max_pixels
         self.embed = embed
         self.masks = masks
         self.fit = fit
@@ -163,7 +164,7 @@ class InputDataset(torch.utils.data.Dataset):
                 f"no label image for {record.id!r}: expected one named {stem}.tif, {stem}_masks.tif, "
                 f"{stem}_cp_masks.png (or with another image suffix) among the masks"
             )
-        labels, _ = read_image(mask_path)
+        labels, _ = read_image(mask_path, max_pixels=self.max_pixels)
         cells = crop_cells(array, labels, self.embed.cell_size, mask_outside=self.embed.mask_outside, source=path)
         rows = [
             metadata_row(path, names, record.metadata, cell_label=int(lab), centroid=(float(cy), float(cx)))

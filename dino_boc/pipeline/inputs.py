@@ -118,6 +118,8 @@ def gather_inputs(source, read: ReadOptions, masks: MasksInput = None) -> RunInp
         records += found
         origins += [origin] * len(found)
     records = collect_sources(records)  # unique ids across inputs
+    if any(r.max_pixels != read.max_pixels for r in records):  # the run's pixel budget holds for every read
+        records = [dataclasses.replace(r, max_pixels=read.max_pixels) for r in records]
     if masks is None:
         return RunInputs(records, None)
     if isinstance(masks, str) and _is_column(masks, records):

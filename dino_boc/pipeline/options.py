@@ -7,6 +7,7 @@ from typing import Any, Literal, Sequence
 
 from dino_boc.errors import ConfigError
 from dino_boc.io.axes import ZReduction, check_t, check_z
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 
 __all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH"]
 
@@ -33,6 +34,9 @@ class ReadOptions:
         t: time point of a time series.
         level: resolution level of pyramidal files (0 = full resolution).
         channel_width: unfold CHAMMI tapes (channels side by side) every this many pixels.
+        max_pixels: most values one read may decode at once, checked from the file's header before
+            decoding (a larger file is an errors-file row; Z-stacks are reduced plane by plane to fit);
+            None: no limit.
     """
 
     channels: tuple[int | str, ...] | None = None
@@ -41,6 +45,7 @@ class ReadOptions:
     t: int = 0
     level: int = 0
     channel_width: int | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.channels is not None:
@@ -53,6 +58,7 @@ class ReadOptions:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or self.level < 0:
             raise ConfigError(f"level={self.level!r} must be an int >= 0 (0 = full resolution)")
         _positive("channel_width", self.channel_width, allow_none=True)
+        _positive("max_pixels", self.max_pixels, allow_none=True)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -27,6 +27,7 @@ from dino_boc import distributed as dist
 from dino_boc.embed import DEFAULT_MODEL, Precision, resolve_preprocess, run_tensors
 from dino_boc.errors import ConfigError, DinoBocError, InputError, OutputError
 from dino_boc.features import flatten
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.models.base import Embedding, EmbeddingModel
 from dino_boc.outputs import Provenance, ShardWriter, done_indices, finalize, read_manifests, read_provenance
 from dino_boc.outputs.guard import OutputLock, check_output
@@ -64,6 +65,7 @@ def embed_dataset(
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     n_last_blocks: int = 4,
     avgpool: bool = True,
     channel_pool: Literal["concat", "mean"] = "concat",
@@ -112,6 +114,9 @@ def embed_dataset(
         t: time point of a time series.
         level: resolution level of pyramidal files (0 = full resolution).
         channel_width: CHAMMI tapes: width of one channel in the strip.
+        max_pixels: most values one read may decode at once, checked from each file's header before
+            decoding; a file over it is an errors-file row (TIFF Z-stacks are reduced plane by plane to
+            fit). None: no limit.
         n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md).
         avgpool: append the per-channel mean of the last block's patch tokens.
         channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels.
@@ -156,7 +161,8 @@ def embed_dataset(
         >>> dino_boc.embed_dataset("plates/", "features.parquet", model="dino-boc-vitl16", num_workers=4)
         >>> cells = dino_boc.embed_dataset("fields/", masks="masks/", cell_size=96)
     """
-    read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width)
+    read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width,
+                       max_pixels=max_pixels)
     embed = EmbedOptions(n_last_blocks=n_last_blocks, avgpool=avgpool, channel_pool=channel_pool, tile=tile,
                          cell_size=cell_size, mask_outside=mask_outside)
     run = RunOptions(batch_size=batch_size, num_workers=num_workers, resume=resume, overwrite=overwrite, strict=strict,
@@ -274,7 +280,8 @@ def _effective_precision(precision: str, device: torch.device) -> str:
 
 def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOptions, precision: str,
                 inputs: RunInputs) -> Provenance:
-    options: dict[str, Any] = {**read.to_dict(), "z_projection": read.z, "precision": precision,
+    reading = {k: v for k, v in read.to_dict().items() if k != "max_pixels"}  # a budget does not change numbers
+    options: dict[str, Any] = {**reading, "z_projection": read.z, "precision": precision,
                                "inputs": inputs_identity(inputs)}
     if embed.cell_size is not None:
         options["single_cell"] = {"size": embed.cell_size, "mask_outside": embed.mask_outside, "centre": "centroid"}
