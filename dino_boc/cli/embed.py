@@ -7,6 +7,7 @@ import logging
 import os
 
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
+from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--normalize", choices=["self", "percentile", "none"],
                    help="intensity normalisation per channel (default 'self', as the paper)")
     g.add_argument("--tile", type=int, metavar="PX", help="large images: average the features of a grid of TILE-pixel tiles")
+    g.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, metavar="N",
+                   help=f"whole fields: most patch tokens per channel (a 4096x4096 field at patch 16 is 65,536); a larger "
+                        f"field is an errors-file row suggesting --tile/--resize (default {DEFAULT_MAX_TOKENS:,}; 0: no limit)")
     g = p.add_argument_group("single cells")
     g.add_argument("--masks", metavar="MASKS", help="label images (folder or glob; one integer per cell, 0 = background, as cellpose "
                                    "or CellProfiler write), or the input table's column naming them")
@@ -131,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         summary = embed_dataset(
             args.inputs, args.output, model=args.model or default_model(), channels=args.channels,
             dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
-            max_pixels=args.max_pixels or None,
+            max_pixels=args.max_pixels or None, max_tokens=args.max_tokens or None,
             n_last_blocks=args.n_last_blocks, avgpool=not args.no_avgpool, channel_pool=args.channel_pool,
             resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
             cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,

@@ -14,11 +14,11 @@ from typing import Any, Literal, Union
 import numpy as np
 import torch
 
-from dino_boc.errors import InputError
+from dino_boc.errors import InputError, ResourceLimitError
 from dino_boc.io import ImageRecord, read_image
 from dino_boc.outputs import metadata_row
 from dino_boc.pipeline.inputs import image_key
-from dino_boc.pipeline.options import EmbedOptions, ReadOptions
+from dino_boc.pipeline.options import TOKEN_WARNING, EmbedOptions, ReadOptions
 from dino_boc.preprocess import PreprocessConfig, prepare_image, to_float_tensor
 from dino_boc.preprocess.cells import crop_cells
 from dino_boc.preprocess.channels import resolve_channels
@@ -119,6 +119,7 @@ class InputDataset(torch.utils.data.Dataset):
         self.embed = embed
         self.masks = masks
         self.fit = fit
+        self._warned = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -153,8 +154,35 @@ class InputDataset(torch.utils.data.Dataset):
             tiles = tile_image(array, self.embed.tile)
             tensors = torch.stack([prepare_field(t, self.preprocess, self.patch_size, fit=False) for t in tiles])
             return Loaded(index, tensors, names, [row], reduce="mean", source=record.id)
+        self._check_tokens(array.shape, record.id)
         tensor = prepare_field(array, self.preprocess, self.patch_size, fit=self.fit)
         return Loaded(index, tensor[None], names, [row], source=record.id)
+
+    def _check_tokens(self, shape: tuple[int, ...], source: str) -> None:
+        """Whole fields: refuse (errors-file row) above ``max_tokens`` patch tokens per channel-image; warn
+        once above :data:`TOKEN_WARNING` when no resize/crop bounds the size."""
+        k, h, w = shape
+        cfg, p = self.preprocess, self.patch_size
+        if cfg.crop is not None:
+            h = w = cfg.crop
+        elif cfg.resize is not None:
+            h, w = (cfg.resize, int(cfg.resize * w / h)) if h <= w else (int(cfg.resize * h / w), cfg.resize)
+        n = (h // p) * (w // p)
+        hint = "pass --tile 224 (tile=224) to average the features of 224-pixel tiles, or --resize 512 (resize=512)"
+        limit = self.embed.max_tokens
+        if limit is not None and n > limit:
+            raise ResourceLimitError(
+                f"{source}: a {shape[1]}x{shape[2]} field embedded whole is {n:,} patch tokens per channel ({k} channels), "
+                f"over max_tokens={limit:,} (attention costs grow with the square of it: hours per image); {hint}, "
+                "or raise --max-tokens"
+            )
+        if n > TOKEN_WARNING and cfg.resize is None and cfg.crop is None and not self._warned:
+            self._warned = True
+            logger.warning(
+                "%s: a %dx%d field is embedded whole: %s patch tokens per channel x %d channels = %s tokens per image, "
+                "which can take minutes per image (shown once per run); %s", source, shape[1], shape[2],
+                f"{n:,}", k, f"{n * k:,}", hint,
+            )
 
     def _cells(self, index: int, record: ImageRecord, array: np.ndarray, names: list[str], path: str) -> Loaded:
         mask_path = self.masks[index]

@@ -9,11 +9,17 @@ from dino_boc.errors import ConfigError
 from dino_boc.io.axes import ZReduction, check_t, check_z
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 
-__all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH"]
+__all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH", "DEFAULT_MAX_TOKENS", "TOKEN_WARNING"]
 
 # What happens to a field whose size (after resize) is not a multiple of the patch when no crop is
 # given: it is centre-cropped to the largest multiple (at most patch - 1 pixels lost per axis).
 FIT_TO_PATCH = "center-crop"
+
+# Whole-field embedding: patch tokens N per channel-image. Attention costs grow with N^2: above
+# TOKEN_WARNING (a 1024 x 1024 field at patch 16) a run without --resize/--crop warns once with the count
+# and the suggestion; above DEFAULT_MAX_TOKENS (4096 x 4096 at patch 16) an image is an errors-file row.
+TOKEN_WARNING = 4096
+DEFAULT_MAX_TOKENS = 65536
 
 
 def _positive(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -78,6 +84,8 @@ class EmbedOptions:
             channel (one row per image); None embeds the whole field.
         cell_size: single-cell mode: side of the crop centred on each object (set with masks).
         mask_outside: single-cell mode: zero every pixel outside the object.
+        max_tokens: whole fields: most patch tokens N per channel-image (after resize/crop); a larger
+            field is an errors-file row that suggests ``tile``/``resize``. None: no limit.
     """
 
     n_last_blocks: int = 4
@@ -86,9 +94,11 @@ class EmbedOptions:
     tile: int | None = None
     cell_size: int | None = None
     mask_outside: bool = False
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
 
     def __post_init__(self) -> None:
         _positive("n_last_blocks", self.n_last_blocks)
+        _positive("max_tokens", self.max_tokens, allow_none=True)
         _positive("tile", self.tile, allow_none=True)
         _positive("cell_size", self.cell_size, allow_none=True)
         if self.channel_pool not in ("concat", "mean"):

@@ -36,7 +36,7 @@ from dino_boc.outputs.writers import output_format
 from dino_boc.pipeline.batching import Finished, ShapeBatcher
 from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
 from dino_boc.pipeline.inputs import RunInputs, gather_inputs, inputs_identity
-from dino_boc.pipeline.options import FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
+from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS, FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
 from dino_boc.preprocess import PreprocessConfig
 
 __all__ = ["embed_dataset", "run_dataset", "FailedInputsError", "DEFAULT_MODEL", "DEFAULT_CELL_SIZE"]
@@ -76,6 +76,7 @@ def embed_dataset(
     masks: Any = None,
     cell_size: int | None = None,
     mask_outside: bool = False,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     batch_size: int = 256,
     num_workers: int = 0,
     resume: bool = False,
@@ -131,6 +132,9 @@ def embed_dataset(
         cell_size: single-cell crop side S (default: ``crop`` if given, else 96); the crop is centred on
             the object's centroid and zero-padded at the borders.
         mask_outside: single-cell mode: zero the pixels outside the object.
+        max_tokens: whole fields: most patch tokens per channel (after resize/crop); a larger field is
+            an errors-file row suggesting ``tile``/``resize`` (above 4096 tokens, e.g. a 2048² field, a
+            run without ``resize``/``crop`` warns once with the count). None: no limit.
         batch_size: channel-images per forward pass (lower it on out-of-memory errors).
         num_workers: DataLoader processes reading files while the model runs (e.g. 4-8 on a GPU node).
         resume: continue the shards of an interrupted run with the same output, inputs and settings
@@ -164,7 +168,7 @@ def embed_dataset(
     read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width,
                        max_pixels=max_pixels)
     embed = EmbedOptions(n_last_blocks=n_last_blocks, avgpool=avgpool, channel_pool=channel_pool, tile=tile,
-                         cell_size=cell_size, mask_outside=mask_outside)
+                         cell_size=cell_size, mask_outside=mask_outside, max_tokens=max_tokens)
     run = RunOptions(batch_size=batch_size, num_workers=num_workers, resume=resume, overwrite=overwrite, strict=strict,
                      keep_shards=keep_shards, shard_size=shard_size, device=device, precision=precision,
                      progress=progress)

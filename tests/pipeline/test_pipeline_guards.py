@@ -202,3 +202,55 @@ def test_non_utf8_file_names_are_stored_escaped(tmp_path, model, rng):
     errors = pd.read_csv(summary["errors_file"])
     assert errors["path"].tolist() == [str(src) + "/bad\\xfe.tif"]
     assert run(src, out, model, resume=True)["n_ok"] == 1  # resume reads its manifest back
+
+
+def test_token_budget_refuses_huge_whole_fields_and_warns_once_on_large_ones(tmp_path, model, rng, caplog):
+    from dino_boc.io import ImageRecord
+    from dino_boc.pipeline import EmbedOptions, ReadOptions
+    from dino_boc.pipeline.dataset import Failed, InputDataset, Loaded
+    from dino_boc.preprocess import PreprocessConfig
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_cyx(src / "small.tif", image(rng, 2), ["DNA", "ER"])
+    write_cyx(src / "large.tif", image(rng, 2, 64, 96), ["DNA", "ER"])  # 8 x 12 = 96 tokens at patch 8
+    summary = run(src, tmp_path / "f.parquet", model, max_tokens=64)
+    errors = pd.read_csv(summary["errors_file"])
+    assert summary["n_ok"] == 1 and errors["path"].tolist() == [str(src / "large.tif")]
+    assert errors["reason"][0].startswith("ResourceLimitError") and "96 patch tokens" in errors["reason"][0]
+    assert "--tile" in errors["reason"][0] and "--resize" in errors["reason"][0]
+    assert run(src, tmp_path / "t.parquet", model, max_tokens=64, tile=32)["n_ok"] == 2  # tiles bound it
+
+    # above 4096 tokens per channel (65 x 65 patches) without resize/crop: one warning naming the count
+    records = [ImageRecord(id=f"r{i}", paths=(str(write_cyx(tmp_path / f"big{i}.tif", image(rng, 1, 520, 520))),))
+               for i in range(2)]
+    cfg = PreprocessConfig(normalize="self", resize=None, crop=None)
+    dataset = InputDataset(records, preprocess=cfg, patch_size=8, read=ReadOptions(), embed=EmbedOptions())
+    with caplog.at_level("WARNING", logger="dino_boc.pipeline.dataset"):
+        items = [dataset[0], dataset[1]]
+    assert all(isinstance(it, Loaded) for it in items)
+    warnings = [r.getMessage() for r in caplog.records if "patch tokens" in r.getMessage()]
+    assert len(warnings) == 1 and "4,225 patch tokens per channel" in warnings[0] and "--tile" in warnings[0]
+    caplog.clear()
+    resized = InputDataset(records, preprocess=PreprocessConfig(normalize="self", resize=256, crop=None), patch_size=8,
+                           read=ReadOptions(), embed=EmbedOptions())
+    with caplog.at_level("WARNING", logger="dino_boc.pipeline.dataset"):
+        assert not isinstance(resized[0], Failed)
+    assert not [r for r in caplog.records if "patch tokens" in r.getMessage()]
+
+
+def test_a_bomb_in_a_folder_is_an_errors_file_row_and_the_run_goes_on(tmp_path, model, rng):
+    import tifffile
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_cyx(src / "a.tif", image(rng, 2), ["DNA", "ER"])
+    tifffile.imwrite(src / "b.tif", np.zeros((64, 64), np.uint8), tile=(64, 64), compression="zlib")
+    with tifffile.TiffFile(src / "b.tif", mode="r+b") as f:  # the header now declares 100352 x 100352
+        f.pages[0].tags["ImageWidth"].overwrite(100352)
+        f.pages[0].tags["ImageLength"].overwrite(100352)
+    write_cyx(src / "c.tif", image(rng, 2), ["DNA", "ER"])
+    summary = run(src, tmp_path / "f.parquet", model)
+    errors = pd.read_csv(summary["errors_file"])
+    assert summary["n_ok"] == 2 and errors["path"].tolist() == [str(src / "b.tif")]
+    assert errors["reason"][0].startswith("ResourceLimitError") and "--max-pixels" in errors["reason"][0]
