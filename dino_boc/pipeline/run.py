@@ -396,7 +396,8 @@ def _embed_block(inputs: RunInputs, mine: list[int], *, model, cfg, read, embed,
     )
     forward = partial(run_tensors, model, n_last_blocks=embed.n_last_blocks, avgpool=embed.avgpool,
                       batch_size=run.batch_size, precision=run.precision)
-    batcher = ShapeBatcher(forward, batch_size=run.batch_size)
+    independent = getattr(model, "channels_independent", model.config.arch == "boc")  # each channel on its own
+    batcher = ShapeBatcher(forward, batch_size=run.batch_size, split_channels=independent)
     rows = _RowMaker(model, embed)
     bar = tqdm(total=len(mine), unit="img", desc=f"embed (rank {rank})" if rank else "embed",
                disable=not run.progress or rank != 0, dynamic_ncols=True, smoothing=0.05)
