@@ -100,6 +100,11 @@ def reading(path: str | os.PathLike, reader: str) -> Iterator[None]:
         raise
     except MemoryError:
         raise
+    except PermissionError as exc:  # not a damaged file: say what it is
+        raise ImageReadError(
+            f"cannot read {str(path)!r}: permission denied ({exc.filename or path}); the file is not readable by this "
+            "user: check its permissions"
+        ) from exc
     except Exception as exc:  # a reader of arbitrary files fails in arbitrary ways; we name the file and go on
         raise ImageReadError(
             f"cannot read {str(path)!r} with {reader}: {type(exc).__name__}: {exc}. "
