@@ -139,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
             n_last_blocks=args.n_last_blocks, avgpool=not args.no_avgpool, channel_pool=args.channel_pool,
             resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
             cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,
-            num_workers=args.num_workers, resume=args.resume, overwrite=args.overwrite, strict=args.strict, keep_shards=args.keep_shards,
+            num_workers=args.num_workers, resume=args.resume, overwrite=args.overwrite, strict=args.strict,
+            keep_shards=args.keep_shards,
             shard_size=args.shard_size, device=args.device, precision=args.precision, progress=not args.quiet,
         )
         code = 0

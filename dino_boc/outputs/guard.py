@@ -86,17 +86,22 @@ def check_output(output: str | os.PathLike, *, overwrite: bool, resume: bool) ->
     out = Path(output)
     shown = display_path(out)
     if out.is_dir():
-        raise OutputError(f"output {shown!r} is a folder; give a file name such as {display_path(out / 'features.parquet')!r}")
+        example = display_path(out / "features.parquet")
+        raise OutputError(f"output {shown!r} is a folder; give a file name such as {example!r}")
     parent = out.parent
     for folder in (parent, *parent.parents):
         if folder.exists() and not folder.is_dir():
-            raise OutputError(f"output {shown!r}: {display_path(folder)!r} is a file, not a folder; choose another output path")
+            raise OutputError(
+                f"output {shown!r}: {display_path(folder)!r} is a file, not a folder; choose another output path"
+            )
         if folder.exists():
             break
     with writing(parent):
         parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write into {display_path(parent)!r}: permission denied or read-only; choose another output")
+        raise OutputError(
+            f"cannot write into {display_path(parent)!r}: permission denied or read-only; choose another output"
+        )
     exists = out.exists() or out.is_symlink()
     if exists and not (overwrite or resume):
         raise OutputError(

@@ -435,7 +435,8 @@ class ShardWriter:
         self._check_open()
         if isinstance(reason, BaseException):
             reason = f"{type(reason).__name__}: {reason}"
-        self._pending_failures.append({"index": int(index), "path": display_path(path), "reason": display_path(str(reason))})
+        failure = {"index": int(index), "path": display_path(path), "reason": display_path(str(reason))}
+        self._pending_failures.append(failure)
 
     def _commit(self, key: str) -> None:
         buf = self._buffers.pop(key)

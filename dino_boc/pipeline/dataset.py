@@ -202,7 +202,8 @@ class InputDataset(torch.utils.data.Dataset):
         limit = self.embed.max_tokens
         if limit is not None and n > limit:
             raise ResourceLimitError(
-                f"{source}: a {shape[1]}x{shape[2]} field embedded whole is {n:,} patch tokens per channel ({k} channels), "
+                f"{source}: a {shape[1]}x{shape[2]} field embedded whole is {n:,} patch tokens per channel "
+                f"({k} channels), "
                 f"over max_tokens={limit:,} (attention costs grow with the square of it: hours per image); {hint}, "
                 "or raise --max-tokens"
             )

@@ -30,7 +30,7 @@ from dino_boc.features import flatten
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.models.base import Embedding, EmbeddingModel
 from dino_boc.outputs import Provenance, ShardWriter, done_indices, finalize, read_manifests, read_provenance
-from dino_boc.outputs.guard import OutputLock, check_output
+from dino_boc.outputs.guard import OutputLock, check_output, writing
 from dino_boc.outputs.shards import drop_bad_shards
 from dino_boc.outputs.writers import output_format
 from dino_boc.pipeline.batching import Finished, ShapeBatcher
@@ -94,8 +94,8 @@ def embed_dataset(
     channel name, ...) is skipped and listed with its reason in ``<output>.errors.csv``; the run
     goes on. Rows are committed in shards (``<output>.shards/``), so an interrupted run continues with
     ``resume=True`` and gives the same table. An existing output is never replaced unless
-    ``overwrite=True``; ``<output>.lock`` keeps a second run from writing the same output at once. Under ``torchrun`` every process embeds its own block of
-    inputs; rank 0 merges them in input order.
+    ``overwrite=True``; ``<output>.lock`` keeps a second run from writing the same output at once.
+    Under ``torchrun`` every process embeds its own block of inputs; rank 0 merges them in input order.
 
     Whole fields (the default): with no ``crop``, the full image (after ``resize``) is embedded, thanks
     to position-embedding interpolation; a size that is not a multiple of the patch (16) is centre-
@@ -318,7 +318,8 @@ def _plan(shard_dir: Path, provenance: Provenance, run: RunOptions, *, lock: Out
                 _check_finished(output, provenance, run)
             if run.overwrite and not run.resume and shard_dir.exists():
                 logger.info("overwrite: removing the shards of an earlier run in %s", shard_dir)
-                shutil.rmtree(shard_dir)
+                with writing(shard_dir):
+                    shutil.rmtree(shard_dir)
             answer = (sorted(_done(shard_dir, provenance, run.resume)), None, False)
         except OutputError as exc:
             answer = ([], str(exc), True)
