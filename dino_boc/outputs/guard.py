@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 _HINTS = {
     errno.ENOSPC: "the disk is full; free some space (or choose an output on another disk)",
     errno.EDQUOT: "the disk quota is exceeded; free some space (or choose an output on another disk)",
+    errno.EFBIG: "the file is larger than this file system or the process's file-size limit allows; free space or "
+                 "choose another disk",
     errno.EROFS: "the file system is read-only; choose an output on a writable disk",
     errno.EACCES: "permission denied; choose a folder you may write to, or fix its permissions",
     errno.EPERM: "permission denied; choose a folder you may write to, or fix its permissions",

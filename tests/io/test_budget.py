@@ -171,3 +171,9 @@ def test_permission_denied_is_not_called_corrupt(tmp_path):
     with pytest.raises(ImageReadError, match="permission denied") as info:
         read_image(tmp_path / "a.tif")
     assert "corrupt" not in str(info.value).replace("not known to be corrupt", "")
+
+
+def test_pillows_own_pixel_limit_is_a_resource_limit_not_corruption(tmp_path):
+    path = png_bomb(tmp_path / "b.png", side=15000)  # 225 M pixels: over Pillow's limit, budget switched off
+    with pytest.raises(ResourceLimitError, match="refuses to decode"):
+        read_image(path, max_pixels=None)
