@@ -254,3 +254,27 @@ def test_a_bomb_in_a_folder_is_an_errors_file_row_and_the_run_goes_on(tmp_path, 
     errors = pd.read_csv(summary["errors_file"])
     assert summary["n_ok"] == 2 and errors["path"].tolist() == [str(src / "b.tif")]
     assert errors["reason"][0].startswith("ResourceLimitError") and "--max-pixels" in errors["reason"][0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_in_the_input_folder_is_an_errors_file_row(tmp_path, model, rng):
+    import signal
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_cyx(src / "a.tif", image(rng, 2), ["DNA", "ER"])
+    os.mkfifo(src / "pipe.tif")
+
+    def blocked(*_):
+        raise TimeoutError("the run blocked on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(120)
+    try:
+        summary = run(src, tmp_path / "f.parquet", model)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    errors = pd.read_csv(summary["errors_file"])
+    assert summary["n_ok"] == 1 and errors["path"].tolist() == [str(src / "pipe.tif")]
+    assert "not a regular file" in errors["reason"][0]
