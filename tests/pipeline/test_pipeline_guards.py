@@ -278,3 +278,15 @@ def test_a_fifo_in_the_input_folder_is_an_errors_file_row(tmp_path, model, rng):
     errors = pd.read_csv(summary["errors_file"])
     assert summary["n_ok"] == 1 and errors["path"].tolist() == [str(src / "pipe.tif")]
     assert "not a regular file" in errors["reason"][0]
+
+
+def test_cli_refuses_an_existing_output_and_overwrites_with_the_flag(tmp_path, folder, model_dir, capsys):
+    from dino_boc.cli import main
+
+    out = tmp_path / "f.parquet"
+    out.write_bytes(b"keep me")
+    args = ["embed", str(folder), "--model", model_dir, "--n-last-blocks", str(L), "--quiet", "-o", str(out)]
+    assert main(args) == 1
+    assert "error: output" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert main(args + ["--overwrite"]) == 0
+    assert pq.read_table(out).num_rows == 4
