@@ -86,7 +86,7 @@ def read_image(
     if fmt == "tiff":
         array, names = read_tiff(path, dims=dims, z=z, t=t, level=level, max_pixels=max_pixels)
     elif fmt == "zarr":
-        array, names = read_ngff(path, dims=dims, z=z, t=t, level=level)
+        array, names = read_ngff(path, dims=dims, z=z, t=t, level=level, max_pixels=max_pixels)
     elif fmt == "vendor":
         array, names = read_vendor(path, dims=dims, z=z, t=t, level=level)
     else:

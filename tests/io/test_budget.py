@@ -177,3 +177,20 @@ def test_pillows_own_pixel_limit_is_a_resource_limit_not_corruption(tmp_path):
     path = png_bomb(tmp_path / "b.png", side=15000)  # 225 M pixels: over Pillow's limit, budget switched off
     with pytest.raises(ResourceLimitError, match="refuses to decode"):
         read_image(path, max_pixels=None)
+
+
+def test_an_ome_zarr_declaring_a_huge_level_is_refused_before_loading(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(tmp_path / "big.ome.zarr"), mode="w")
+    shape = (5, 2, 30000, 30000)  # TCYX: 9 G values in all, 1.8 G per time point, no chunk written
+    if hasattr(group, "create_array"):
+        group.create_array("s0", shape=shape, chunks=(1, 1, 1024, 1024), dtype="uint16")
+    else:  # zarr 2
+        group.create_dataset("s0", shape=shape, chunks=(1, 1, 1024, 1024), dtype="uint16")
+    axes = [{"name": a, "type": k} for a, k in (("t", "time"), ("c", "channel"), ("y", "space"), ("x", "space"))]
+    group.attrs.update({"multiscales": [{"version": "0.4", "axes": axes, "datasets": [{"path": "s0"}]}]})
+    with pytest.raises(ResourceLimitError, match=r"\(2, 30000, 30000\).*for loading"):  # one time point is loaded
+        read_image(tmp_path / "big.ome.zarr", t=3)
+    small = np.arange(2 * 2 * 16 * 16, dtype=np.uint16).reshape(2, 2, 16, 16)
+    group["s0"] = small  # a real image with the same metadata reads as before
+    np.testing.assert_array_equal(read_image(tmp_path / "big.ome.zarr", t=1)[0], small[1])
