@@ -132,8 +132,9 @@ def run_tensors(
             with autocast_context(device, precision):
                 # through __call__, so that model.compile() (torch.compile) takes effect
                 out = model(x, n_last_blocks=max(1, n_last_blocks), channel_ids=ids)
-            cls = None if out.cls is None or not n_last_blocks else out.cls.float().cpu().numpy()
-            glob = None if out.global_cls is None or not n_last_blocks else out.global_cls.float().cpu().numpy()
+            # copies: the CLS tokens are views into every token of the batch, which would stay alive with them
+            cls = None if out.cls is None or not n_last_blocks else out.cls.float().cpu().numpy().copy()
+            glob = None if out.global_cls is None or not n_last_blocks else out.global_cls.float().cpu().numpy().copy()
             pm = out.patch.float().mean(dim=2).cpu().numpy() if avgpool else None
             for j, i in enumerate(chunk):
                 results[i] = (

@@ -15,6 +15,8 @@ __all__ = [
     "WeightsError",
     "ConfigError",
     "MissingExtraError",
+    "ResourceLimitError",
+    "OutputError",
 ]
 
 
@@ -33,8 +35,18 @@ class ChannelError(InputError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ResourceLimitError(InputError):
+    """An input over a configured budget (pixels decoded at once, tokens per image); raise the budget or
+    make the input smaller (``--tile``, ``--resize``, ``--level``)."""
+
+
 class ImageReadError(DinoBocError, OSError):
     """A file that cannot be read as an image: missing, corrupt, truncated or of an unknown format."""
+
+
+class OutputError(DinoBocError, OSError):
+    """An output that cannot be written: read-only folder, disk full, a folder where a file goes, a run
+    already writing it, or an existing output that would be replaced without ``overwrite``."""
 
 
 class ModelNotFoundError(DinoBocError, LookupError):

@@ -6,6 +6,9 @@ import argparse
 import logging
 import os
 
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS
+from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLI_MODEL = "dino-boc-vitt16-nuclei-demo"
@@ -23,9 +26,9 @@ CSV (FileName_<Channel> / PathName_<Channel> columns, one file per channel; File
 illumination functions are applied with --illum, never embedded as channels).
 
 What it writes: OUT (.parquet, .h5ad or .npy) with Metadata_* columns first, then the features,
-and next to it NAME.errors.csv (features.errors.csv for features.parquet) listing every image that
-could not be used and why: the run goes on. Rows are saved as the run goes in OUT.shards/, so an
-interrupted run continues with --resume.
+and next to it OUT.errors.csv (features.parquet.errors.csv) listing every image that could not
+be used and why: the run goes on. Rows are saved as the run goes in OUT.shards/, so an
+interrupted run continues with --resume. An existing OUT is replaced only with --overwrite.
 
 Large images are embedded whole by default (a size that is not a multiple of 16 loses at most
 15 border pixels); use --tile 224 to average over a grid of tiles instead, or --resize/--crop."""
@@ -101,12 +104,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one file per channel: group files into multi-channel images by a vendor preset ("
                         f"{', '.join(PATTERN_PRESETS)}) or a regex with named groups, one of them 'channel', "
                         r"e.g. '(?P<well>[A-P]\d{2})_s(?P<site>\d)_(?P<channel>w\d)'")
+    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"most values (pixels x channels x planes) one file may decode at once, checked from its header "
+                        f"before reading; a larger file is an errors-file row (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     g = p.add_argument_group("image size and intensity")
     g.add_argument("--resize", type=int, metavar="PX", help="resize so the shorter side is this many pixels (0: no resize)")
     g.add_argument("--crop", type=int, metavar="PX", help="centre crop to this many pixels (0: none); must be a multiple of 16")
     g.add_argument("--normalize", choices=["self", "percentile", "none"],
                    help="intensity normalisation per channel (default 'self', as the paper)")
     g.add_argument("--tile", type=int, metavar="PX", help="large images: average the features of a grid of TILE-pixel tiles")
+    g.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, metavar="N",
+                   help=f"whole fields: most patch tokens per channel (a 4096x4096 field at patch 16 is 65,536); a larger "
+                        f"field is an errors-file row suggesting --tile/--resize (default {DEFAULT_MAX_TOKENS:,}; 0: no limit)")
     g = p.add_argument_group("single cells")
     g.add_argument("--masks", metavar="MASKS", help="label images (folder or glob; one integer per cell, 0 = background, as cellpose "
                                    "or CellProfiler write), the objects of a LoadData CSV's ObjectsFileName_<O> "
@@ -128,7 +137,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1 ... (default: the GPU if there is one)")
     g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                    help="'auto': fp16 on GPU, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run with the same output")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run with the same output, inputs "
+                                                          "and settings (a difference is refused)")
+    g.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (without it an existing OUT is "
+                                                             "an error)")
     g.add_argument("--strict", action="store_true", help="exit with status 1 if any image failed")
     g.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after the table is written")
     g.add_argument("--shard-size", type=int, default=4096, metavar="ROWS", help="rows per shard file (default 4096)")
@@ -160,10 +172,12 @@ def run(args: argparse.Namespace) -> int:
             dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
             channel_names=args.channel_names, illum=args.illum, path_root=args.path_root,
             position=args.position, pattern=args.pattern,
+            max_pixels=args.max_pixels or None, max_tokens=args.max_tokens or None,
             n_last_blocks=args.n_last_blocks, avgpool=False if args.no_avgpool else None, channel_pool=args.channel_pool,
             resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
             cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,
-            num_workers=args.num_workers, resume=args.resume, strict=args.strict, keep_shards=args.keep_shards,
+            num_workers=args.num_workers, resume=args.resume, overwrite=args.overwrite, strict=args.strict,
+            keep_shards=args.keep_shards,
             shard_size=args.shard_size, device=args.device, precision=args.precision, progress=not args.quiet,
         )
         code = 0

@@ -17,7 +17,6 @@ Needs the ``profiles`` extra: ``pip install "dino-boc[profiles]"``.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal, get_args

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from dino_boc.errors import DinoBocError, ImageReadError, MissingExtraError
+from dino_boc.errors import DinoBocError, ImageReadError, MissingExtraError, ResourceLimitError
 
 __all__ = [
     "Format",
@@ -106,12 +106,21 @@ def reading(path: str | os.PathLike, reader: str) -> Iterator[None]:
         raise
     except MemoryError:
         raise
-    except Exception as exc:
+    except PermissionError as exc:  # not a damaged file: say what it is
+        raise ImageReadError(
+            f"cannot read {str(path)!r}: permission denied ({exc.filename or path}); the file is not readable by this "
+            "user: check its permissions"
+        ) from exc
+    except Exception as exc:  # a reader of arbitrary files fails in arbitrary ways; we name the file and go on
+        if type(exc).__name__ == "DecompressionBombError":  # Pillow's own pixel limit (about 179 M pixels)
+            raise ResourceLimitError(
+                f"{str(path)!r}: {exc} ({reader} refuses to decode it); embed a smaller export, or a TIFF of it"
+            ) from exc
         if isinstance(exc, ImportError) or "imagecodecs" in str(exc):
             raise MissingExtraError(
                 f"cannot decode {str(path)!r} with {reader}: {type(exc).__name__}: {exc}. A decoder is missing "
                 f"(the file is not damaged). {CODEC_HINT}"
-            ) from exc  # a reader of arbitrary files fails in arbitrary ways; we name the file and go on
+            ) from exc
         raise ImageReadError(
             f"cannot read {str(path)!r} with {reader}: {type(exc).__name__}: {exc}. "
             "The file is probably corrupt or truncated (an interrupted copy?); re-copy or re-export it"

@@ -22,6 +22,7 @@ import numpy as np
 
 from dino_boc.errors import ImageReadError, InputError, require
 from dino_boc.io.axes import ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS, check_budget
 from dino_boc.io.formats import check_exists, reading
 
 __all__ = ["read_ngff", "ngff_axes", "is_plate", "plate_fields"]
@@ -37,6 +38,7 @@ def read_ngff(
     z: ZReduction = "max",
     t: int = 0,
     level: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, list[str] | None]:
     """Read one resolution level of an OME-Zarr image as (K, H, W) in the stored dtype.
 
@@ -46,6 +48,8 @@ def read_ngff(
         z: Z reduction, ``"max"``, ``"mean"`` or a slice index.
         t: time point to keep (only that point is loaded).
         level: index into ``multiscales[0].datasets`` (0 = full resolution).
+        max_pixels: most values loaded at once (the chosen time point of the level), checked from the
+            array's metadata before loading; None: no limit.
 
     Returns:
         (array (K, H, W), channel names from ``omero.channels[].label`` or ``None``).
@@ -53,6 +57,7 @@ def read_ngff(
     Raises:
         ImageReadError: missing folder or unreadable zarr data.
         InputError: a plate/well group, no ``multiscales``, ``level`` out of range, axes that do not fit.
+        ResourceLimitError: the level declares more values than ``max_pixels``.
         MissingExtraError: zarr is not installed.
     """
     zarr = require("zarr", "io")
@@ -63,6 +68,7 @@ def read_ngff(
     with reading(path, "zarr"):
         node = zarr.open(store=str(path), mode="r")
         if isinstance(node, zarr.Array):
+            check_budget(node.shape, node.dtype, max_pixels, source=source, what="loading")
             array, axes, names = node[...], None, None
         else:
             attrs = _ome_attrs(node.attrs.asdict(), source)
@@ -70,6 +76,11 @@ def read_ngff(
             stored = node[dataset]
             axes = _dims_or(dims, axes, stored.shape)
             selection, axes = _select_t(stored.shape, axes, t)
+            if len(selection) == len(stored.shape):  # only the chosen time point is loaded
+                kept = tuple(n for n, s in zip(stored.shape, selection) if not isinstance(s, int))
+            else:
+                kept = stored.shape
+            check_budget(kept, stored.dtype, max_pixels, source=source, what="loading")
             array = stored[selection]
     if axes is None:
         if dims is None and array.ndim != 2:

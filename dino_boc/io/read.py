@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 
 import numpy as np
 
 from dino_boc.errors import ImageReadError, InputError
 from dino_boc.io.axes import ZReduction, check_position, check_t, check_z
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS, check_budget, check_max_pixels, header_shape, sniff
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of
 from dino_boc.io.image import AlphaMode, read_npy, read_pixels
 from dino_boc.io.ngff import read_ngff
@@ -16,6 +19,8 @@ from dino_boc.io.tiff import read_tiff
 from dino_boc.io.vendor import read_vendor
 
 __all__ = ["read_image"]
+
+logger = logging.getLogger(__name__)
 
 
 def read_image(
@@ -28,12 +33,18 @@ def read_image(
     channel_width: int | None = None,
     alpha: AlphaMode = "auto",
     position: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, list[str] | None]:
     """Read a microscopy image as a (K, H, W) array in the file's dtype (no rescaling).
 
     The reader is picked by suffix: ``.tif/.tiff/.ome.tif/.ome.tiff`` (tifffile), ``.zarr/.ome.zarr``
     folders (OME-NGFF via zarr), ``.png/.jpg/.jpeg`` (imageio), ``.npy``, and vendor formats
-    (``.czi .nd2 .lif ...``) via the optional bioio. See :mod:`dino_boc.io.axes` for how axes map to K.
+    (``.czi .nd2 .lif ...``) via the optional bioio. When a file's first bytes say it is a TIFF, PNG,
+    JPEG or ``.npy`` of another kind than its suffix (a TIFF named ``.png``), the bytes win. See
+    :mod:`dino_boc.io.axes` for how axes map to K.
+
+    Before decoding, the shape the header of a TIFF, PNG, JPEG or ``.npy`` declares is checked against
+    ``max_pixels`` (a few KB can declare 10^10 pixels); TIFF Z-stacks over it are reduced plane by plane.
 
     Args:
         path: the image file, or an OME-Zarr image folder.
@@ -49,12 +60,16 @@ def read_image(
             (``"transparency"``) or, by default (``"auto"``), a channel unless fully opaque.
         position: stage position of a multi-position file (an ``R``/``P`` axis, e.g. Micro-Manager,
             or one OME-TIFF image per position); 0 = the first.
+        max_pixels: most values decoded at once (:data:`~dino_boc.io.budget.DEFAULT_MAX_PIXELS`);
+            None: no limit.
 
     Returns:
         (array (K, H, W), channel names from the file's metadata or ``None``).
 
     Raises:
-        ImageReadError: missing, corrupt or truncated file, or an unknown extension.
+        ImageReadError: missing, corrupt or truncated file, an unknown extension, a FIFO or device
+            (not a regular file), a file this user may not read (said as such).
+        ResourceLimitError: the header declares more values than ``max_pixels``.
         InputError: axes that cannot become (K, H, W) (the message suggests ``dims=``), zero channels,
             bad ``z``/``t``/``level``/``channel_width``/``position``.
         MissingExtraError: the format's optional reader, or a decoder the file needs, is not installed.
@@ -64,21 +79,26 @@ def read_image(
     check_position(position, allow_each=False)
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
         raise InputError(f"level={level!r}; expected an int >= 0 (0 = full resolution)")
-    fmt = format_of(path)
+    check_max_pixels(max_pixels)
+    fmt = _sniffed(path, format_of(path))
     if fmt is None:
         raise ImageReadError(
             f"{str(path)!r}: unknown image format; supported suffixes are {', '.join(SUPPORTED_SUFFIXES)} "
             "(vendor formats need the bioio extra)"
         )
+    if fmt in ("pixels", "numpy"):
+        declared = header_shape(path, fmt)
+        if declared is not None:
+            check_budget(declared[0], declared[1], max_pixels, source=str(path))
     if fmt == "tiff":
-        array, names = read_tiff(path, dims=dims, z=z, t=t, level=level, position=position)
+        array, names = read_tiff(path, dims=dims, z=z, t=t, level=level, position=position, max_pixels=max_pixels)
     elif fmt == "zarr":
         if position:
             raise InputError(
                 f"{str(path)!r}: position={position} but an OME-Zarr image is one position; the fields of an "
                 "OME-Zarr plate are separate images (pass the plate folder to read them all)"
             )
-        array, names = read_ngff(path, dims=dims, z=z, t=t, level=level)
+        array, names = read_ngff(path, dims=dims, z=z, t=t, level=level, max_pixels=max_pixels)
     elif fmt == "vendor":
         array, names = read_vendor(path, dims=dims, z=z, t=t, level=level, position=position)
     else:
@@ -98,3 +118,25 @@ def read_image(
             )
         array, names = unfold_tape(array, channel_width), None
     return array, names
+
+
+def _sniffed(path: str | os.PathLike, by_suffix: str | None) -> str | None:
+    """The reader for ``path``: refuses what is not a regular file or folder (a FIFO would block the read
+    forever), and trusts a regular file's magic bytes over its suffix."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return by_suffix  # the reader says "no such file"
+    except OSError as exc:
+        raise ImageReadError(f"cannot open {str(path)!r}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        return by_suffix
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket or device"
+        raise ImageReadError(f"{str(path)!r} is {kind}, not a regular file; it is skipped (reading it could block "
+                             "forever). Point the run at image files only")
+    by_bytes = sniff(path)
+    if by_bytes is not None and by_bytes != by_suffix and by_suffix in ("tiff", "pixels", "numpy", None):
+        logger.info("%s: its first bytes say %s, not what its suffix says; reading it as %s", path, by_bytes, by_bytes)
+        return by_bytes
+    return by_suffix

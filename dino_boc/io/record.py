@@ -11,6 +11,7 @@ import numpy as np
 from dino_boc.errors import ChannelError, ImageReadError, InputError
 from dino_boc.io.axes import ZReduction
 from dino_boc.io.illum import apply_illum, read_illum
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.io.read import read_image
 
 __all__ = ["ImageRecord", "MetadataValue"]
@@ -29,7 +30,8 @@ class ImageRecord:
             missing from its row; reading then fails with :class:`ImageReadError`).
         channel_names: names of the K channels; ``None`` uses the names in the file, if any.
         metadata: extra columns of the input table (plate, well, treatment, ...).
-        dims, z, t, level, channel_width, position: read options, as in :func:`~dino_boc.io.read_image`.
+        dims, z, t, level, channel_width, position, max_pixels: read options, as in
+            :func:`~dino_boc.io.read_image`.
         illum: per channel file, its illumination function (``.npy``, ``""`` for none): each plane is
             divided by it as CellProfiler's CorrectIlluminationApply does (see :mod:`dino_boc.io.illum`);
             None: no correction.
@@ -46,6 +48,7 @@ class ImageRecord:
     channel_width: int | None = None
     position: int = 0
     illum: tuple[str, ...] | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         paths = (self.paths,) if isinstance(self.paths, str) else tuple(str(p) for p in self.paths)
@@ -95,7 +98,7 @@ class ImageRecord:
 
     def _options(self) -> dict:
         return {"dims": self.dims, "z": self.z, "t": self.t, "level": self.level, "channel_width": self.channel_width,
-                "position": self.position}
+                "position": self.position, "max_pixels": self.max_pixels}
 
     def _read_channels(self) -> np.ndarray:
         """Stack one 2-D plane per file into (K, H, W), each divided by its illumination function if any."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import threading
@@ -32,6 +33,7 @@ import tifffile
 
 from dino_boc.errors import ImageReadError, InputError, MissingExtraError
 from dino_boc.io.axes import POSITION_AXES, ZReduction, check_position, check_t, check_z, match_names, parse_dims, to_kyx
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS, read_tiff_planes
 from dino_boc.io.formats import CODEC_HINT, check_exists, reading
 
 __all__ = ["read_tiff", "tiff_positions", "ome_channel_names", "imagej_channel_names", "check_codec"]
@@ -89,6 +91,7 @@ def read_tiff(
     t: int = 0,
     level: int = 0,
     position: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, list[str] | None]:
     """Read a TIFF/OME-TIFF/ImageJ/Micro-Manager TIFF as (K, H, W) in the file's dtype.
 
@@ -101,15 +104,18 @@ def read_tiff(
         level: pyramid level (0 = full resolution) of a pyramidal (sub-IFD) TIFF.
         position: stage position: index along an ``R``/``P`` axis (Micro-Manager), or the image of an
             OME-TIFF holding one image per position.
+        max_pixels: values that may be decoded at once (see :mod:`dino_boc.io.budget`); a stack over it
+            is read plane by plane when Z/T reduction brings it within; None: no limit.
 
     Returns:
         (array (K, H, W), channel names or ``None``).
 
     Raises:
-        ImageReadError: missing, corrupt or truncated file.
+        ImageReadError: missing, corrupt or truncated file; an OME-TIFF whose XML lists planes the file lacks.
         InputError: axes that cannot be read as (K, H, W) (pass ``dims=``), ``level`` or ``position`` out
             of range.
         MissingExtraError: the file's compression needs ``imagecodecs``, which is not installed.
+        ResourceLimitError: the header declares more values than ``max_pixels``.
     """
     check_exists(path)
     check_z(z)
@@ -124,12 +130,17 @@ def read_tiff(
                 f"{source}: level={level} but the file has {len(levels)} resolution level(s) (0..{len(levels) - 1})"
             )
         _check_consistent(tif, series, source)
+        _check_planes(tif, series, source)
         check_codec(levels[level].keyframe.compression, source)
-        if dims is None:  # only this time point and position's pages
-            array, axes = _read_selected(tif, levels[level], t=t, position=position, source=source)
+        selected = None
+        if dims is None:  # only this time point and position's pages, when that fits the budget
+            selected = _read_selected(tif, levels[level], t=t, position=position, max_pixels=max_pixels)
+        if selected is not None:
+            array, axes = selected
             t = position = 0
-        else:
-            array, axes = levels[level].asarray(), levels[level].axes
+        else:  # whole, or Z/T reduced plane by plane when over the budget
+            axes = levels[level].axes if dims is None else parse_dims(dims, levels[level].shape)
+            array, axes = read_tiff_planes(levels[level], axes, z=z, t=t, max_pixels=max_pixels, source=source)
         if tif.is_ome:
             names = ome_channel_names(tif.ome_metadata, image=tif.series.index(series))
         else:
@@ -143,20 +154,19 @@ def read_tiff(
         raise ImageReadError(
             f"cannot read {source!r} with tifffile: {bad[0]}. The file is corrupt or truncated; re-copy it"
         )
-    if dims is not None:
-        axes = parse_dims(dims, array.shape)
     out = to_kyx(array, axes, z=z, t=t, position=position, source=source)
     return out, match_names(names, out.shape[0], source)
 
 
-def _read_selected(tif, series, *, t: int, position: int, source: str) -> tuple[np.ndarray, str]:
+def _read_selected(tif, series, *, t: int, position: int, max_pixels: int | None
+                   ) -> tuple[np.ndarray, str] | None:
     """Read only the pages of time point ``t`` and stage ``position`` of a series (memory: one T, one position).
 
-    Works when the series' leading axes enumerate its pages (ImageJ, OME, Micro-Manager, ...); any other
-    layout is read whole and reduced afterwards.
+    Works when the series' leading axes enumerate its pages (ImageJ, OME, Micro-Manager, ...) and the
+    selection fits ``max_pixels``; otherwise None, and the caller reads the series whole or plane by plane.
 
     Returns:
-        (array, axes): the selected T/position axes are kept with length 1.
+        (array, axes): the selected T/position axes are kept with length 1; or None.
     """
     axes, shape = series.axes, tuple(series.shape)
     page_shape = tuple(series.keyframe.shape)
@@ -166,7 +176,7 @@ def _read_selected(tif, series, *, t: int, position: int, source: str) -> tuple[
     if n_lead <= 0 or shape[n_lead:] != page_shape or int(np.prod(lead_shape)) != len(series.pages) or not any(
         a in picks for a in lead_axes
     ):
-        return series.asarray(), axes
+        return None
     ranges = []
     for a, size in zip(lead_axes, lead_shape):
         if a in picks:
@@ -178,9 +188,11 @@ def _read_selected(tif, series, *, t: int, position: int, source: str) -> tuple[
         else:
             ranges.append(range(size))
     selected = [len(r) for r in ranges]
+    if max_pixels is not None and math.prod(selected) * math.prod(page_shape) > max_pixels:
+        return None
     keys = np.ravel_multi_index(np.meshgrid(*ranges, indexing="ij"), lead_shape).ravel().tolist()
-    if any(series.pages[k] is None for k in keys):  # missing pages: tifffile zero-fills them in a whole read
-        return series.asarray(), axes
+    if any(series.pages[k] is None for k in keys):
+        return None
     array = tif.asarray(key=keys, series=series)
     return array.reshape(tuple(selected) + page_shape), axes
 
@@ -253,6 +265,18 @@ def _check_consistent(tif, series, source: str) -> None:
         raise ImageReadError(
             f"cannot read {source!r}: named or marked OME-TIFF but its OME-XML is missing or does not match its "
             "pages (truncated or corrupt file); re-export it, or rename it to .tif to read it as a plain TIFF"
+        )
+
+
+def _check_planes(tif, series, source: str) -> None:
+    """An OME-TIFF whose XML lists planes that are not in the file (tifffile would zero-fill them)."""
+    if not tif.is_ome:
+        return
+    missing = sum(page is None for page in series.pages)
+    if missing:
+        raise ImageReadError(
+            f"cannot read {source!r}: its OME-XML describes {len(series.pages)} planes but {missing} are missing "
+            "from the file (an incomplete export or copy); re-export it"
         )
 
 

@@ -13,6 +13,7 @@ from pathlib import PurePath
 from typing import Any
 
 from dino_boc.errors import InputError
+from dino_boc.outputs.guard import display_path
 
 __all__ = [
     "METADATA_PREFIX",
@@ -95,7 +96,7 @@ def metadata_row(
     Raises:
         InputError: an input metadata column would take a reserved name (``Metadata_path`` ...).
     """
-    row: dict[str, Any] = {PATH: str(path), CHANNELS: join_channels(channel_names)}
+    row: dict[str, Any] = {PATH: display_path(path), CHANNELS: join_channels(channel_names)}
     for key, value in (extra or {}).items():
         name = metadata_name(key)
         if name in RESERVED:
@@ -148,7 +149,9 @@ def check_feature_names(names: Iterable[Any], width: int) -> list[str]:
 
 def plain_value(value: Any) -> Any:
     """A metadata value as None, bool, int, float or str (numpy scalars unwrapped, paths as str)."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, str):  # a file name with undecodable bytes is stored escaped (bad\\xff.tif)
+        return value if value.isascii() else display_path(value)
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return None if math.isnan(value) else value

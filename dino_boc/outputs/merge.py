@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.outputs.columns import INDEX, order_metadata_columns
 from dino_boc.outputs.provenance import Provenance
-from dino_boc.outputs.shards import FEATURES_COLUMN, Manifest, read_manifests
+from dino_boc.outputs.shards import FEATURES_COLUMN, Manifest, bad_shards, read_manifests
 
 __all__ = ["MergePlan", "Chunk", "plan_merge", "iter_merged"]
 
@@ -158,6 +158,18 @@ def _failures(manifests: list[Manifest], starts: np.ndarray, stops: np.ndarray) 
     return out
 
 
+def _check_checksums(manifests: list[Manifest]) -> None:
+    """Every listed shard must exist and match the sha256 its manifest recorded."""
+    for m in manifests:
+        bad = bad_shards(m)
+        if bad:
+            raise ConfigError(
+                f"{m.directory / bad[0]['file']} is missing or fails its sha256 checksum ({len(bad)} shard(s) in "
+                f"{m.directory}); it was changed or damaged on disk. Run again with resume=True (--resume): the "
+                f"damaged shards are dropped and their inputs embedded again"
+            )
+
+
 def _read_schema(path: Path) -> pa.Schema:
     try:
         return pq.read_schema(path)
@@ -173,12 +185,14 @@ def plan_merge(shard_dir: str | os.PathLike) -> MergePlan:
 
     Raises:
         InputError: no manifest under ``shard_dir``.
-        ConfigError: ranks with different provenance, an input in two shards, a listed shard missing.
+        ConfigError: ranks with different provenance, an input in two shards, a listed shard missing or
+            failing its checksum.
     """
     manifests = read_manifests(shard_dir)
     if not manifests:
         raise InputError(f"{shard_dir} holds no rank-*/manifest.json; expected the shard folder of an embedding run")
     provenance = _check_provenance(manifests)
+    _check_checksums(manifests)
     starts, stops = _check_disjoint(manifests)
     refs: list[ShardRef] = []
     first_meta: dict[str, tuple] = {INDEX: (-1,)}

@@ -37,9 +37,13 @@ import pyarrow.parquet as pq
 
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.outputs.columns import INDEX, METADATA_PREFIX, check_feature_names, plain_value
+from dino_boc.outputs.guard import display_path, writing
 from dino_boc.outputs.provenance import FORMAT_VERSION, Provenance
 
-__all__ = ["ShardWriter", "Manifest", "done_indices", "read_manifests", "rank_dir", "MANIFEST_NAME"]
+__all__ = [
+    "ShardWriter", "Manifest", "done_indices", "read_manifests", "rank_dir", "MANIFEST_NAME", "file_sha256",
+    "bad_shards", "drop_bad_shards",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (64 hex digits), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename onto ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -104,7 +117,8 @@ class Manifest:
         closed: True once the writer was closed (the rank finished).
         feature_schemas: schema id -> ordered feature names.
         shards: per shard ``{"file", "rows", "min_index", "max_index", "indices": [[start, stop], ...],
-            "schema", "metadata_columns": {name: [index, row, position]}}``.
+            "schema", "metadata_columns": {name: [index, row, position]}, "sha256"}`` (``sha256`` of the
+            shard file, checked on merge and resume; absent in manifests of dino-boc 0.1).
         failures: ``{"index", "path", "reason"}`` per input that could not be embedded.
     """
 
@@ -184,6 +198,47 @@ def done_indices(shard_dir: str | os.PathLike, *, include_failed: bool = True) -
     return done
 
 
+_KEPT = "Shards committed so far are kept: run again with --resume (resume=True) once this is fixed"
+
+
+def bad_shards(manifest: Manifest) -> list[dict[str, Any]]:
+    """The shards of a manifest whose file is missing or whose sha256 differs from the one recorded."""
+    bad = []
+    for shard in manifest.shards:
+        path = manifest.directory / shard["file"]
+        if "sha256" not in shard:  # written before checksums existed
+            if not path.is_file():
+                bad.append(shard)
+            continue
+        try:
+            ok = file_sha256(path) == shard["sha256"]
+        except FileNotFoundError:
+            ok = False
+        if not ok:
+            bad.append(shard)
+    return bad
+
+
+def drop_bad_shards(shard_dir: str | os.PathLike) -> int:
+    """Before a resume: remove shards that are missing or fail their checksum from their manifest (their
+    inputs are then embedded again) and delete their files. Returns the number of shards dropped."""
+    dropped = 0
+    for manifest in read_manifests(shard_dir):
+        bad = bad_shards(manifest)
+        if not bad:
+            continue
+        names = {s["file"] for s in bad}
+        for name in sorted(names):
+            log.warning("%s fails its checksum (changed or damaged on disk); its inputs are embedded again",
+                        manifest.directory / name)
+            (manifest.directory / name).unlink(missing_ok=True)
+        manifest.shards = [s for s in manifest.shards if s["file"] not in names]
+        with writing(manifest.directory / MANIFEST_NAME):
+            manifest.write()
+        dropped += len(names)
+    return dropped
+
+
 @dataclass
 class _Buffer:
     names: list[str]
@@ -256,7 +311,8 @@ class ShardWriter:
             raise ConfigError(f"shard_size={shard_size!r} must be a positive integer")
         self.shard_size = shard_size
         self.directory = rank_dir(shard_dir, rank)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        with writing(self.directory):
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._buffers: dict[str, _Buffer] = {}
         self._pending_failures: list[dict[str, Any]] = []
         self._closed = False
@@ -267,7 +323,8 @@ class ShardWriter:
                 self._manifest = self._resume_from(old, provenance, resume)
         self._seq = 1 + max((int(_SHARD_NAME.fullmatch(s["file"]).group(1)) for s in self._manifest.shards), default=-1)
         self._remove_strays()
-        self._manifest.write()
+        with writing(self.directory / MANIFEST_NAME):
+            self._manifest.write()
 
     @property
     def provenance(self) -> Provenance:
@@ -378,7 +435,8 @@ class ShardWriter:
         self._check_open()
         if isinstance(reason, BaseException):
             reason = f"{type(reason).__name__}: {reason}"
-        self._pending_failures.append({"index": int(index), "path": str(path), "reason": str(reason)})
+        failure = {"index": int(index), "path": display_path(path), "reason": display_path(str(reason))}
+        self._pending_failures.append(failure)
 
     def _commit(self, key: str) -> None:
         buf = self._buffers.pop(key)
@@ -388,7 +446,9 @@ class ShardWriter:
         table, first_seen = shard_table(idx, [buf.rows[i] for i in order], np.concatenate(buf.features)[order])
         name = f"shard-{self._seq:06d}.parquet"
         self._seq += 1
-        atomic_write(self.directory / name, lambda f: pq.write_table(table, f))
+        with writing(self.directory / name, after=_KEPT):
+            atomic_write(self.directory / name, lambda f: pq.write_table(table, f))
+            sha = file_sha256(self.directory / name)
         self._manifest.feature_schemas.setdefault(key, buf.names)
         self._manifest.shards.append(
             {
@@ -399,6 +459,7 @@ class ShardWriter:
                 "indices": index_ranges(idx),
                 "schema": key,
                 "metadata_columns": first_seen,
+                "sha256": sha,
             }
         )
         self._write_manifest()
@@ -407,7 +468,8 @@ class ShardWriter:
     def _write_manifest(self) -> None:
         self._manifest.failures.extend(self._pending_failures)
         self._pending_failures = []
-        self._manifest.write()
+        with writing(self.directory / MANIFEST_NAME, after=_KEPT):
+            self._manifest.write()
 
     def flush(self) -> None:
         """Commit every buffered row (shards may be smaller than ``shard_size``) and the failures."""

@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dino_boc.errors import ConfigError, InputError, require
+from dino_boc.outputs.guard import writing
 from dino_boc.outputs.merge import Chunk, MergePlan, empty_fraction, iter_merged, plan_merge
 from dino_boc.outputs.provenance import Provenance
 from dino_boc.outputs.shards import atomic_write
@@ -50,10 +51,11 @@ def output_format(path: str | os.PathLike) -> OutputFormat:
 
 
 def sidecar_paths(output: str | os.PathLike) -> dict[str, Path]:
-    """Files written next to ``output``: ``errors`` (always), ``index`` and ``provenance`` (``.npy``)."""
+    """Files written next to ``output``: ``errors`` (always, named after the full output name, so that
+    ``x.parquet`` and ``x.h5ad`` keep their own), ``index`` and ``provenance`` (``.npy`` only)."""
     out = Path(output)
     return {
-        "errors": out.with_name(out.stem + ".errors.csv"),
+        "errors": out.with_name(out.name + ".errors.csv"),
         "index": out.with_name(out.stem + ".index.csv"),
         "provenance": out.with_name(out.stem + ".provenance.json"),
     }
@@ -75,7 +77,7 @@ def reason_kind(reason: str) -> str:
 def finalize(
     shard_dir: str | os.PathLike, output_path: str | os.PathLike, *, row_group_rows: int = 8192
 ) -> dict[str, Any]:
-    """Merge a run's shards into one output in input order, plus ``<stem>.errors.csv``.
+    """Merge a run's shards into one output in input order, plus ``<output>.errors.csv``.
 
     Call it once, on rank 0, after every rank closed its ``ShardWriter``. Memory holds about one shard
     per rank and feature schema (the ``obs`` table of ``.h5ad`` outputs is built in memory).
@@ -94,21 +96,30 @@ def finalize(
         ConfigError: unknown suffix, or an inconsistent shard folder (see ``merge.plan_merge``).
         InputError: ``shard_dir`` holds no manifest.
         MissingExtraError: ``.h5ad`` without anndata installed.
+        OutputError: the output cannot be written (read-only, disk full, a folder in the way); the
+            shards are left as they are.
     """
     output = Path(output_path)
     fmt = output_format(output)
     plan = plan_merge(shard_dir)
     if not plan.complete:
         log.warning("some ranks in %s did not close their writer; the output holds only committed rows", shard_dir)
-    output.parent.mkdir(parents=True, exist_ok=True)
     writers: dict[str, Callable[[MergePlan, Path, int], None]] = {
         "parquet": write_parquet,
         "h5ad": write_h5ad,
         "npy": write_npy,
     }
-    writers[fmt](plan, output, row_group_rows)
     errors = sidecar_paths(output)["errors"]
-    write_errors(errors, plan.failures)
+    kept = f"The shards in {shard_dir} are kept: run again with --resume (resume=True) once this is fixed"
+    try:
+        with writing(output, after=kept):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            writers[fmt](plan, output, row_group_rows)
+            write_errors(errors, plan.failures)
+    except BaseException:
+        for side in (output, *sidecar_paths(output).values()):
+            _tmp(side).unlink(missing_ok=True)  # no half-written temporary left behind
+        raise
     summary = {
         "output": str(output),
         "format": fmt,

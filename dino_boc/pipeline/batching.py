@@ -6,6 +6,11 @@ holds a full batch (``batch_size // K`` images, i.e. ``batch_size`` channel-imag
 it. When more than ``max_buffered`` channel-images wait in queues that do not fill (many shapes), the
 largest queue runs as a partial batch, so memory stays bounded. An input is finished, and handed
 back, when all its tensors have been through the model.
+
+With ``split_channels`` (Bag-of-Channels models, whose channels are encoded independently), an image
+with more channels than ``batch_size`` is cut into channel groups of at most ``batch_size`` that run
+as separate images; their per-channel tokens are joined again in channel order, so no forward pass
+holds more than ``batch_size`` channel-images.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from dino_boc.pipeline.dataset import Failed, Loaded
@@ -41,6 +47,25 @@ class _Pending:
     item: Loaded
     results: list[TokenResult | None]
     remaining: int
+    chunks: int = 1  # channel groups per tensor (split_channels)
+    step: int = 0  # channels per group
+
+    def tensor(self, part: int) -> torch.Tensor:
+        j, q = divmod(part, self.chunks)
+        t = self.item.tensors[j]
+        return t if self.chunks == 1 else t[q * self.step:(q + 1) * self.step]
+
+    def joined(self) -> list[TokenResult]:
+        """Per tensor its result; channel groups joined in channel order (cls (L, K, D), patch_mean (K, D))."""
+        if self.chunks == 1:
+            return self.results  # type: ignore[return-value]
+        out = []
+        for j in range(len(self.results) // self.chunks):
+            parts = self.results[j * self.chunks:(j + 1) * self.chunks]
+            cls = None if parts[0][0] is None else np.concatenate([p[0] for p in parts], axis=1)
+            mean = None if parts[0][2] is None else np.concatenate([p[2] for p in parts], axis=0)
+            out.append((cls, None, mean))
+        return out
 
 
 @dataclass
@@ -56,6 +81,8 @@ class ShapeBatcher:
         batch_size: channel-images per forward pass; a queue of K-channel images runs at
             ``max(1, batch_size // K)`` images.
         max_buffered: most channel-images waiting in partial queues before the largest one runs.
+        split_channels: cut images with more than ``batch_size`` channels into channel groups (only for
+            models that encode each channel on its own: Bag of Channels).
 
     Example:
         >>> batcher = ShapeBatcher(forward, batch_size=256)
@@ -64,9 +91,11 @@ class ShapeBatcher:
         >>> for done in batcher.flush(): write(done)
     """
 
-    def __init__(self, forward: Forward, *, batch_size: int, max_buffered: int | None = None) -> None:
+    def __init__(self, forward: Forward, *, batch_size: int, max_buffered: int | None = None,
+                 split_channels: bool = False) -> None:
         self.forward = forward
         self.batch_size = batch_size
+        self.split_channels = split_channels
         self.max_buffered = max_buffered if max_buffered is not None else 4 * batch_size
         self._queues: dict[tuple[int, ...], _Queue] = {}
         self._pending: dict[int, _Pending] = {}
@@ -83,14 +112,18 @@ class ShapeBatcher:
         if n == 0:
             self._finished.append(Finished(item, []))
             return self._take()
-        shape = tuple(item.tensors.shape[1:])
-        queue = self._queues.setdefault(shape, _Queue())
-        self._pending[item.index] = _Pending(item, [None] * n, n)
-        queue.entries += [(item.index, j) for j in range(n)]
-        self.buffered += n * shape[0]
-        per = self.images_per_batch(shape[0])
-        while len(queue.entries) >= per:
-            self._run(shape, per)
+        k, *hw = tuple(item.tensors.shape[1:])
+        step = self.batch_size if self.split_channels and k > self.batch_size else k
+        chunks = -(-k // step)
+        self._pending[item.index] = _Pending(item, [None] * (n * chunks), n * chunks, chunks, step)
+        for q in range(chunks):
+            shape = (min(step, k - q * step), *hw)
+            queue = self._queues.setdefault(shape, _Queue())
+            queue.entries += [(item.index, j * chunks + q) for j in range(n)]
+            self.buffered += n * shape[0]
+            per = self.images_per_batch(shape[0])
+            while shape in self._queues and len(self._queues[shape].entries) >= per:
+                self._run(shape, per)
         while self.buffered > self.max_buffered and self._queues:
             largest = max(self._queues, key=lambda s: len(self._queues[s].entries) * s[0])
             self._run(largest, len(self._queues[largest].entries))
@@ -120,7 +153,7 @@ class ShapeBatcher:
         entries = [e for e in entries if e[0] in self._pending]  # inputs failed by an earlier split
         if not entries:
             return
-        tensors = [self._pending[i].item.tensors[j] for i, j in entries]
+        tensors = [self._pending[i].tensor(j) for i, j in entries]
         try:
             results = self.forward(tensors)
             self.forward_calls += 1
@@ -133,7 +166,7 @@ class ShapeBatcher:
             pending.remaining -= 1
             if pending.remaining == 0:
                 del self._pending[i]
-                self._finished.append(Finished(pending.item, pending.results))  # type: ignore[arg-type]
+                self._finished.append(Finished(pending.item, pending.joined()))
 
     def _out_of_memory(self, entries: list[tuple[int, int]], exc: BaseException) -> None:
         """Retry in halves; an input whose single tensor does not fit fails (recorded, run goes on)."""

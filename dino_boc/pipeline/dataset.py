@@ -14,17 +14,17 @@ from typing import Any, Literal, Union
 import numpy as np
 import torch
 
-from dino_boc.errors import InputError
+from dino_boc.errors import InputError, ResourceLimitError
 from dino_boc.io import ImageRecord, read_image
 from dino_boc.outputs import metadata_row
 from dino_boc.pipeline.inputs import image_key
-from dino_boc.pipeline.options import EmbedOptions, ReadOptions
+from dino_boc.pipeline.options import TOKEN_WARNING, EmbedOptions, ReadOptions
 from dino_boc.preprocess import PreprocessConfig, prepare_image
-from dino_boc.preprocess.cells import crop_cells
+from dino_boc.preprocess.cells import check_label_image, crop_object, object_centroids
 from dino_boc.preprocess.channels import rename_channels, resolve_channels
 from dino_boc.preprocess.tiles import tile_image
 
-__all__ = ["Loaded", "Failed", "InputDataset", "prepare_field", "identity_collate"]
+__all__ = ["Loaded", "Failed", "InputDataset", "CellTensors", "prepare_field", "identity_collate"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class Loaded:
 
     Attributes:
         index: position of the input in the run's input list.
-        tensors: float32 ``(n, K, H, W)``: the image (n = 1), its tiles, or its cells (n may be 0).
+        tensors: float32 ``(n, K, H, W)``: the image (n = 1), its tiles, or its cells (n may be 0); for
+            cells a :class:`CellTensors`, which makes each crop when it is indexed.
         channel_names: the K channel names.
         rows: metadata rows: one per cell, or one for the image (also when tiled).
         reduce: ``"mean"``: average the n tiles' tokens into the one row; ``"none"``: one row per tensor.
@@ -51,6 +52,35 @@ class Loaded:
 
     def pin_memory(self) -> "Loaded":  # called by the DataLoader's pin-memory thread on CUDA
         return replace(self, tensors=self.tensors.pin_memory())
+
+
+class CellTensors:
+    """The pre-processed crops of one field's objects, ``(n, K, S', S')``, made when indexed.
+
+    A field may hold tens of thousands of objects: making every crop at once would hold
+    ``n x K x S x S`` floats (a field with an object per pixel took 9.7 GB). This holds the field and its
+    label image; ``cells[j]`` crops and pre-processes object ``j`` only, so the batcher makes one batch
+    of crops at a time. ``shape`` and indexing are those of the stacked tensor it replaces.
+    """
+
+    def __init__(self, image: np.ndarray, labels: np.ndarray, ids: np.ndarray, centroids: np.ndarray, size: int, *,
+                 mask_outside: bool, preprocess: PreprocessConfig, patch_size: int) -> None:
+        self.image, self.labels, self.ids, self.centroids = image, labels, ids, centroids
+        self.size, self.mask_outside = size, mask_outside
+        self.preprocess, self.patch_size = preprocess, patch_size
+        first = self[0] if len(ids) else torch.zeros((image.shape[0], 1, 1))
+        self.shape = torch.Size((len(ids), *first.shape))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        crop = crop_object(self.image, self.labels, int(self.ids[j]), self.centroids[j], self.size,
+                           mask_outside=self.mask_outside)
+        return prepare_field(crop, self.preprocess, self.patch_size, fit=False)
+
+    def pin_memory(self) -> "CellTensors":
+        return self  # crops are made (and copied to the device) batch by batch
 
 
 @dataclass
@@ -108,9 +138,11 @@ class InputDataset(torch.utils.data.Dataset):
         self.patch_size = patch_size
         self.channels = read.channels
         self.channel_names = read.channel_names
+        self.max_pixels = read.max_pixels
         self.embed = embed
         self.masks = masks
         self.fit = fit
+        self._warned = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -145,8 +177,36 @@ class InputDataset(torch.utils.data.Dataset):
             tiles = tile_image(array, self.embed.tile)
             tensors = torch.stack([prepare_field(t, self.preprocess, self.patch_size, fit=False) for t in tiles])
             return Loaded(index, tensors, names, [row], reduce="mean", source=record.id)
+        self._check_tokens(array.shape, record.id)
         tensor = prepare_field(array, self.preprocess, self.patch_size, fit=self.fit)
         return Loaded(index, tensor[None], names, [row], source=record.id)
+
+    def _check_tokens(self, shape: tuple[int, ...], source: str) -> None:
+        """Whole fields: refuse (errors-file row) above ``max_tokens`` patch tokens per channel-image; warn
+        once above :data:`TOKEN_WARNING` when no resize/crop bounds the size."""
+        k, h, w = shape
+        cfg, p = self.preprocess, self.patch_size
+        if cfg.crop is not None:
+            h = w = cfg.crop
+        elif cfg.resize is not None:
+            h, w = (cfg.resize, int(cfg.resize * w / h)) if h <= w else (int(cfg.resize * h / w), cfg.resize)
+        n = (h // p) * (w // p)
+        hint = "pass --tile 224 (tile=224) to average the features of 224-pixel tiles, or --resize 512 (resize=512)"
+        limit = self.embed.max_tokens
+        if limit is not None and n > limit:
+            raise ResourceLimitError(
+                f"{source}: a {shape[1]}x{shape[2]} field embedded whole is {n:,} patch tokens per channel "
+                f"({k} channels), "
+                f"over max_tokens={limit:,} (attention costs grow with the square of it: hours per image); {hint}, "
+                "or raise --max-tokens"
+            )
+        if n > TOKEN_WARNING and cfg.resize is None and cfg.crop is None and not self._warned:
+            self._warned = True
+            logger.warning(
+                "%s: a %dx%d field is embedded whole: %s patch tokens per channel x %d channels = %s tokens per image, "
+                "which can take minutes per image (shown once per run); %s", source, shape[1], shape[2],
+                f"{n:,}", k, f"{n * k:,}", hint,
+            )
 
     def _cells(self, index: int, record: ImageRecord, array: np.ndarray, names: list[str], path: str) -> Loaded:
         mask_path = self.masks[index]
@@ -156,14 +216,16 @@ class InputDataset(torch.utils.data.Dataset):
                 f"no label image for {record.id!r}: expected one named {stem}.tif, {stem}_masks.tif, "
                 f"{stem}_cp_masks.png (or with another image suffix) among the masks"
             )
-        labels, _ = read_image(mask_path)
-        cells = crop_cells(array, labels, self.embed.cell_size, mask_outside=self.embed.mask_outside, source=path)
+        labels, _ = read_image(mask_path, max_pixels=self.max_pixels)
+        labels = check_label_image(labels, array.shape[1:], source=f"{path} (labels)")
+        ids, centroids = object_centroids(labels)
         rows = [
             metadata_row(path, names, record.metadata, cell_label=int(lab), centroid=(float(cy), float(cx)))
-            for lab, (cy, cx) in zip(cells.labels, cells.centroids)
+            for lab, (cy, cx) in zip(ids, centroids)
         ]
         if not rows:
             logger.info("%s: its label image %s holds no object", record.id, mask_path)
             return Loaded(index, torch.zeros((0, array.shape[0], 1, 1)), names, [], source=record.id)
-        tensors = torch.stack([prepare_field(c, self.preprocess, self.patch_size, fit=False) for c in cells.crops])
-        return Loaded(index, tensors, names, rows, source=record.id)
+        cells = CellTensors(array, labels, ids, centroids, self.embed.cell_size, mask_outside=self.embed.mask_outside,
+                            preprocess=self.preprocess, patch_size=self.patch_size)
+        return Loaded(index, cells, names, rows, source=record.id)

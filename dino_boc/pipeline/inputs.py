@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -21,14 +23,14 @@ from pathlib import Path
 
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.io import ImageRecord, collect_sources, read_loaddata
-from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of, is_zarr_dir
+from dino_boc.io.formats import format_of, is_zarr_dir
 from dino_boc.io.labels import MASK_SUFFIXES, image_key, mask_key
 from dino_boc.io.loaddata import is_loaddata, loaddata_objects, object_names
 from dino_boc.io.sources import list_label_images
 from dino_boc.io.tables import is_table, read_table, resolve
 from dino_boc.pipeline.options import ReadOptions
 
-__all__ = ["MASK_SUFFIXES", "RunInputs", "gather_inputs", "image_key", "mask_key"]
+__all__ = ["MASK_SUFFIXES", "RunInputs", "gather_inputs", "image_key", "mask_key", "inputs_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,18 @@ class RunInputs:
 
     records: list[ImageRecord]
     masks: list[str] | None
+
+
+def inputs_identity(inputs: RunInputs) -> dict[str, int | str]:
+    """What a resume must find again: ``{"count": n, "sha256": ...}`` over the ordered inputs (each
+    record's id, files, channel names and label image). Recorded in the provenance (``options.inputs``),
+    so a resume whose inputs were added to, removed, reordered or swapped is refused."""
+    digest = hashlib.sha256()
+    for i, r in enumerate(inputs.records):
+        mask = "" if inputs.masks is None else inputs.masks[i]
+        entry = [r.id, list(r.paths), None if r.channel_names is None else list(r.channel_names), mask]
+        digest.update(os.fsencode(json.dumps(entry)) + b"\n")  # json escapes undecodable bytes (\udcff)
+    return {"count": len(inputs.records), "sha256": digest.hexdigest()}
 
 
 def _read_options(read: ReadOptions) -> dict:
@@ -137,6 +151,8 @@ def gather_inputs(source, read: ReadOptions, masks: MasksInput = None) -> RunInp
         origins += [origin] * len(found)
         objects += labels if labels is not None else [None] * len(found)
     records = collect_sources(records)  # unique ids across inputs
+    if any(r.max_pixels != read.max_pixels for r in records):  # the run's pixel budget holds for every read
+        records = [dataclasses.replace(r, max_pixels=read.max_pixels) for r in records]
     if masks is None:
         return RunInputs(records, None)
     if any(o is not None for o in objects):

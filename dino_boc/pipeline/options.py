@@ -7,14 +7,22 @@ from typing import Any, Literal, Sequence
 
 from dino_boc.errors import ConfigError
 from dino_boc.io.axes import PositionChoice, ZReduction, check_position, check_t, check_z
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.io.grouping import PRESETS, file_pattern
 from dino_boc.precision import PRECISIONS, Precision
 from dino_boc.preprocess.tiles import FIT_TO_PATCH
 
-__all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH", "PATTERN_PRESETS"]
+__all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH", "PATTERN_PRESETS", "DEFAULT_MAX_TOKENS",
+           "TOKEN_WARNING"]
 
 # vendor presets for ReadOptions.pattern (the CLI's --pattern choices come from here)
 PATTERN_PRESETS = tuple(PRESETS)
+
+# Whole-field embedding: patch tokens N per channel-image. Attention costs grow with N^2: above
+# TOKEN_WARNING (a 1024 x 1024 field at patch 16) a run without --resize/--crop warns once with the count
+# and the suggestion; above DEFAULT_MAX_TOKENS (4096 x 4096 at patch 16) an image is an errors-file row.
+TOKEN_WARNING = 4096
+DEFAULT_MAX_TOKENS = 65536
 
 
 def _positive(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -47,6 +55,9 @@ class ReadOptions:
         pattern: group per-channel files into multi-channel images: a preset name (see
             :data:`PATTERN_PRESETS`) or a regular expression with named groups, one of them ``channel``
             (see :mod:`dino_boc.io.grouping`).
+        max_pixels: most values one read may decode at once, checked from the file's header before
+            decoding (a larger file is an errors-file row; Z-stacks are reduced plane by plane to fit);
+            None: no limit.
     """
 
     channels: tuple[int | str, ...] | None = None
@@ -60,6 +71,7 @@ class ReadOptions:
     path_root: str | None = None
     position: PositionChoice = 0
     pattern: str | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.channel_names is not None:
@@ -89,6 +101,7 @@ class ReadOptions:
         check_position(self.position)
         if self.pattern is not None:
             file_pattern(self.pattern)  # a bad preset name or regex fails here, before any work
+        _positive("max_pixels", self.max_pixels, allow_none=True)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -111,6 +124,8 @@ class EmbedOptions:
             channel (one row per image); None embeds the whole field.
         cell_size: single-cell mode: side of the crop centred on each object (set with masks).
         mask_outside: single-cell mode: zero every pixel outside the object.
+        max_tokens: whole fields: most patch tokens N per channel-image (after resize/crop); a larger
+            field is an errors-file row that suggests ``tile``/``resize``. None: no limit.
     """
 
     n_last_blocks: int | None = None
@@ -119,11 +134,13 @@ class EmbedOptions:
     tile: int | None = None
     cell_size: int | None = None
     mask_outside: bool = False
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
 
     def __post_init__(self) -> None:
         if self.n_last_blocks is not None and (
                 isinstance(self.n_last_blocks, bool) or not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0):
             raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer (0: no CLS) or None")
+        _positive("max_tokens", self.max_tokens, allow_none=True)
         _positive("tile", self.tile, allow_none=True)
         _positive("cell_size", self.cell_size, allow_none=True)
         if self.channel_pool not in ("concat", "mean", None):
@@ -137,7 +154,9 @@ class RunOptions:
     Attributes:
         batch_size: channel-images per forward pass (B·K).
         num_workers: DataLoader worker processes reading and pre-processing files (0: in the main process).
-        resume: continue the shards of an interrupted run with the same output.
+        resume: continue the shards of an interrupted run with the same output (and the same inputs and
+            settings: checked against the shards' and a finished output's provenance).
+        overwrite: replace an existing output (without it, an existing output is an error).
         strict: raise :class:`~dino_boc.pipeline.FailedInputsError` (CLI: exit 1) when any input failed.
         keep_shards: keep ``<output>.shards/`` after the output is written.
         shard_size: rows per committed shard (memory holds at most this many rows per feature width).
@@ -150,6 +169,7 @@ class RunOptions:
     batch_size: int = 256
     num_workers: int = 0
     resume: bool = False
+    overwrite: bool = False
     strict: bool = False
     keep_shards: bool = False
     shard_size: int = 4096

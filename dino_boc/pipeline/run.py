@@ -25,16 +25,19 @@ import torch
 
 from dino_boc import distributed as dist
 from dino_boc.embed import DEFAULT_MODEL, Precision, resolve_preprocess, run_tensors
-from dino_boc.errors import ConfigError, DinoBocError, InputError
+from dino_boc.errors import ConfigError, DinoBocError, InputError, OutputError
 from dino_boc.features import flatten
+from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.models.base import Embedding, EmbeddingModel
-from dino_boc.outputs import Provenance, ShardWriter, done_indices, finalize, read_manifests
 from dino_boc.io.illum import ILLUMINATION
+from dino_boc.outputs import Provenance, ShardWriter, done_indices, finalize, read_manifests, read_provenance
+from dino_boc.outputs.guard import OutputLock, check_output, writing
+from dino_boc.outputs.shards import drop_bad_shards
 from dino_boc.outputs.writers import output_format
 from dino_boc.pipeline.batching import Finished, ShapeBatcher
 from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
-from dino_boc.pipeline.inputs import RunInputs, gather_inputs
-from dino_boc.pipeline.options import FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
+from dino_boc.pipeline.inputs import RunInputs, gather_inputs, inputs_identity
+from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS, FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
 from dino_boc.precision import resolve_precision
 from dino_boc.preprocess import PreprocessConfig
 
@@ -69,6 +72,7 @@ def embed_dataset(
     path_root: str | os.PathLike | None = None,
     position: int | Literal["each"] = 0,
     pattern: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     n_last_blocks: int | None = None,
     avgpool: bool | None = None,
     channel_pool: Literal["concat", "mean"] | None = None,
@@ -79,9 +83,11 @@ def embed_dataset(
     masks: Any = None,
     cell_size: int | None = None,
     mask_outside: bool = False,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     batch_size: int = 256,
     num_workers: int = 0,
     resume: bool = False,
+    overwrite: bool = False,
     strict: bool = False,
     keep_shards: bool = False,
     shard_size: int = 4096,
@@ -92,10 +98,11 @@ def embed_dataset(
     """Embed every image of a dataset: one feature row per image (or per cell), written as it goes.
 
     Every bad input (unreadable, truncated, wrong axes, NaN, too small, missing channel file, unknown
-    channel name, ...) is skipped and listed with its reason in ``<output stem>.errors.csv``; the run
+    channel name, ...) is skipped and listed with its reason in ``<output>.errors.csv``; the run
     goes on. Rows are committed in shards (``<output>.shards/``), so an interrupted run continues with
-    ``resume=True`` and gives the same table. Under ``torchrun`` every process embeds its own block of
-    inputs; rank 0 merges them in input order.
+    ``resume=True`` and gives the same table. An existing output is never replaced unless
+    ``overwrite=True``; ``<output>.lock`` keeps a second run from writing the same output at once.
+    Under ``torchrun`` every process embeds its own block of inputs; rank 0 merges them in input order.
 
     Whole fields (the default): with no ``crop``, the full image (after ``resize``) is embedded, thanks
     to position-embedding interpolation; a size that is not a multiple of the patch (16) is centre-
@@ -127,6 +134,9 @@ def embed_dataset(
         pattern: per-channel files (one 2-D file per channel): group them into multi-channel images by a
             vendor preset (``"cellomics"``, ``"imagexpress"``, ``"phenix"``, ``"operetta"``, ``"incucyte"``)
             or a regular expression with named groups, one of them ``channel`` (docs/inputs.md).
+        max_pixels: most values one read may decode at once, checked from each file's header before
+            decoding; a file over it is an errors-file row (TIFF Z-stacks are reduced plane by plane to
+            fit). None: no limit.
         n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md); None: the model's default.
         avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default.
         channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels; None: the model's default.
@@ -141,9 +151,14 @@ def embed_dataset(
         cell_size: single-cell crop side S (default: ``crop`` if given, else 96); the crop is centred on
             the object's centroid and zero-padded at the borders.
         mask_outside: single-cell mode: zero the pixels outside the object.
+        max_tokens: whole fields: most patch tokens per channel (after resize/crop); a larger field is
+            an errors-file row suggesting ``tile``/``resize`` (above 4096 tokens, e.g. a 2048² field, a
+            run without ``resize``/``crop`` warns once with the count). None: no limit.
         batch_size: channel-images per forward pass (lower it on out-of-memory errors).
         num_workers: DataLoader processes reading files while the model runs (e.g. 4-8 on a GPU node).
-        resume: continue the shards of an interrupted run with the same output and settings.
+        resume: continue the shards of an interrupted run with the same output, inputs and settings
+            (a resume whose inputs or settings differ from the shards' or the finished output's is refused).
+        overwrite: replace an existing output (and the shards of an earlier run of it).
         strict: raise :class:`FailedInputsError` after writing the output if any input failed.
         keep_shards: keep ``<output>.shards/`` after a successful run.
         shard_size: rows per shard file.
@@ -160,7 +175,10 @@ def embed_dataset(
             and ``df.attrs["provenance"]``); None on ranks other than 0 under torchrun.
 
     Raises:
-        ConfigError: bad settings, an output folder holding another run's shards (pass ``resume``).
+        ConfigError: bad settings, an output folder holding another run's shards (pass ``resume``), a
+            resume whose inputs or settings differ from the earlier run's.
+        OutputError: an existing output without ``overwrite``/``resume``, an output that is a folder or in
+            a read-only folder, another run writing it; a full disk while writing (shards are kept).
         InputError: no inputs found; :class:`FailedInputsError` with ``strict``.
         ModelNotFoundError, WeightsError: the model cannot be loaded.
 
@@ -171,10 +189,10 @@ def embed_dataset(
     read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width,
                        channel_names=channel_list(channel_names), illum=illum,
                        path_root=None if path_root is None else str(path_root),
-                       position=position, pattern=pattern)
+                       position=position, pattern=pattern, max_pixels=max_pixels)
     embed = EmbedOptions(n_last_blocks=n_last_blocks, avgpool=avgpool, channel_pool=channel_pool, tile=tile,
-                         cell_size=cell_size, mask_outside=mask_outside)
-    run = RunOptions(batch_size=batch_size, num_workers=num_workers, resume=resume, strict=strict,
+                         cell_size=cell_size, mask_outside=mask_outside, max_tokens=max_tokens)
+    run = RunOptions(batch_size=batch_size, num_workers=num_workers, resume=resume, overwrite=overwrite, strict=strict,
                      keep_shards=keep_shards, shard_size=shard_size, device=device, precision=precision,
                      progress=progress)
     return run_dataset(source, output, model=model, read=read, embed=embed, run=run,
@@ -197,6 +215,7 @@ def run_dataset(
     """:func:`embed_dataset` with its settings grouped in dataclasses (same behaviour and return value)."""
     if output is not None:
         output_format(output)  # an unknown suffix fails before any work
+        check_output(output, overwrite=run.overwrite, resume=run.resume)  # so does an output that cannot be written
     if embed.tile is not None and masks is not None:
         raise ConfigError("tile= and masks= cannot be combined: choose tiles of whole fields or single-cell crops")
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
@@ -222,18 +241,23 @@ def _run(source, output, *, model, read, embed, run, resize, crop, normalize, ma
         raise ConfigError(f"n_last_blocks={embed.n_last_blocks} but the model has {model.config.depth} blocks; "
                           f"choose 1..{model.config.depth} (--n-last-blocks)")
     inputs = gather_inputs(source, read, masks)
-    provenance = _provenance(model, cfg, read, embed, resolve_precision(run.precision, device))
+    provenance = _provenance(model, cfg, read, embed, resolve_precision(run.precision, device), inputs)
     shard_dir, out_path, tmp = _paths(output)
-    done = _plan(shard_dir, provenance, run.resume)
-    pending = [i for i in range(len(inputs.records)) if i not in done]
-    mine = [pending[j] for j in dist.shard_indices(len(pending), rank, world)]
-    if done:
-        logger.info("resuming: %d of %d inputs already done", len(done), len(inputs.records))
-    dist.barrier()
-    _embed_block(inputs, mine, model=model, cfg=cfg, read=read, embed=embed, run=run, shard_dir=shard_dir,
-                 provenance=provenance, rank=rank)
-    dist.barrier()
-    summary = _finish(shard_dir, out_path, rank, keep=run.keep_shards and tmp is None)
+    lock = OutputLock(out_path) if output is not None and rank == 0 else None
+    try:
+        done = _plan(shard_dir, provenance, run, lock=lock, output=None if output is None else out_path)
+        pending = [i for i in range(len(inputs.records)) if i not in done]
+        mine = [pending[j] for j in dist.shard_indices(len(pending), rank, world)]
+        if done:
+            logger.info("resuming: %d of %d inputs already done", len(done), len(inputs.records))
+        dist.barrier()
+        _embed_block(inputs, mine, model=model, cfg=cfg, read=read, embed=embed, run=run, shard_dir=shard_dir,
+                     provenance=provenance, rank=rank)
+        dist.barrier()
+        summary = _finish(shard_dir, out_path, rank, keep=run.keep_shards and tmp is None)
+    finally:
+        if lock is not None:
+            lock.release()
     summary.update(n_inputs=len(inputs.records), n_resumed=len(done))
     return _result(summary, output, out_path, tmp, provenance, rank, strict=run.strict)
 
@@ -276,8 +300,11 @@ def _geometry(model: EmbeddingModel, resize, crop, normalize, embed: EmbedOption
     return cfg, embed
 
 
-def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOptions, precision: str) -> Provenance:
-    options: dict[str, Any] = {**read.to_dict(), "z_projection": read.z, "precision": precision}
+def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOptions, precision: str,
+                inputs: RunInputs) -> Provenance:
+    reading = {k: v for k, v in read.to_dict().items() if k != "max_pixels"}  # a budget does not change numbers
+    options: dict[str, Any] = {**reading, "z_projection": read.z, "precision": precision,
+                               "inputs": inputs_identity(inputs)}
     if read.illum:
         options["illumination"] = ILLUMINATION
     if embed.cell_size is not None:
@@ -302,28 +329,73 @@ def _paths(output) -> tuple[Path, Path, Path | None]:
     return tmp / "shards", tmp / "features.parquet", tmp
 
 
-def _plan(shard_dir: Path, provenance: Provenance, resume: bool) -> set[int]:
-    """Rank 0 decides what is done (and whether the folder may be used); every rank gets the answer."""
-    answer: tuple[list[int], str | None] = ([], None)
+def _plan(shard_dir: Path, provenance: Provenance, run: RunOptions, *, lock: OutputLock | None,
+          output: Path | None) -> set[int]:
+    """Rank 0 locks the output and decides what is done (and whether the folder may be used); every rank
+    gets the answer."""
+    answer: tuple[list[int], str | None, bool] = ([], None, False)
     if dist.is_main():
         try:
-            manifests = read_manifests(shard_dir)
-            used = [m for m in manifests if m.shards or m.failures]
-            if used and not resume:
-                answer = ([], f"{shard_dir} holds the shards of an earlier run of this output; pass resume=True "
-                              "(--resume) to continue it, or delete that folder to start again")
-            elif used and used[0].provenance.differences(provenance):
-                diff = used[0].provenance.differences(provenance)
-                answer = ([], f"cannot resume {shard_dir}: the earlier run differs in {diff}; use the same "
-                              "model and settings, or delete that folder to start again")
-            elif resume:
-                answer = (sorted(done_indices(shard_dir)), None)
+            if lock is not None:
+                lock.acquire()
+            if output is not None:
+                _check_finished(output, provenance, run)
+            if run.overwrite and not run.resume and shard_dir.exists():
+                logger.info("overwrite: removing the shards of an earlier run in %s", shard_dir)
+                with writing(shard_dir):
+                    shutil.rmtree(shard_dir)
+            answer = (sorted(_done(shard_dir, provenance, run.resume)), None, False)
+        except OutputError as exc:
+            answer = ([], str(exc), True)
         except DinoBocError as exc:
-            answer = ([], str(exc))
-    done, problem = dist.broadcast_object(answer)
+            answer = ([], str(exc), False)
+    done, problem, is_output = dist.broadcast_object(answer)
     if problem:
-        raise ConfigError(problem)
+        raise (OutputError if is_output else ConfigError)(problem)
     return set(done)
+
+
+def _inputs_changed(old: Provenance, new: Provenance) -> str | None:
+    was, now = old.options.get("inputs"), new.options.get("inputs")
+    if was is None or was == now:
+        return None
+    return (f"its inputs differ from the earlier run's ({was['count']} inputs then, {now['count']} now, or other files "
+            f"or order); resuming would mix two datasets. Give the same inputs in the same order, or start again")
+
+
+def _check_finished(output: Path, provenance: Provenance, run: RunOptions) -> None:
+    """A finished output is resumed only with the same inputs and settings."""
+    if not (run.resume and output.is_file()):
+        return
+    try:
+        old = read_provenance(output)
+    except (DinoBocError, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot resume {output}: its provenance cannot be read ({exc}); pass overwrite=True "
+                          "(--overwrite) to replace it") from exc
+    why = _inputs_changed(old, provenance)
+    diff = [k for k in old.differences(provenance) if k != "dino_boc_version"]
+    if why or diff:
+        raise ConfigError(f"cannot resume the finished output {output}: " + (why or f"it was made with other {diff}")
+                          + "; pass overwrite=True (--overwrite) to replace it, or choose another output")
+
+
+def _done(shard_dir: Path, provenance: Provenance, resume: bool) -> set[int]:
+    manifests = read_manifests(shard_dir)
+    used = [m for m in manifests if m.shards or m.failures]
+    if used and not resume:
+        raise ConfigError(f"{shard_dir} holds the shards of an earlier run of this output; pass resume=True "
+                          "(--resume) to continue it, overwrite=True (--overwrite) to start again, or delete it")
+    if not used:
+        return set()
+    why = _inputs_changed(used[0].provenance, provenance)
+    if why:
+        raise ConfigError(f"cannot resume {shard_dir}: {why} (or delete that folder)")
+    diff = used[0].provenance.differences(provenance)
+    if diff:
+        raise ConfigError(f"cannot resume {shard_dir}: the earlier run differs in {diff}; use the same "
+                          "model and settings, or delete that folder to start again")
+    drop_bad_shards(shard_dir)
+    return done_indices(shard_dir)
 
 
 def _prefetch(run: RunOptions, embed: EmbedOptions) -> int | None:
@@ -349,7 +421,8 @@ def _embed_block(inputs: RunInputs, mine: list[int], *, model, cfg, read, embed,
     )
     forward = partial(run_tensors, model, n_last_blocks=embed.n_last_blocks, avgpool=embed.avgpool,
                       batch_size=run.batch_size, precision=run.precision)
-    batcher = ShapeBatcher(forward, batch_size=run.batch_size)
+    independent = getattr(model, "channels_independent", model.config.arch == "boc")  # each channel on its own
+    batcher = ShapeBatcher(forward, batch_size=run.batch_size, split_channels=independent)
     rows = _RowMaker(model, embed)
     bar = tqdm(total=len(mine), unit="img", desc=f"embed (rank {rank})" if rank else "embed",
                disable=not run.progress or rank != 0, dynamic_ncols=True, smoothing=0.05)
@@ -363,13 +436,25 @@ def _embed_block(inputs: RunInputs, mine: list[int], *, model, cfg, read, embed,
                     failed += 1
                     bar.set_postfix(failed=failed, refresh=False)
                 elif d.item.rows:
-                    writer.add([d.item.index] * len(d.item.rows), d.item.rows, rows.features(d), rows.names(d))
+                    feats = rows.features(d)
+                    bad = ~np.isfinite(feats).all(axis=1)
+                    if bad.any():  # never counted as embedded: the whole input goes to the errors file
+                        writer.add_failure(d.item.index, d.item.source, _non_finite(int(bad.sum()), len(bad)))
+                        failed += 1
+                    else:
+                        writer.add([d.item.index] * len(d.item.rows), d.item.rows, feats, rows.names(d))
                 bar.update(1)
 
         for item in loader:
             write([item] if isinstance(item, Failed) else batcher.put(item))
         write(batcher.flush())
     logger.debug("rank %d: %d forward passes, %d inputs, %d failed", rank, batcher.forward_calls, len(mine), failed)
+
+
+def _non_finite(n_bad: int, n_rows: int) -> str:
+    return (f"InputError: {n_bad} of {n_rows} feature rows are not finite (NaN or inf); the image's values "
+            "probably overflow float32 (e.g. near 1e38) or hold NaN/inf. Rescale the image, or check the model's "
+            "weights if every input fails this way")
 
 
 class _RowMaker:
@@ -413,7 +498,8 @@ def _finish(shard_dir: Path, out_path: Path, rank: int, *, keep: bool) -> dict[s
                 shutil.rmtree(shard_dir, ignore_errors=True)
     summary = dist.broadcast_object(summary)
     if isinstance(summary, str):
-        raise ConfigError(f"merging the shards in {shard_dir} failed: {summary}")
+        kind = OutputError if summary.startswith(OutputError.__name__) else ConfigError
+        raise kind(f"merging the shards in {shard_dir} failed: {summary}")
     return summary
 
 

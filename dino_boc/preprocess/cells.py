@@ -14,7 +14,7 @@ import numpy as np
 
 from dino_boc.errors import InputError
 
-__all__ = ["CellCrops", "check_label_image", "object_centroids", "crop_cells"]
+__all__ = ["CellCrops", "check_label_image", "object_centroids", "crop_cells", "crop_object"]
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,35 @@ def crop_cells(
         raise InputError(f"cell crop size={size!r} must be a positive integer (pixels)")
     lab = check_label_image(labels, img.shape[1:], source=f"{source} (labels)")
     ids, centroids = object_centroids(lab)
-    k, h, w = img.shape
-    crops = np.zeros((ids.size, k, size, size), dtype=img.dtype)
-    for n, (obj, (cy, cx)) in enumerate(zip(ids, centroids)):
-        top, left = int(np.round(cy)) - size // 2, int(np.round(cx)) - size // 2
-        y0, y1 = max(top, 0), min(top + size, h)
-        x0, x1 = max(left, 0), min(left + size, w)
-        window = img[:, y0:y1, x0:x1]
-        if mask_outside:
-            window = np.where(lab[y0:y1, x0:x1] == obj, window, 0)
-        crops[n, :, y0 - top:y1 - top, x0 - left:x1 - left] = window
+    crops = np.zeros((ids.size, img.shape[0], size, size), dtype=img.dtype)
+    for n, (obj, centroid) in enumerate(zip(ids, centroids)):
+        crops[n] = crop_object(img, lab, int(obj), centroid, size, mask_outside=mask_outside)
     return CellCrops(crops=crops, labels=ids, centroids=centroids)
+
+
+def crop_object(
+    image: np.ndarray, labels: np.ndarray, obj: int, centroid: np.ndarray | tuple[float, float], size: int, *,
+    mask_outside: bool = False,
+) -> np.ndarray:
+    """The ``(K, S, S)`` crop of one object (the rule of :func:`crop_cells`), made on its own so that a
+    field's crops can be made one batch at a time.
+
+    Args:
+        image: ``(K, H, W)``.
+        labels: int ``(H, W)``, checked by :func:`check_label_image`.
+        obj: the object's label.
+        centroid: its ``(y, x)``.
+        size: S.
+        mask_outside: zero the pixels not belonging to the object.
+    """
+    k, h, w = image.shape
+    cy, cx = centroid
+    top, left = int(np.round(cy)) - size // 2, int(np.round(cx)) - size // 2
+    y0, y1 = max(top, 0), min(top + size, h)
+    x0, x1 = max(left, 0), min(left + size, w)
+    window = image[:, y0:y1, x0:x1]
+    if mask_outside:
+        window = np.where(labels[y0:y1, x0:x1] == obj, window, 0)
+    crop = np.zeros((k, size, size), dtype=image.dtype)
+    crop[:, y0 - top:y1 - top, x0 - left:x1 - left] = window
+    return crop

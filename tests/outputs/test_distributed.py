@@ -103,4 +103,4 @@ def test_torchrun_two_gloo_processes_equal_one(tmp_path):
     one = pq.read_table(tmp_path / "one.parquet").replace_schema_metadata(None)
     assert two.equals(one)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["rank-00000", "rank-00001"]
-    assert (tmp_path / "two.errors.csv").read_text() == (tmp_path / "one.errors.csv").read_text()
+    assert (tmp_path / "two.parquet.errors.csv").read_text() == (tmp_path / "one.parquet.errors.csv").read_text()

@@ -108,7 +108,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
     summary = finalize(crashed, tmp_path / "resumed.parquet")
 
     assert _table(tmp_path / "resumed.parquet").equals(_table(tmp_path / "clean.parquet"))
-    assert (tmp_path / "resumed.errors.csv").read_text() == (tmp_path / "clean.errors.csv").read_text()
+    assert (tmp_path / "resumed.parquet.errors.csv").read_text() == (tmp_path / "clean.parquet.errors.csv").read_text()
     assert summary["n_ok"] == len(_ok(items)) and summary["complete"]
     meta = json.loads(pq.read_schema(tmp_path / "resumed.parquet").metadata[b"dino_boc"])
     assert meta["created"] == "2024-01-01T00:00:00+00:00"  # the first start's provenance is kept

@@ -89,7 +89,7 @@ def test_errors_file_and_summary(tmp_path):
     summary = finalize(tmp_path / "shards", tmp_path / "out.parquet")
 
     failed = [it for it in items if "reason" in it]
-    errors = pd.read_csv(tmp_path / "out.errors.csv")
+    errors = pd.read_csv(tmp_path / "out.parquet.errors.csv")
     assert list(errors.columns) == ["index", "path", "reason"]
     assert errors["index"].tolist() == [it["index"] for it in failed]
     assert errors["path"].tolist() == [it["path"] for it in failed]
@@ -97,7 +97,7 @@ def test_errors_file_and_summary(tmp_path):
     kinds = [it["reason"].split(":")[0] for it in failed]
     assert summary["n_failed"] == len(failed)
     assert summary["by_reason"] == {k: kinds.count(k) for k in set(kinds)}
-    assert summary["errors_file"] == str(tmp_path / "out.errors.csv")
+    assert summary["errors_file"] == str(tmp_path / "out.parquet.errors.csv")
 
 
 @pytest.mark.parametrize("assign", ["interleaved", "contiguous"])

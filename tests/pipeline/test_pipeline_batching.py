@@ -61,3 +61,34 @@ def test_full_batches_run_as_soon_as_they_fill():
     assert [len(o) for o in outs] == [0, 0, 3, 0, 0, 3, 0]
     assert forward.calls == [(3, (3, 8, 8)), (3, (3, 8, 8))]
     assert [d.item.index for d in batcher.flush()] == [6] and forward.calls[-1] == (1, (3, 8, 8))
+
+
+class PerChannel:
+    """A Bag-of-Channels stand-in: per channel, its first pixel as the token (cls (1, K, 1), mean (K, 1))."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, tensors):
+        self.calls.append(sum(t.shape[0] for t in tensors))
+        return [(t[:, 0, 0].numpy()[None, :, None], None, t[:, 0, 0].numpy()[:, None]) for t in tensors]
+
+
+def test_an_image_with_far_more_channels_than_the_batch_is_split_and_joined_in_order():
+    forward = PerChannel()
+    batcher = ShapeBatcher(forward, batch_size=8, split_channels=True)
+    wide = torch.zeros(2, 30, 8, 8)
+    wide[:, :, 0, 0] = torch.arange(60, dtype=torch.float32).reshape(2, 30)  # a tag per (tile, channel)
+    narrow = torch.zeros(1, 3, 8, 8)
+    narrow[0, :, 0, 0] = torch.tensor([-1.0, -2.0, -3.0])
+    done = batcher.put(Loaded(0, wide, [f"c{j}" for j in range(30)], [{}], reduce="mean"))
+    done += batcher.put(Loaded(1, narrow, ["a", "b", "c"], [{}]))
+    done += batcher.flush()
+    assert max(forward.calls) <= 8  # no pass holds more than batch_size channel-images
+    by_index = {d.item.index: d.results for d in done}
+    for j in range(2):
+        cls, glob, mean = by_index[0][j]
+        np.testing.assert_array_equal(cls[0, :, 0], np.arange(30) + 30 * j)
+        np.testing.assert_array_equal(mean[:, 0], np.arange(30) + 30 * j)
+        assert glob is None
+    np.testing.assert_array_equal(by_index[1][0][0][0, :, 0], [-1, -2, -3])

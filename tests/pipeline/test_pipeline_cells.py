@@ -143,3 +143,63 @@ def test_an_image_without_label_image_fails_alone(fields, model):
     assert set(df["Metadata_index"]) == {0}
     errors = df.attrs["errors"]
     assert [e["index"] for e in errors] == [1] and "no label image" in errors[0]["reason"]
+
+
+def test_an_image_with_more_channels_than_the_batch_size_equals_embedding_it_whole(tmp_path, model, rng):
+    data = image(rng, 20, 32, 32)
+    write_cyx(tmp_path / "wide.tif", data)
+    df = dino_boc.embed_dataset(tmp_path / "wide.tif", model=model, n_last_blocks=L, progress=False, batch_size=4)
+    want = dino_boc.embed(data, model=model, n_last_blocks=L)  # all 20 channels in one forward pass
+    np.testing.assert_allclose(feature_block(df, 0, 20), want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_a_field_with_thousands_of_objects_streams_its_crops(tmp_path, rng):
+    """4096 objects of 48-pixel crops are 72 MiB of float32 crops at once; the input as the DataLoader
+    hands it over, and going through all its crops one at a time, stays far below (measured in a
+    subprocess). Crops are compared with crop_cells' own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    field = image(rng, 2, 512, 512)
+    write_cyx(tmp_path / "img" / "f.tif", field)
+    lab = ((np.arange(512)[:, None] // 8) * 64 + np.arange(512)[None, :] // 8 + 1).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "lab" / "f.tif", lab)
+    eager_mb = 4096 * 2 * 48 * 48 * 4 / 2**20
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from dino_boc.pipeline import EmbedOptions, ReadOptions
+        from dino_boc.pipeline.dataset import InputDataset
+        from dino_boc.pipeline.inputs import gather_inputs
+        from dino_boc.preprocess import PreprocessConfig
+
+        def status(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+        inputs = gather_inputs({str(tmp_path / "img")!r}, ReadOptions(), {str(tmp_path / "lab")!r})
+        ds = InputDataset(inputs.records, preprocess=PreprocessConfig(resize=None, crop=None), patch_size=8,
+                          read=ReadOptions(), embed=EmbedOptions(cell_size=48), masks=inputs.masks)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = status("VmRSS")
+        item = ds[0]
+        assert tuple(item.tensors.shape) == (4096, 2, 48, 48) and len(item.rows) == 4096
+        total = sum(float(item.tensors[j][0, 24, 24]) for j in range(len(item.rows)))
+        print(status("VmHWM") - before)
+        np.save({str(tmp_path / "some.npy")!r}, np.stack([item.tensors[j].numpy() for j in (0, 100, 4095)]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    grown = float(out.stdout.strip().splitlines()[-1])
+    assert grown < eager_mb / 3, (grown, eager_mb)
+    from dino_boc.pipeline.dataset import prepare_field
+    from dino_boc.preprocess import PreprocessConfig
+
+    cells = crop_cells(field, lab, 48)
+    want = [prepare_field(cells.crops[j], PreprocessConfig(resize=None, crop=None), 8, fit=False).numpy()
+            for j in (0, 100, 4095)]
+    np.testing.assert_allclose(np.load(tmp_path / "some.npy"), np.stack(want), atol=1e-6)

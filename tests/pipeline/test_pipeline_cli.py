@@ -37,7 +37,7 @@ def test_cli_on_a_folder_equals_the_python_api(tmp_path, rng, model, model_dir, 
                  "--n-last-blocks", str(L), "--quiet", "--channels", "ER,DNA"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "embedded 2 of 2 inputs" in out and str(tmp_path / "f.parquet") in out and "f.errors.csv" in out
+    assert "embedded 2 of 2 inputs" in out and str(tmp_path / "f.parquet") in out and "f.parquet.errors.csv" in out
     df = pd.read_parquet(tmp_path / "f.parquet")
     assert df["Metadata_channels"].tolist() == ["ER;DNA", "ER;DNA"]
     want = dino_boc.embed(arrays["b.tif"][[1, 0]], model=model, n_last_blocks=L)

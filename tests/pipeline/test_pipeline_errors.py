@@ -121,7 +121,7 @@ def test_cli_exit_codes(tmp_path, rng, model_dir, capsys):
     (tmp_path / "in" / "bad.tif").write_bytes(b"not a tiff at all")
     assert cli(tmp_path / "in", "-o", tmp_path / "a.parquet", "--model", model_dir) == 0
     out = capsys.readouterr().out
-    assert "embedded 1 of 2 inputs" in out and "ImageReadError" in out and "a.errors.csv" in out
+    assert "embedded 1 of 2 inputs" in out and "ImageReadError" in out and "a.parquet.errors.csv" in out
     assert cli(tmp_path / "in", "-o", tmp_path / "b.parquet", "--model", model_dir, "--strict") == 1
     os.remove(tmp_path / "in" / "good.tif")
     assert cli(tmp_path / "in", "-o", tmp_path / "c.parquet", "--model", model_dir) == 1  # nothing embedded

@@ -54,7 +54,7 @@ def test_parquet_read_with_pyarrow(corpus, model, tmp_path):
     assert df["Metadata_path"].tolist() == [str(d / n) for n in sorted(arrays)]
     want = embed_expected(model, arrays, names)
     np.testing.assert_allclose(df[want.columns].to_numpy(float), want.to_numpy(float), atol=1e-5, rtol=0)
-    assert pd.read_csv(tmp_path / "out" / "f.errors.csv").empty
+    assert pd.read_csv(tmp_path / "out" / "f.parquet.errors.csv").empty
 
 
 def test_h5ad_read_with_anndata(corpus, model, tmp_path):

@@ -68,7 +68,7 @@ def test_resume_after_an_interruption_equals_a_clean_run(tmp_path, rng, model, b
     summary = embed(records, out, model, resume=True, batch_size=batch_size)
     assert summary["n_resumed"] == len(done) and summary["n_ok"] == clean["n_ok"] == 11 and summary["n_failed"] == 1
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "clean.parquet"))
-    assert (tmp_path / "run.errors.csv").read_text() == (tmp_path / "clean.errors.csv").read_text()
+    assert (tmp_path / "run.parquet.errors.csv").read_text() == (tmp_path / "clean.parquet.errors.csv").read_text()
     assert not shards.exists()
 
 
@@ -101,6 +101,20 @@ def test_resume_after_kill_9_equals_a_clean_run(tmp_path, rng, model, model_dir)
     if proc.returncode == 0:
         pytest.fail("the run finished before it could be killed; make the corpus larger")
     assert 3 <= len(done_indices(shards)) < 40
+    assert (tmp_path / "killed.parquet.lock").exists()  # left by the killed run: must not block the resume
+    # a file added to the folder between the kill and the resume shifts every position: refused, shards kept
+    extra = write_cyx(src / "img00a.tif", image(rng, 2, 64, 64), ["DNA", "ER"])
+    before = {p.name: p.read_bytes() for p in (shards / "rank-00000").iterdir()}
+    refused = subprocess.run(cmd + [str(out), "--resume"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "inputs differ" in refused.stderr and "Traceback" not in refused.stderr
+    assert {p.name: p.read_bytes() for p in (shards / "rank-00000").iterdir()} == before and not out.exists()
+    other = tmp_path / "other"  # another folder of the same size: refused as well
+    other.mkdir()
+    for p in sorted(src.glob("img??.tif")):
+        (other / p.name).write_bytes(p.read_bytes())
+    extra.unlink()
+    refused = subprocess.run(cmd[:4] + [str(other)] + cmd[5:] + [str(out), "--resume"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "inputs differ" in refused.stderr
     assert subprocess.run(cmd + [str(out), "--resume"], capture_output=True).returncode == 0
     clean = dino_boc.embed_dataset(src, tmp_path / "clean.parquet", model=model, n_last_blocks=L, progress=False)
     assert clean["n_ok"] == 40

@@ -38,4 +38,4 @@ def test_two_gloo_processes_equal_one(tmp_path, rng, model, model_dir):
     one = dino_boc.embed_dataset(src, tmp_path / "one.parquet", model=model, n_last_blocks=L, progress=False)
     assert one["n_ok"] == 8
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "two.parquet"), pd.read_parquet(tmp_path / "one.parquet"))
-    assert (tmp_path / "two.errors.csv").read_text() == (tmp_path / "one.errors.csv").read_text()
+    assert (tmp_path / "two.parquet.errors.csv").read_text() == (tmp_path / "one.parquet.errors.csv").read_text()
