@@ -98,7 +98,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after the table is written")
     g.add_argument("--shard-size", type=int, default=4096, metavar="ROWS", help="rows per shard file (default 4096)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no info messages")
+    add_storage_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_storage_arguments(p: argparse.ArgumentParser) -> None:
+    """``--anon`` and ``--storage-option`` for s3:// gs:// https:// inputs (i17)."""
+    g = p.add_argument_group("object stores (s3://, gs://, https:// inputs)")
+    g.add_argument("--anon", action="store_true",
+                   help="read public buckets without credentials (e.g. s3://cellpainting-gallery)")
+    g.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an fsspec/s3fs option, repeatable, e.g. endpoint_url=http://127.0.0.1:9000; "
+                        "AWS_ENDPOINT_URL, AWS_PROFILE and credentials files are honoured as s3fs does")
+
+
+def apply_storage_arguments(args: argparse.Namespace) -> None:
+    """Set the process-wide fsspec options from ``--anon`` / ``--storage-option``."""
+    from dino_boc.io.fs import parse_storage_option, set_storage_options
+
+    options = dict(parse_storage_option(text) for text in args.storage_option)
+    if args.anon:
+        options["anon"] = True
+    set_storage_options(options)
 
 
 def default_model() -> str:
@@ -119,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
+    apply_storage_arguments(args)
     try:
         summary = embed_dataset(
             args.inputs, args.output, model=args.model or default_model(), channels=args.channels,

@@ -18,6 +18,7 @@ import numpy as np
 from dino_boc.errors import InputError, require
 from dino_boc.io.axes import ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
 from dino_boc.io.formats import check_exists, reading
+from dino_boc.io.fs import zarr_store
 
 __all__ = ["read_ngff", "ngff_axes"]
 
@@ -56,7 +57,7 @@ def read_ngff(
     check_t(t)
     source = str(path)
     with reading(path, "zarr"):
-        node = zarr.open(store=str(path), mode="r")
+        node = zarr.open(store=zarr_store(path), mode="r")
         if isinstance(node, zarr.Array):
             array, axes, names = node[...], None, None
         else:

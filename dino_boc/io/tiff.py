@@ -22,6 +22,7 @@ import tifffile
 from dino_boc.errors import ImageReadError, InputError
 from dino_boc.io.axes import ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
 from dino_boc.io.formats import check_exists, reading
+from dino_boc.io.fs import open_bytes
 
 __all__ = ["read_tiff", "ome_channel_names", "imagej_channel_names"]
 
@@ -95,7 +96,7 @@ def read_tiff(
     check_z(z)
     check_t(t)
     source = str(path)
-    with _tifffile_errors() as handler, reading(path, "tifffile"), tifffile.TiffFile(path) as tif:
+    with _tifffile_errors() as handler, reading(path, "tifffile"), tifffile.TiffFile(open_bytes(path)) as tif:
         series = tif.series[0]
         levels = series.levels
         if not 0 <= level < len(levels):

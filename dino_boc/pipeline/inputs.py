@@ -18,7 +18,8 @@ from dino_boc.errors import ConfigError, InputError
 from dino_boc.io import ImageRecord, collect_sources, read_loaddata
 from dino_boc.io.formats import SUPPORTED_SUFFIXES
 from dino_boc.io.loaddata import is_loaddata
-from dino_boc.io.tables import is_table, read_table, resolve
+from dino_boc.io.fs import is_url
+from dino_boc.io.tables import is_table, read_table, resolve, table_parent
 from dino_boc.pipeline.options import ReadOptions
 
 __all__ = ["MASK_SUFFIXES", "RunInputs", "gather_inputs", "image_key", "mask_key"]
@@ -66,18 +67,20 @@ def _read_options(read: ReadOptions) -> dict:
     return {"dims": read.dims, "z": read.z, "t": read.t, "level": read.level, "channel_width": read.channel_width}
 
 
-def _expand(item, read: ReadOptions) -> tuple[list[ImageRecord], Path | None]:
+def _expand(item, read: ReadOptions) -> tuple[list[ImageRecord], Path | str | None]:
     """Records of one input and, for a table, its folder (where relative mask paths start)."""
     if isinstance(item, ImageRecord):
         return [item], None
+    if is_url(item) and not is_table(item):  # i17
+        return collect_sources(item, **_read_options(read)), None
     path = Path(item)
-    if path.is_file() and is_table(path):
+    if (is_url(item) or path.is_file()) and is_table(item):  # i17: tables may be URLs
         by_name = read.channels is not None and all(isinstance(c, str) and not c.lstrip("-").isdigit() for c in read.channels)
         if by_name and is_loaddata(list(read_table(path).columns)):
             # read only the chosen channels' files (LoadData tables often list illumination functions too)
             records = read_loaddata(path, channels=list(read.channels))
-            return [dataclasses.replace(r, **_read_options(read)) for r in records], path.parent
-        return collect_sources(path, **_read_options(read)), path.parent
+            return [dataclasses.replace(r, **_read_options(read)) for r in records], table_parent(item)
+        return collect_sources(item, **_read_options(read)), table_parent(item)
     return collect_sources(item, **_read_options(read)), None
 
 
