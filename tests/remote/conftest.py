@@ -96,3 +96,17 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny seeded BoC model saved to disk (the CLI loads it by path); 2 blocks."""
+    import dino_boc
+
+    model = dino_boc.create_model("boc", seed=0, embed_dim=64, depth=2, num_heads=2, patch_size=8, img_size=32)
+    return str(model.save_pretrained(tmp_path_factory.mktemp("tiny_model")))
+
+
+def make_public_bucket(s3, name: str) -> None:
+    """A bucket anyone may list and read (ACL public-read), as the Cell Painting Gallery is (read with --anon)."""
+    s3.mkdir(name, acl="public-read")

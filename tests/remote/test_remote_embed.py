@@ -1,0 +1,52 @@
+"""``dino-boc embed`` straight from object stores: the same table as from disk; faults reported, run goes on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from dino_boc.cli import main
+
+from .conftest import make_public_bucket
+from .plate import CHANNELS, PREFIX, WELLS, write_plate
+
+WELL_META = ["Metadata_Source", "Metadata_Batch", "Metadata_Plate", "Metadata_Well", "Metadata_Site"]
+
+
+def _embed(args, model_dir):
+    return main(["embed", *args, "--model", model_dir, "--n-last-blocks", "2", "--quiet"])
+
+
+def _features(df):
+    return df[[c for c in df.columns if not c.startswith("Metadata_")]].to_numpy()
+
+
+def test_embed_s3_gallery_plate_equals_local_disk(tmp_path, s3, tiny_model_dir):
+    write_plate(tmp_path / "disk")
+    make_public_bucket(s3, "gallery")
+    s3.put(str(tmp_path / "disk" / "cpg0000-test") + "/", "gallery/cpg0000-test/", recursive=True)
+    table = f"{PREFIX}/load_data_csv/plate1/load_data.csv.gz"
+    assert _embed([str(tmp_path / "disk" / table), "-o", str(tmp_path / "local.parquet")], tiny_model_dir) == 0
+    assert _embed([f"s3://gallery/{table}", "--anon", "-o", str(tmp_path / "s3.parquet")], tiny_model_dir) == 0
+    local, remote = pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "s3.parquet")
+    assert len(remote) == len(WELLS)
+    pd.testing.assert_frame_equal(remote[WELL_META], local[WELL_META])
+    assert remote["Metadata_path"].str.startswith("s3://gallery/").all()
+    np.testing.assert_array_equal(_features(remote), _features(local))
+    assert [c for c in remote.columns if not c.startswith("Metadata_")][0].startswith("OrigDNA")
+
+
+def test_failing_objects_become_error_rows_and_the_run_goes_on(http_root, rng, tiny_model_dir, tmp_path):
+    root, url = http_root
+    names = ["ok.tif", "FLAKY.tif", "FAIL500.tif"]
+    for name in names:
+        tifffile.imwrite(root / name, rng.integers(0, 4096, size=(2, 32, 32), dtype=np.uint16), metadata={"axes": "CYX"})
+    pd.DataFrame({"path": names}).to_csv(root / "list.csv", index=False)
+    out = tmp_path / "f.parquet"
+    assert _embed([f"{url}/list.csv", "-o", str(out)], tiny_model_dir) == 0
+    df = pd.read_parquet(out)
+    assert sorted(df["Metadata_path"]) == sorted([f"{url}/ok.tif", f"{url}/FLAKY.tif"])
+    errors = pd.read_csv(tmp_path / "f.errors.csv")
+    assert len(errors) == 1 and "FAIL500.tif" in errors.to_csv() and "after 5 tries" in errors.to_csv()
+    assert CHANNELS  # the plate module's channels are the ones the S3 test embeds
