@@ -57,12 +57,12 @@ def test_missing_object_is_an_image_read_error_naming_the_url(s3):
 
 def test_gallery_loaddata_from_s3_with_relative_paths_and_url_columns(tmp_path, s3):
     arrays = write_plate(tmp_path)
-    s3.mkdir("gallery")
-    s3.put(str(tmp_path / "cpg0000-test") + "/", "gallery/cpg0000-test/", recursive=True)
-    table = f"s3://gallery/{PREFIX}/load_data_csv/plate1/load_data.csv.gz"
+    s3.mkdir("gallery-io")
+    s3.put(str(tmp_path / "cpg0000-test") + "/", "gallery-io/cpg0000-test/", recursive=True)
+    table = f"s3://gallery-io/{PREFIX}/load_data_csv/plate1/load_data.csv.gz"
     records = collect_sources(table)
     assert [r.metadata["Metadata_Well"] for r in records] == [w for w, _ in WELLS]
-    want_first = f"s3://gallery/{PREFIX}/images/plate1/rA01f01-ch1.tiff"  # '../../images' resolved on the URL
+    want_first = f"s3://gallery-io/{PREFIX}/images/plate1/rA01f01-ch1.tiff"  # '../../images' resolved on the URL
     assert records[0].paths[0] == want_first
     for record, (well, site) in zip(records, WELLS):
         np.testing.assert_array_equal(record.read()[0], arrays[f"{well}-{site}"])
@@ -73,8 +73,8 @@ def test_gallery_loaddata_from_s3_with_relative_paths_and_url_columns(tmp_path, 
         df = df.drop(columns=[f"PathName_Orig{ch}"])
         df[f"FileName_Orig{ch}"] = "not-used.tiff"
     df.to_csv(tmp_path / "with_urls.csv", index=False)
-    s3.put(str(tmp_path / "with_urls.csv"), "gallery/elsewhere/with_urls.csv")
-    by_url = collect_sources("s3://gallery/elsewhere/with_urls.csv")
+    s3.put(str(tmp_path / "with_urls.csv"), "gallery-io/elsewhere/with_urls.csv")
+    by_url = collect_sources("s3://gallery-io/elsewhere/with_urls.csv")
     assert [r.paths for r in by_url] == [r.paths for r in records]
     assert "URL_OrigDNA" not in by_url[0].metadata
 
