@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 
+from dino_boc.outputs.cpg import CPG_FEATURES
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLI_MODEL = "dino-boc-vitt16-nuclei-demo"
@@ -99,6 +101,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--shard-size", type=int, default=4096, metavar="ROWS", help="rows per shard file (default 4096)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no info messages")
     add_storage_arguments(p)
+    g = p.add_argument_group("Cell Painting Gallery layout")
+    g.add_argument("--layout", choices=["table", "cpg"], default="table",
+                   help="cpg: also write ROOT/embeddings/<model>/<batch>/<plate>/<well>-<site>/embedding.parquet and "
+                        "ROOT/profiles/<model>/<batch>/<plate>/<plate>.parquet (needs Metadata_Batch/Plate/Well/Site)")
+    g.add_argument("--layout-root", metavar="ROOT", help="folder or s3:// URL of the cpg layout (default: OUT's folder)")
+    g.add_argument("--cpg-features", choices=list(CPG_FEATURES), default="wide",
+                   help="features in the cpg files: wide columns, one all_emb list column, or <ch>_emb per channel")
     p.set_defaults(func=run)
 
 
@@ -154,9 +163,21 @@ def run(args: argparse.Namespace) -> int:
         code = 0
     except FailedInputsError as exc:
         summary, code = exc.summary, 1
+    if args.layout == "cpg" and summary["n_ok"] and int(os.environ.get("RANK", "0")) == 0:
+        write_layout(args)
     if int(os.environ.get("RANK", "0")) == 0:
         print_summary(summary)
     return 1 if summary["n_ok"] == 0 else code
+
+
+def write_layout(args: argparse.Namespace) -> None:
+    """``--layout cpg``: the Gallery layout from the table just written."""
+    from dino_boc.outputs.cpg import write_cpg_layout
+
+    model = os.path.basename(str(args.model or default_model()).rstrip("/"))
+    root = args.layout_root or os.path.dirname(os.path.abspath(args.output))
+    done = write_cpg_layout(args.output, root, model=model, features=args.cpg_features)
+    print(f"cpg layout: {done.n_sites} sites, {done.n_wells} wells under {root}")
 
 
 def print_summary(summary: dict) -> None:

@@ -28,13 +28,23 @@ def test_embed_s3_gallery_plate_equals_local_disk(tmp_path, s3, tiny_model_dir):
     s3.put(str(tmp_path / "disk" / "cpg0000-test") + "/", "gallery/cpg0000-test/", recursive=True)
     table = f"{PREFIX}/load_data_csv/plate1/load_data.csv.gz"
     assert _embed([str(tmp_path / "disk" / table), "-o", str(tmp_path / "local.parquet")], tiny_model_dir) == 0
-    assert _embed([f"s3://gallery/{table}", "--anon", "-o", str(tmp_path / "s3.parquet")], tiny_model_dir) == 0
+    s3.mkdir("cpg-out")
+    assert _embed([f"s3://gallery/{table}", "--anon", "-o", str(tmp_path / "s3.parquet"), "--layout", "cpg",
+                   "--layout-root", "s3://cpg-out/root", "--cpg-features", "all_emb",
+                   "--storage-option", "max_concurrency=4"], tiny_model_dir) == 0
     local, remote = pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "s3.parquet")
     assert len(remote) == len(WELLS)
     pd.testing.assert_frame_equal(remote[WELL_META], local[WELL_META])
     assert remote["Metadata_path"].str.startswith("s3://gallery/").all()
     np.testing.assert_array_equal(_features(remote), _features(local))
     assert [c for c in remote.columns if not c.startswith("Metadata_")][0].startswith("OrigDNA")
+    # the Gallery layout, written to the bucket: one file per site, the plate's well means
+    model = tiny_model_dir.rstrip("/").rsplit("/", 1)[-1]
+    assert len(s3.glob(f"cpg-out/root/embeddings/{model}/batch1/plate1/*/embedding.parquet")) == len(WELLS)
+    with s3.open(f"cpg-out/root/profiles/{model}/batch1/plate1/plate1.parquet", "rb") as f:
+        profile = pd.read_parquet(f)
+    want = local.groupby("Metadata_Well")[[c for c in local.columns if not c.startswith("Metadata_")]].mean()
+    np.testing.assert_allclose(np.stack(profile["all_emb"]), want.to_numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_failing_objects_become_error_rows_and_the_run_goes_on(http_root, rng, tiny_model_dir, tmp_path):
