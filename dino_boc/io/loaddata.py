@@ -9,6 +9,7 @@ This is how Cell Painting data is shipped (e.g. the Cell Painting Gallery's ``lo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from dino_boc.errors import ChannelError, InputError
 from dino_boc.io.record import ImageRecord
 from dino_boc.io.tables import read_table, resolve, row_metadata, table_name, table_parent
 
-__all__ = ["read_loaddata", "loaddata_channels", "is_loaddata"]
+__all__ = ["read_loaddata", "loaddata_channels", "is_loaddata", "LoadDataPlan"]
 
 _FILE = re.compile(r"^(?:FileName|URL)_(.+)$")
 
@@ -52,44 +53,66 @@ def read_loaddata(csv_path: str | os.PathLike, *, channels: Sequence[str] | None
         InputError: no ``FileName_`` columns.
         ChannelError: a requested channel without a ``FileName_`` column.
     """
-    header = read_table(csv_path).columns
-    available = loaddata_channels(header)
-    if not available:
-        raise InputError(
-            f"{str(csv_path)!r} has no FileName_<channel> columns (columns: {list(header)}); "
-            "a LoadData CSV names each channel's file in FileName_<Ch> and its folder in PathName_<Ch>"
-        )
-    chosen = list(available if channels is None else channels)
-    missing = [c for c in chosen if c not in available]
-    if missing or not chosen:
-        raise ChannelError(
-            f"{str(csv_path)!r}: channels {missing or chosen} not among its FileName_ columns {available}"
-        )
-    path_cols = {c: f"PathName_{c}" for c in chosen if f"PathName_{c}" in header}
-    file_cols = {c: f"FileName_{c}" for c in chosen if f"FileName_{c}" in header}
-    url_cols = {c: f"URL_{c}" for c in chosen if f"URL_{c}" in header}
-    text_cols = [*file_cols.values(), *path_cols.values(), *url_cols.values()]
-    df = read_table(csv_path, text_columns=text_cols)
-    channel_cols = {f"{kind}_{c}" for c in available for kind in ("FileName", "PathName", "URL")}
-    meta_cols = [c for c in df.columns if c not in channel_cols]
-    base = table_parent(csv_path)
-    records = []
-    for i, row in enumerate(df.to_dict("records")):
-        paths = []
-        for ch in chosen:
-            url = _text(row[url_cols[ch]]) if ch in url_cols else ""
-            name = _text(row[file_cols[ch]]) if ch in file_cols else ""
-            folder = _text(row[path_cols[ch]]) if ch in path_cols else ""
-            paths.append(url or (resolve(_join(folder, name), base) if name else ""))
-        records.append(
-            ImageRecord(
-                id=f"{table_name(csv_path)}#{i}",
-                paths=tuple(paths),
-                channel_names=tuple(chosen),
-                metadata=row_metadata(row, meta_cols),
+    plan = LoadDataPlan.of(csv_path, read_table(csv_path).columns, channels)
+    df = read_table(csv_path, text_columns=plan.text_columns)
+    return [plan.record(i, row) for i, row in enumerate(df.to_dict("records"))]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadDataPlan:
+    """How each row of one LoadData table becomes an :class:`ImageRecord` (so tables can be read in chunks).
+
+    Attributes:
+        table: the table's path or URL (record ids are ``<table name>#<row>``).
+        chosen: the ``<Ch>`` names kept, in order.
+        url_cols, file_cols, path_cols: per chosen channel its ``URL_``/``FileName_``/``PathName_`` column.
+        meta_cols: every column that is not a channel's.
+    """
+
+    table: str
+    chosen: tuple[str, ...]
+    url_cols: dict[str, str]
+    file_cols: dict[str, str]
+    path_cols: dict[str, str]
+    meta_cols: tuple[str, ...]
+
+    @classmethod
+    def of(cls, table: str | os.PathLike, header: Sequence[str], channels: Sequence[str] | None = None) -> "LoadDataPlan":
+        """Check ``header`` and the requested channels (errors as :func:`read_loaddata` documents)."""
+        header = [str(c) for c in header]
+        available = loaddata_channels(header)
+        if not available:
+            raise InputError(
+                f"{str(table)!r} has no FileName_<channel> columns (columns: {list(header)}); "
+                "a LoadData CSV names each channel's file in FileName_<Ch> and its folder in PathName_<Ch>"
             )
-        )
-    return records
+        chosen = list(available if channels is None else channels)
+        missing = [c for c in chosen if c not in available]
+        if missing or not chosen:
+            raise ChannelError(
+                f"{str(table)!r}: channels {missing or chosen} not among its FileName_ columns {available}"
+            )
+        cols = {kind: {c: f"{kind}_{c}" for c in chosen if f"{kind}_{c}" in header} for kind in ("URL", "FileName", "PathName")}
+        channel_cols = {f"{kind}_{c}" for c in available for kind in ("FileName", "PathName", "URL")}
+        return cls(str(table), tuple(chosen), cols["URL"], cols["FileName"], cols["PathName"],
+                   tuple(c for c in header if c not in channel_cols))
+
+    @property
+    def text_columns(self) -> list[str]:
+        """Columns read verbatim as text (file names and folders)."""
+        return [*self.file_cols.values(), *self.path_cols.values(), *self.url_cols.values()]
+
+    def record(self, index: int, row: dict) -> ImageRecord:
+        """The record of data row ``index`` (a ``DataFrame.to_dict('records')`` entry)."""
+        base = table_parent(self.table)
+        paths = []
+        for ch in self.chosen:
+            url = _text(row[self.url_cols[ch]]) if ch in self.url_cols else ""
+            name = _text(row[self.file_cols[ch]]) if ch in self.file_cols else ""
+            folder = _text(row[self.path_cols[ch]]) if ch in self.path_cols else ""
+            paths.append(url or (resolve(_join(folder, name), base) if name else ""))
+        return ImageRecord(id=f"{table_name(self.table)}#{index}", paths=tuple(paths), channel_names=self.chosen,
+                           metadata=row_metadata(row, self.meta_cols))
 
 
 def _join(folder: str, name: str) -> str:
