@@ -25,13 +25,15 @@ import logging
 import os
 import posixpath
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from dino_boc.errors import ImageReadError, InputError, MissingExtraError
 
 __all__ = [
     "RETRIES",
+    "FETCH_THREADS",
+    "map_fetches",
     "is_url",
     "storage_options",
     "set_storage_options",
@@ -49,6 +51,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+FETCH_THREADS = 8
+"""Objects of one input (e.g. the 5 channel files of a Cell Painting site) fetched at once, per worker."""
 
 RETRIES = 4
 """Tries of one fetch after the first, waiting 0.25 s, 0.5 s, 1 s, 2 s (x ``backoff``) in between."""
@@ -197,6 +202,23 @@ def open_bytes(path: str | os.PathLike) -> str | os.PathLike | io.BytesIO:
     buffer = io.BytesIO(fetch(str(path)))
     buffer.name = str(path)
     return buffer
+
+
+def map_fetches(read: Callable[[Any], T], paths: Sequence[Any], *, threads: int | None = None) -> Iterator[T]:
+    """``read`` of each path, in order; URLs are read by up to ``threads`` (:data:`FETCH_THREADS`) threads at once.
+
+    Local paths are read one after another (no threads). The first failure, in ``paths`` order, is raised
+    when its result is reached.
+    """
+    if not any(is_url(p) for p in paths) or len(paths) < 2:
+        return map(read, paths)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run() -> Iterator[T]:
+        with ThreadPoolExecutor(max_workers=min(len(paths), threads or FETCH_THREADS)) as pool:
+            yield from pool.map(read, paths)
+
+    return run()
 
 
 def url_exists(url: str) -> bool:
