@@ -33,7 +33,7 @@ def _opened(path: str | os.PathLike):
             yield f
 
 
-def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 65536, text_columns=()) -> Iterator:
+def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 8192, text_columns=()) -> Iterator:
     """pandas DataFrames of at most ``chunk_rows`` rows each, in row order (columns as strings).
 
     Args:
@@ -69,7 +69,7 @@ def _header(path) -> list[str]:
 
 
 def iter_table_records(path: str | os.PathLike, *, path_column: str = "path",
-                       chunk_rows: int = 65536) -> Iterator[ImageRecord]:
+                       chunk_rows: int = 8192) -> Iterator[ImageRecord]:
     """The records of one table, streamed (see the module doc).
 
     Raises:

@@ -60,3 +60,42 @@ def test_failing_objects_become_error_rows_and_the_run_goes_on(http_root, rng, t
     errors = pd.read_csv(tmp_path / "f.errors.csv")
     assert len(errors) == 1 and "FAIL500.tif" in errors.to_csv() and "after 5 tries" in errors.to_csv()
     assert CHANNELS  # the plate module's channels are the ones the S3 test embeds
+
+
+def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, tiny_model_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    from dino_boc.outputs.shards import read_manifests
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(40):
+        tifffile.imwrite(src / f"img{i:02d}.tif", rng.integers(0, 4096, size=(2, 64, 64), dtype=np.uint16),
+                         metadata={"axes": "CYX"})
+    make_public_bucket(s3, "resume-in")
+    s3.put(str(src) + "/", "resume-in/in/", recursive=True)
+    cmd = [sys.executable, "-m", "dino_boc", "embed", "s3://resume-in/in/", "--anon", "--model", tiny_model_dir,
+           "--n-last-blocks", "2", "--batch-size", "2", "--shard-size", "1", "--quiet", "-o"]
+    out = tmp_path / "killed.parquet"
+    proc = subprocess.Popen(cmd + [str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = tmp_path / "killed.parquet.shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        manifests = read_manifests(shards) if (shards / "rank-00000" / "manifest.json").is_file() else []
+        if manifests and len(manifests[0].shards) >= 3:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    if proc.returncode == 0:
+        pytest.fail("the run finished before it could be killed; make the corpus larger")
+    assert subprocess.run(cmd + [str(out), "--resume"], capture_output=True).returncode == 0
+    assert _embed(["s3://resume-in/in/", "--anon", "-o", str(tmp_path / "clean.parquet")], tiny_model_dir) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "clean.parquet"))
+    assert len(pd.read_parquet(out)) == 40
