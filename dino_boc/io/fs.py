@@ -134,9 +134,8 @@ def filesystem(url: str):
     except ImportError as exc:  # pragma: no cover - fsspec comes with the io extras
         raise MissingExtraError('reading URLs needs fsspec: pip install "dino-boc[remote]"') from exc
     protocol = _protocol(url)
-    options = dict(_OPTIONS) if protocol not in ("file", "local") else {}
-    if protocol in ("http", "https"):
-        options.pop("anon", None)  # no credentials over plain HTTP
+    # the options are for object stores; plain HTTP and local files take none
+    options = {} if protocol in ("file", "local", "http", "https") else dict(_OPTIONS)
     try:
         return fsspec.filesystem(protocol, **options)
     except ImportError as exc:
