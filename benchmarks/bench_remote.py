@@ -7,7 +7,7 @@ channel) to a temporary folder and to a bucket on moto's server, then reads ever
 ``ImageRecord.read()`` does (a site's 5 channel objects are fetched concurrently, see
 ``dino_boc.io.fs.FETCH_THREADS``), with ``--threads`` sites in flight at once (as DataLoader workers
 would be). Prints sites/s for disk and S3 at each concurrency. moto is a Python server on the same
-cores, so this measures the per-request overhead and how concurrency hides it, not a real network.
+cores (in its own process), so this measures the per-request overhead and how concurrency hides it, not a real network.
 """
 
 from __future__ import annotations
@@ -53,11 +53,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     args = ap.parse_args()
-    from moto.server import ThreadedMotoServer
+    import subprocess
+    import sys
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    port = _free_port()  # moto in its own process, so that it does not share this one's GIL
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3)
     os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x",
                       AWS_DEFAULT_REGION="us-east-1")
     import logging
@@ -82,7 +84,8 @@ def main() -> None:
                        "s3_sites_per_s": round(_rate(remote, threads), 1)}
                 print(json.dumps(row), flush=True)
     finally:
-        server.stop()
+        server.terminate()
+        server.wait()
 
 
 if __name__ == "__main__":
