@@ -34,6 +34,7 @@ __all__ = [
     "RETRIES",
     "FETCH_THREADS",
     "map_fetches",
+    "with_retries",
     "is_url",
     "storage_options",
     "set_storage_options",

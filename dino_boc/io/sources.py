@@ -119,11 +119,17 @@ def _expand_url(url: str, *, recursive: bool, path_column: str) -> list[ImageRec
         return [ImageRecord(id=url, paths=(url,))]
     if url_isdir(url):
         pattern = url.rstrip("/") + ("/**" if recursive else "/*")
-        found = [u for u in url_glob(pattern) if format_of(u) is not None]
+        found = [u for u in url_glob(pattern) if _listed_image(u)]
         if not found:
             logger.warning("no supported images under %s", url)
         return [ImageRecord(id=u, paths=(u,)) for u in found]
     raise InputError(f"{url!r} is not an image, table, OME-Zarr or prefix of images; check the URL")
+
+
+def _listed_image(url: str) -> bool:
+    """An object of a listing that is an image, by suffix only (no request per object; zarr chunks skipped)."""
+    low = url.lower().rstrip("/")
+    return ".zarr/" not in low and low.endswith(SUPPORTED_SUFFIXES)
 
 
 def _file_record(path: Path) -> ImageRecord:
@@ -151,7 +157,7 @@ def _glob_records(pattern: str, *, path_column: str) -> list[ImageRecord]:
     records: list[ImageRecord] = []
     if is_url(pattern):  # i17: object listings are flat; zarr prefixes in them are not expanded
         matches = url_glob(pattern)
-        records = [ImageRecord(id=u, paths=(u,)) for u in matches if format_of(u) is not None and not is_table(u)]
+        records = [ImageRecord(id=u, paths=(u,)) for u in matches if _listed_image(u)]
         for table in (u for u in matches if is_table(u)):
             records.extend(_table_records(table, path_column=path_column))
         if not records:

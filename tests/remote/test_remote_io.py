@@ -17,13 +17,18 @@ zarr = pytest.importorskip("zarr")
 imageio = pytest.importorskip("imageio.v3")
 
 
-def _ome_zarr(path, data, names):
-    """NGFF 0.5 image (zarr format 3), CYX."""
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+def _ome_zarr(path, data, names, version="0.5"):
+    """NGFF 0.5 (zarr format 3) or 0.4 (zarr format 2) image, CYX."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3 if version == "0.5" else 2)
     group.create_array("0", data=data, chunks=(1, 16, 16))
     axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
-    group.attrs.update({"ome": {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [{"path": "0"}]}],
-                                "omero": {"channels": [{"label": n} for n in names]}}})
+    attrs = {"multiscales": [{"axes": axes, "datasets": [{"path": "0"}]}],
+             "omero": {"channels": [{"label": n} for n in names]}}
+    if version == "0.5":
+        group.attrs.update({"ome": {"version": "0.5", **attrs}})
+    else:
+        attrs["multiscales"][0]["version"] = "0.4"
+        group.attrs.update(attrs)
 
 
 def _files(tmp_path, rng):
@@ -91,10 +96,11 @@ def test_s3_prefix_and_glob_list_images(tmp_path, s3):
     assert by_glob == [f"{base}/{n}" for n in names if n.endswith("-ch2.tiff")]
 
 
-def test_ome_zarr_over_plain_http(http_root, rng):
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_over_plain_http(http_root, rng, version):
     root, url = http_root
     data = rng.integers(0, 4096, size=(3, 32, 32), dtype=np.uint16)
-    _ome_zarr(root / "img.ome.zarr", data, CHANNELS)
+    _ome_zarr(root / "img.ome.zarr", data, CHANNELS, version)
     got, names = read_image(f"{url}/img.ome.zarr")
     np.testing.assert_array_equal(got, data)
     assert names == CHANNELS
