@@ -1,6 +1,6 @@
 """Images/s read from a local S3 server (moto, 127.0.0.1) vs local disk, by concurrent fetches.
 
-    python benchmarks/bench_remote.py --sites 48 --size 512 --threads 1 2 4 8 16
+    python benchmarks/bench_remote.py --sites 48 --size 512 --threads 1 2 4 8 16 [--latency-ms 30]
 
 Writes ``--sites`` Cell Painting-like sites (5 channels, one LZW TIFF of ``size`` x ``size`` uint16 per
 channel) to a temporary folder and to a bucket on moto's server, then reads every site as
@@ -8,6 +8,8 @@ channel) to a temporary folder and to a bucket on moto's server, then reads ever
 ``dino_boc.io.fs.FETCH_THREADS``), with ``--threads`` sites in flight at once (as DataLoader workers
 would be). Prints sites/s for disk and S3 at each concurrency. moto is a Python server on the same
 cores (in its own process), so this measures the per-request overhead and how concurrency hides it, not a real network.
+``--latency-ms`` puts a proxy in front of it that waits that long before each request, as a distant
+object store does (first-byte latency of S3 from another region is tens of ms).
 """
 
 from __future__ import annotations
@@ -40,6 +42,42 @@ def _records(base: str, sites: int) -> list[ImageRecord]:
                         channel_names=tuple(CHANNELS)) for i in range(sites)]
 
 
+def _latency_proxy(target_port: int, latency_s: float) -> str:
+    """A threaded HTTP proxy on 127.0.0.1 that sleeps ``latency_s`` then forwards the request to moto."""
+    import http.client
+    import http.server
+    import threading
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def _forward(self) -> None:
+            time.sleep(latency_s)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            conn = http.client.HTTPConnection("127.0.0.1", target_port)
+            conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+            reply = conn.getresponse()
+            data = reply.read()
+            self.send_response(reply.status)
+            for key, value in reply.getheaders():
+                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            conn.close()
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def _rate(records: list[ImageRecord], threads: int) -> float:
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -52,6 +90,7 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=48)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="added before every S3 request (default 0)")
     args = ap.parse_args()
     import subprocess
     import sys
@@ -77,6 +116,10 @@ def main() -> None:
             fs = s3fs.S3FileSystem()
             fs.mkdir("bench")
             fs.put(tmp + "/", "bench/sites/", recursive=True)
+            if args.latency_ms:
+                from dino_boc.io.fs import set_storage_options
+
+                set_storage_options({"endpoint_url": _latency_proxy(port, args.latency_ms / 1000)})
             local, remote = _records(tmp, args.sites), _records("s3://bench/sites", args.sites)
             _rate(remote[:2], 1)  # warm the connection pool
             for threads in args.threads:
