@@ -32,6 +32,7 @@ from dino_boc.errors import ImageReadError, InputError, MissingExtraError
 
 __all__ = [
     "RETRIES",
+    "READ_TIMEOUT_S",
     "FETCH_THREADS",
     "map_fetches",
     "with_retries",
@@ -58,6 +59,9 @@ FETCH_THREADS = 8
 
 RETRIES = 4
 """Tries of one fetch after the first, waiting 0.25 s, 0.5 s, 1 s, 2 s (x ``backoff``) in between."""
+
+READ_TIMEOUT_S = 60.0
+"""A connection that sends nothing for this long is a (transient) failure: a stalled object is retried."""
 
 _EXTRA = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "http": "aiohttp", "https": "aiohttp"}
 _OPTIONS: dict[str, Any] = {}
@@ -137,6 +141,13 @@ def filesystem(url: str):
     protocol = _protocol(url)
     # the options are for object stores; plain HTTP and local files take none
     options = {} if protocol in ("file", "local", "http", "https") else dict(_OPTIONS)
+    if protocol in ("http", "https"):
+        import aiohttp
+
+        options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=READ_TIMEOUT_S,
+                                                                     sock_read=READ_TIMEOUT_S)}
+    elif protocol in ("s3", "s3a") and "config_kwargs" not in options:
+        options["config_kwargs"] = {"read_timeout": READ_TIMEOUT_S, "connect_timeout": READ_TIMEOUT_S}
     try:
         return fsspec.filesystem(protocol, **options)
     except ImportError as exc:
@@ -159,12 +170,13 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
-def with_retries(action: Callable[[], T], what: str, *, retries: int = RETRIES, backoff: float = 0.25) -> T:
-    """Run ``action``; retry transient failures ``retries`` times with exponential backoff.
+def with_retries(action: Callable[[], T], what: str, *, retries: int | None = None, backoff: float = 0.25) -> T:
+    """Run ``action``; retry transient failures ``retries`` (default :data:`RETRIES`) times with exponential backoff.
 
     Raises:
         ImageReadError: a permanent failure at once, or the last transient one, naming ``what``.
     """
+    retries = RETRIES if retries is None else retries
     for attempt in range(retries + 1):
         try:
             return action()

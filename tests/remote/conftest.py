@@ -52,7 +52,8 @@ def s3(s3_endpoint, monkeypatch):
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; paths containing ``FAIL500`` always answer 500, ``FLAKY`` answers 500 twice first."""
+    """Serves a folder; paths containing ``FAIL500`` always answer 500, ``FLAKY`` answers 500 twice first,
+    ``STALL`` waits 2 s before answering."""
 
     hits: dict[str, int] = {}
 
@@ -61,6 +62,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def _fault(self) -> bool:
         n = self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        if "STALL" in self.path:
+            import time
+
+            time.sleep(2)
         if "FAIL500" in self.path or ("FLAKY" in self.path and n <= 2):
             self.send_response(500)
             self.send_header("Content-Length", "0")
@@ -69,12 +74,18 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         return False
 
     def do_GET(self) -> None:
-        if not self._fault():
-            super().do_GET()
+        try:
+            if not self._fault():
+                super().do_GET()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up on a stalled answer
+            pass
 
     def do_HEAD(self) -> None:
-        if not self._fault():
-            super().do_HEAD()
+        try:
+            if not self._fault():
+                super().do_HEAD()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
 
 @pytest.fixture

@@ -116,6 +116,15 @@ def test_transient_http_errors_are_retried_and_persistent_ones_reported(http_roo
         read_image(f"{url}/FAIL500.tif")
 
 
+def test_stalled_objects_time_out_and_are_reported(http_root, rng, monkeypatch):
+    root, url = http_root
+    tifffile.imwrite(root / "STALL.tif", rng.integers(0, 4096, size=(2, 16, 16), dtype=np.uint16))
+    monkeypatch.setattr(dfs, "READ_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(dfs, "RETRIES", 1)
+    with pytest.raises(ImageReadError, match=r"STALL.tif.*after 2 tries"):
+        read_image(f"{url}/STALL.tif")
+
+
 def test_storage_option_parsing_and_scoping():
     assert dfs.parse_storage_option("anon=true") == ("anon", True)
     assert dfs.parse_storage_option("endpoint_url=http://h:9") == ("endpoint_url", "http://h:9")
