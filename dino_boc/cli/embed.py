@@ -150,9 +150,10 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     apply_storage_arguments(args)
+    output = staged_output(args.output)  # i17: an s3:// output is written locally, uploaded at the end
     try:
         summary = embed_dataset(
-            args.inputs, args.output, model=args.model or default_model(), channels=args.channels,
+            args.inputs, output, model=args.model or default_model(), channels=args.channels,
             dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
             n_last_blocks=args.n_last_blocks, avgpool=not args.no_avgpool, channel_pool=args.channel_pool,
             resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
@@ -164,19 +165,39 @@ def run(args: argparse.Namespace) -> int:
     except FailedInputsError as exc:
         summary, code = exc.summary, 1
     if args.layout == "cpg" and summary["n_ok"] and int(os.environ.get("RANK", "0")) == 0:
-        write_layout(args)
+        write_layout(args, output)
+    if output != args.output and summary["n_ok"] and int(os.environ.get("RANK", "0")) == 0:
+        from dino_boc.outputs.remote import upload_outputs
+
+        upload_outputs(output, args.output)
+        summary = {**summary, "output": args.output}
     if int(os.environ.get("RANK", "0")) == 0:
         print_summary(summary)
     return 1 if summary["n_ok"] == 0 else code
 
 
-def write_layout(args: argparse.Namespace) -> None:
+def staged_output(output: str) -> str:
+    """``output`` itself, or for a URL the local staging file (see :mod:`dino_boc.outputs.remote`)."""
+    from dino_boc.io.fs import is_url
+    from dino_boc.outputs.remote import staging_path
+
+    if not is_url(output):
+        return output
+    local = staging_path(output)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("output %s: writing in %s, uploaded when the run is done", output, local)
+    return str(local)
+
+
+def write_layout(args: argparse.Namespace, table: str) -> None:
     """``--layout cpg``: the Gallery layout from the table just written."""
+    from dino_boc.io.fs import is_url, url_parent
     from dino_boc.outputs.cpg import write_cpg_layout
 
     model = os.path.basename(str(args.model or default_model()).rstrip("/"))
-    root = args.layout_root or os.path.dirname(os.path.abspath(args.output))
-    done = write_cpg_layout(args.output, root, model=model, features=args.cpg_features)
+    default_root = url_parent(args.output) if is_url(args.output) else os.path.dirname(os.path.abspath(args.output))
+    root = args.layout_root or default_root
+    done = write_cpg_layout(table, root, model=model, features=args.cpg_features)
     print(f"cpg layout: {done.n_sites} sites, {done.n_wells} wells under {root}")
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 import tifffile
 
 from dino_boc.cli import main
@@ -62,29 +65,34 @@ def test_failing_objects_become_error_rows_and_the_run_goes_on(http_root, rng, t
     assert CHANNELS  # the plate module's channels are the ones the S3 test embeds
 
 
-def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, tiny_model_dir):
+@pytest.mark.parametrize("remote_output", [False, True], ids=["local-output", "s3-output"])
+def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, tiny_model_dir, monkeypatch,
+                                                             remote_output):
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    import pytest
-
+    from dino_boc.outputs.remote import staging_path
     from dino_boc.outputs.shards import read_manifests
+
+    monkeypatch.setenv("DINO_BOC_STAGING", str(tmp_path / "staging"))
+    bucket = f"resume-{'s3out' if remote_output else 'local'}"
 
     src = tmp_path / "in"
     src.mkdir()
     for i in range(40):
         tifffile.imwrite(src / f"img{i:02d}.tif", rng.integers(0, 4096, size=(2, 64, 64), dtype=np.uint16),
                          metadata={"axes": "CYX"})
-    make_public_bucket(s3, "resume-in")
-    s3.put(str(src) + "/", "resume-in/in/", recursive=True)
-    cmd = [sys.executable, "-m", "dino_boc", "embed", "s3://resume-in/in/", "--anon", "--model", tiny_model_dir,
+    make_public_bucket(s3, bucket)
+    s3.put(str(src) + "/", f"{bucket}/in/", recursive=True)
+    cmd = [sys.executable, "-m", "dino_boc", "embed", f"s3://{bucket}/in/", "--anon", "--model", tiny_model_dir,
            "--n-last-blocks", "2", "--batch-size", "2", "--shard-size", "1", "--quiet", "-o"]
-    out = tmp_path / "killed.parquet"
-    proc = subprocess.Popen(cmd + [str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    shards = tmp_path / "killed.parquet.shards"
+    out = f"s3://{bucket}/out/killed.parquet" if remote_output else str(tmp_path / "killed.parquet")
+    proc = subprocess.Popen(cmd + [out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    local = staging_path(out) if remote_output else Path(out)
+    shards = local.with_name(local.name + ".shards")
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         manifests = read_manifests(shards) if (shards / "rank-00000" / "manifest.json").is_file() else []
@@ -95,7 +103,15 @@ def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, 
     proc.wait()
     if proc.returncode == 0:
         pytest.fail("the run finished before it could be killed; make the corpus larger")
-    assert subprocess.run(cmd + [str(out), "--resume"], capture_output=True).returncode == 0
-    assert _embed(["s3://resume-in/in/", "--anon", "-o", str(tmp_path / "clean.parquet")], tiny_model_dir) == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "clean.parquet"))
-    assert len(pd.read_parquet(out)) == 40
+    if remote_output:
+        assert not s3.exists(out)  # nothing in the bucket until the run is complete
+    assert subprocess.run(cmd + [out, "--resume"], capture_output=True).returncode == 0
+    assert _embed([f"s3://{bucket}/in/", "--anon", "-o", str(tmp_path / "clean.parquet")], tiny_model_dir) == 0
+    if remote_output:
+        with s3.open(out, "rb") as f:
+            got = pd.read_parquet(f)
+        assert s3.exists(f"{bucket}/out/killed.errors.csv")
+    else:
+        got = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(got, pd.read_parquet(tmp_path / "clean.parquet"))
+    assert len(got) == 40
