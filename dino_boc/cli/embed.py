@@ -7,6 +7,7 @@ import logging
 import os
 
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
+from dino_boc.outputs.cpg import CPG_FEATURES
 from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after the table is written")
     g.add_argument("--shard-size", type=int, default=4096, metavar="ROWS", help="rows per shard file (default 4096)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no info messages")
+    add_storage_arguments(p)
+    g = p.add_argument_group("Cell Painting Gallery layout")
+    g.add_argument("--layout", choices=["table", "cpg"], default="table",
+                   help="cpg: also write ROOT/embeddings/<model>/<batch>/<plate>/<well>-<site>/embedding.parquet and "
+                        "ROOT/profiles/<model>/<batch>/<plate>/<plate>.parquet (needs Metadata_Batch/Plate/Well/Site)")
+    g.add_argument("--layout-root", metavar="ROOT", help="folder or s3:// URL of the cpg layout (default: OUT's folder)")
+    g.add_argument("--cpg-features", choices=list(CPG_FEATURES), default="wide",
+                   help="features in the cpg files: wide columns, one all_emb list column, or <ch>_emb per channel")
     p.set_defaults(func=run)
+
+
+def add_storage_arguments(p: argparse.ArgumentParser) -> None:
+    """``--anon`` and ``--storage-option`` for s3:// gs:// https:// inputs (i17)."""
+    g = p.add_argument_group("object stores (s3://, gs://, https:// inputs)")
+    g.add_argument("--anon", action="store_true",
+                   help="read public buckets without credentials (e.g. s3://cellpainting-gallery)")
+    g.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an fsspec/s3fs option, repeatable, e.g. endpoint_url=http://127.0.0.1:9000; "
+                        "AWS_ENDPOINT_URL, AWS_PROFILE and credentials files are honoured as s3fs does")
+
+
+def apply_storage_arguments(args: argparse.Namespace) -> None:
+    """Set the process-wide fsspec options from ``--anon`` / ``--storage-option``."""
+    from dino_boc.io.fs import parse_storage_option, set_storage_options
+
+    options = dict(parse_storage_option(text) for text in args.storage_option)
+    if args.anon:
+        options["anon"] = True
+    set_storage_options(options)
 
 
 def default_model() -> str:
@@ -166,9 +195,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
+    apply_storage_arguments(args)
+    output = staged_output(args.output)  # i17: an s3:// output is written locally, uploaded at the end
     try:
         summary = embed_dataset(
-            args.inputs, args.output, model=args.model or default_model(), channels=args.channels,
+            args.inputs, output, model=args.model or default_model(), channels=args.channels,
             dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
             channel_names=args.channel_names, illum=args.illum, path_root=args.path_root,
             position=args.position, pattern=args.pattern,
@@ -183,9 +214,41 @@ def run(args: argparse.Namespace) -> int:
         code = 0
     except FailedInputsError as exc:
         summary, code = exc.summary, 1
+    if args.layout == "cpg" and summary["n_ok"] and int(os.environ.get("RANK", "0")) == 0:
+        write_layout(args, output)
+    if output != args.output and summary["n_ok"] and int(os.environ.get("RANK", "0")) == 0:
+        from dino_boc.outputs.remote import upload_outputs
+
+        upload_outputs(output, args.output)
+        summary = {**summary, "output": args.output}
     if int(os.environ.get("RANK", "0")) == 0:
         print_summary(summary)
     return 1 if summary["n_ok"] == 0 else code
+
+
+def staged_output(output: str) -> str:
+    """``output`` itself, or for a URL the local staging file (see :mod:`dino_boc.outputs.remote`)."""
+    from dino_boc.io.fs import is_url
+    from dino_boc.outputs.remote import staging_path
+
+    if not is_url(output):
+        return output
+    local = staging_path(output)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("output %s: writing in %s, uploaded when the run is done", output, local)
+    return str(local)
+
+
+def write_layout(args: argparse.Namespace, table: str) -> None:
+    """``--layout cpg``: the Gallery layout from the table just written."""
+    from dino_boc.io.fs import is_url, url_parent
+    from dino_boc.outputs.cpg import write_cpg_layout
+
+    model = os.path.basename(str(args.model or default_model()).rstrip("/"))
+    default_root = url_parent(args.output) if is_url(args.output) else os.path.dirname(os.path.abspath(args.output))
+    root = args.layout_root or default_root
+    done = write_cpg_layout(table, root, model=model, features=args.cpg_features)
+    print(f"cpg layout: {done.n_sites} sites, {done.n_wells} wells under {root}")
 
 
 def print_summary(summary: dict) -> None:

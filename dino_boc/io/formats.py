@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from dino_boc.errors import DinoBocError, ImageReadError, MissingExtraError, ResourceLimitError
+from dino_boc.io.fs import is_url, url_exists
 
 __all__ = [
     "Format",
@@ -52,6 +53,8 @@ _BY_FORMAT: dict[Format, tuple[str, ...]] = {
 
 def is_zarr_dir(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder with zarr metadata (v2 ``.zattrs``/``.zgroup``/``.zarray``, v3 ``zarr.json``)."""
+    if is_url(path):  # i17: a remote zarr group has one of the marker objects under its prefix
+        return any(url_exists(f"{str(path).rstrip('/')}/{marker}") for marker in _ZARR_MARKERS)
     p = Path(path)
     return p.is_dir() and any((p / marker).is_file() for marker in _ZARR_MARKERS)
 
@@ -60,18 +63,23 @@ def format_of(path: str | os.PathLike) -> Format | None:
     """The reader for ``path`` from its suffix (case-insensitive), or ``None`` if no reader handles it.
 
     A folder with zarr metadata is ``"zarr"`` whatever its name (e.g. ``plate.zarr/A/1/0``).
+    A URL is judged by its suffix first (no request), then by zarr marker objects.
     """
-    if is_zarr_dir(path):
+    if not is_url(path) and is_zarr_dir(path):
         return "zarr"
     name = Path(path).name.lower()
     for fmt, suffixes in _BY_FORMAT.items():
         if name.endswith(suffixes):
             return fmt
+    if is_url(path) and is_zarr_dir(path):  # i17
+        return "zarr"
     return None
 
 
 def check_exists(path: str | os.PathLike, *, folder: bool = False) -> None:
     """Raise :class:`ImageReadError` if ``path`` is missing (or is a folder where a file is expected)."""
+    if is_url(path):  # i17: a missing object fails when fetched (io.fs names the URL)
+        return
     p = Path(path)
     if not p.exists():
         raise ImageReadError(f"no such file: {str(p)!r}; check the path (relative paths start at {os.getcwd()!r})")

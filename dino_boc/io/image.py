@@ -20,6 +20,7 @@ import numpy as np
 from dino_boc.errors import InputError, require
 from dino_boc.io.axes import ZReduction, check_t, check_z, parse_dims, to_kyx
 from dino_boc.io.formats import check_exists, reading
+from dino_boc.io.fs import is_url, open_bytes
 
 __all__ = ["AlphaMode", "read_pixels", "read_npy"]
 
@@ -58,7 +59,10 @@ def read_pixels(
     check_exists(path)
     source = str(path)
     with reading(path, "imageio"):
-        array = np.asarray(iio.imread(path, index=0))
+        if is_url(path):  # i17: decode the fetched bytes; imageio needs the suffix as a hint
+            array = np.asarray(iio.imread(open_bytes(path).getvalue(), index=0, extension=os.path.splitext(str(path))[1]))
+        else:
+            array = np.asarray(iio.imread(path, index=0))
     if dims is not None:
         return to_kyx(array, parse_dims(dims, array.shape), source=source), None
     if array.ndim == 3 and array.shape[-1] in (2, 4) and _drop_alpha(array[..., -1], alpha):
@@ -104,7 +108,7 @@ def read_npy(
     check_t(t)
     source = str(path)
     with reading(path, "numpy"):
-        array = np.load(path, allow_pickle=False)
+        array = np.load(open_bytes(path), allow_pickle=False)
     if dims is not None:
         axes = parse_dims(dims, array.shape)
     elif array.ndim in (2, 3):

@@ -3,7 +3,8 @@
 Columns, as CellProfiler's LoadData module reads them (and pe2loaddata / the Cell Painting Gallery write):
 
 - ``FileName_<Ch>`` / ``PathName_<Ch>``: the file of image channel ``<Ch>`` (``OrigDNA``, ``OrigER``, ...)
-  and its folder;
+  and its folder (a local folder or an object-store URL such as ``s3://cellpainting-gallery/...``);
+- ``URL_<Ch>``: the Cell Painting Gallery's full object URL of the file; when a row has one it is used as is;
 - ``FileName_Illum<Ch>`` / ``PathName_Illum<Ch>``: the illumination function (``.npy``) of channel
   ``Orig<Ch>`` (or ``<Ch>``). Never a channel: applied with ``illum=True`` (:mod:`dino_boc.io.illum`);
 - ``ObjectsFileName_<O>`` / ``ObjectsPathName_<O>``: a label image of objects ``<O>`` (``Nuclei``,
@@ -23,6 +24,7 @@ the log; when none holds it, the first base is used and a warning lists every ba
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -30,24 +32,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dino_boc.errors import ChannelError, ConfigError, InputError
+from dino_boc.io.fs import is_url
 from dino_boc.io.illum import ILLUM_PREFIX, illum_name
 from dino_boc.io.record import ImageRecord
-from dino_boc.io.tables import read_table, resolve, row_metadata
+from dino_boc.io.tables import read_table, resolve, row_metadata, table_name, table_parent
 
 __all__ = [
     "PATH_BASES", "read_loaddata", "loaddata_channels", "loaddata_objects", "object_names", "is_loaddata",
-    "path_bases",
+    "path_bases", "LoadDataPlan",
 ]
 
 logger = logging.getLogger(__name__)
 
 PATH_BASES = ("path_root", "csv_folder", "cwd")
-_FILE = re.compile(r"^FileName_(.+)$")
+_FILE = re.compile(r"^(?:FileName|URL)_(.+)$")
 _OBJECTS = re.compile(r"^ObjectsFileName_(.+)$")
 
 
 def _file_names(columns: Sequence[str]) -> list[str]:
-    return [m.group(1) for m in map(_FILE.match, columns) if m]
+    """The ``<Ch>`` of every ``FileName_<Ch>`` or ``URL_<Ch>`` column, in column order, each once."""
+    return list(dict.fromkeys(m.group(1) for m in map(_FILE.match, columns) if m))
 
 
 def loaddata_channels(columns: Sequence[str]) -> list[str]:
@@ -65,10 +69,13 @@ def is_loaddata(columns: Sequence[str]) -> bool:
     return bool(loaddata_channels(columns))
 
 
-def path_bases(csv_path: str | os.PathLike, path_root: str | os.PathLike | None = None) -> list[Path]:
-    """The folders relative ``PathName_`` values are tried against, in order (duplicates dropped)."""
-    csv_path = Path(csv_path)
-    bases = ([Path(os.path.expanduser(path_root))] if path_root is not None else []) + [csv_path.parent, Path.cwd()]
+def path_bases(csv_path: str | os.PathLike, path_root: str | os.PathLike | None = None) -> list[Path | str]:
+    """The folders relative ``PathName_`` values are tried against, in order (duplicates dropped). A table in
+    an object store (a URL) has its own folder only (after ``path_root``)."""
+    root = [] if path_root is None else [str(path_root) if is_url(path_root) else Path(os.path.expanduser(path_root))]
+    if is_url(csv_path):
+        return [*root, table_parent(csv_path)]
+    bases = root + [Path(csv_path).parent, Path.cwd()]
     out: list[Path] = []
     for b in bases:
         if not any(os.path.abspath(b) == os.path.abspath(o) for o in out):
@@ -107,7 +114,7 @@ def read_loaddata(
         ChannelError: a requested channel without a ``FileName_`` column, an ``Illum`` channel asked for
             as a channel, or (with ``illum``) a channel without an ``Illum`` column.
     """
-    csv_path = Path(csv_path)
+    csv_path = str(csv_path) if is_url(csv_path) else Path(csv_path)
     df = read_table(csv_path)
     header = list(df.columns)
     available = loaddata_channels(header)
@@ -118,7 +125,7 @@ def read_loaddata(
         )
     chosen = _choose(csv_path, available, _file_names(header), channels)
     functions = _illum_of(csv_path, chosen, header) if illum else {}
-    ref_cols = {f"{p}_{c}" for c in _file_names(header) for p in ("FileName", "PathName")}
+    ref_cols = {f"{p}_{c}" for c in _file_names(header) for p in ("FileName", "PathName", "URL")}
     ref_cols |= {f"Objects{p}_{o}" for o in object_names(header) for p in ("FileName", "PathName")}
     meta_cols = [c for c in header if c not in ref_cols]
     rows = df.to_dict("records")
@@ -129,7 +136,7 @@ def read_loaddata(
         fn = tuple(_cell_path(row, "", functions[ch], base) for ch in chosen) if illum else None
         records.append(
             ImageRecord(
-                id=f"{csv_path.name}#{i}", paths=paths, channel_names=tuple(chosen),
+                id=f"{table_name(csv_path)}#{i}", paths=paths, channel_names=tuple(chosen),
                 metadata=row_metadata(row, meta_cols), illum=fn,
             )
         )
@@ -146,7 +153,7 @@ def loaddata_objects(
     Raises:
         ConfigError: the table has no ``ObjectsFileName_<name>`` column.
     """
-    csv_path = Path(csv_path)
+    csv_path = str(csv_path) if is_url(csv_path) else Path(csv_path)
     df = read_table(csv_path)
     names = object_names(list(df.columns))
     if name not in names:
@@ -189,18 +196,27 @@ def _illum_of(csv_path: Path, chosen: list[str], header: list[str]) -> dict[str,
     return functions
 
 
-def _cell_path(row: dict, prefix: str, ch: str, base: Path) -> str:
-    """The file of ``ch`` in one row (``""`` when its file name is empty)."""
+def _cell_path(row: dict, prefix: str, ch: str, base: Path | str) -> str:
+    """The file of ``ch`` in one row: its ``URL_`` cell when set, else ``PathName_``/``FileName_`` resolved
+    against ``base`` (``""`` when its file name is empty)."""
+    url = _text(row.get(f"URL_{ch}")) if not prefix else ""
+    if url:
+        return url
     name = _text(row.get(f"{prefix}FileName_{ch}"))
     folder = _text(row.get(f"{prefix}PathName_{ch}"))
-    return resolve(os.path.join(folder, name), base) if name else ""
+    return resolve(_join(folder, name), base) if name else ""
+
+
+def _join(folder: str, name: str) -> str:
+    """``folder/name``; a URL folder (``s3://...``) is joined with ``/`` whatever the OS."""
+    return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
 
 
 def _base(csv_path: Path, rows: list[dict], channels: list[str], path_root, *, objects: Sequence[str] = ()) -> Path:
     """The first of :func:`path_bases` under which the table's first relative file exists."""
     bases = path_bases(csv_path, path_root)
     probe = _first_relative(rows, [("", c) for c in channels] + [("Objects", o) for o in objects])
-    if probe is None:
+    if probe is None or any(is_url(b) for b in bases):  # object stores: no probing request per table
         return bases[0]
     for base in bases:
         if os.path.exists(resolve(probe, base)):
@@ -223,10 +239,64 @@ def _first_relative(rows: list[dict], refs: list[tuple[str, str]]) -> str | None
     for row in rows:
         for prefix, c in refs:
             name = _text(row.get(f"{prefix}FileName_{c}"))
-            rel = os.path.join(_text(row.get(f"{prefix}PathName_{c}")), name)
-            if name and not Path(os.path.expanduser(rel)).is_absolute():
+            rel = _join(_text(row.get(f"{prefix}PathName_{c}")), name)
+            if name and not is_url(rel) and not Path(os.path.expanduser(rel)).is_absolute():
                 return rel
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadDataPlan:
+    """How each row of one LoadData table becomes an :class:`ImageRecord` (so tables can be read in chunks,
+    :mod:`dino_boc.io.listing`). Relative folders start at the table's folder; illumination functions and
+    ``path_root`` are :func:`read_loaddata`'s (not yet in the streamed listing).
+
+    Attributes:
+        table: the table's path or URL (record ids are ``<table name>#<row>``).
+        chosen: the ``<Ch>`` names kept, in order.
+        url_cols, file_cols, path_cols: per chosen channel its ``URL_``/``FileName_``/``PathName_`` column.
+        meta_cols: every column that is not a channel's.
+    """
+
+    table: str
+    chosen: tuple[str, ...]
+    url_cols: dict[str, str]
+    file_cols: dict[str, str]
+    path_cols: dict[str, str]
+    meta_cols: tuple[str, ...]
+
+    @classmethod
+    def of(cls, table: str | os.PathLike, header: Sequence[str], channels: Sequence[str] | None = None) -> "LoadDataPlan":
+        """Check ``header`` and the requested channels (errors as :func:`read_loaddata` documents)."""
+        header = [str(c) for c in header]
+        available = loaddata_channels(header)
+        if not available:
+            raise InputError(
+                f"{str(table)!r} has no FileName_<channel> columns (columns: {list(header)}); "
+                "a LoadData CSV names each channel's file in FileName_<Ch> and its folder in PathName_<Ch>"
+            )
+        chosen = list(available if channels is None else channels)
+        missing = [c for c in chosen if c not in available]
+        if missing or not chosen:
+            raise ChannelError(
+                f"{str(table)!r}: channels {missing or chosen} not among its FileName_ columns {available}"
+            )
+        cols = {kind: {c: f"{kind}_{c}" for c in chosen if f"{kind}_{c}" in header} for kind in ("URL", "FileName", "PathName")}
+        channel_cols = {f"{kind}_{c}" for c in available for kind in ("FileName", "PathName", "URL")}
+        return cls(str(table), tuple(chosen), cols["URL"], cols["FileName"], cols["PathName"],
+                   tuple(c for c in header if c not in channel_cols))
+
+    @property
+    def text_columns(self) -> list[str]:
+        """Columns read verbatim as text (file names and folders)."""
+        return [*self.file_cols.values(), *self.path_cols.values(), *self.url_cols.values()]
+
+    def record(self, index: int, row: dict) -> ImageRecord:
+        """The record of data row ``index`` (a ``DataFrame.to_dict('records')`` entry)."""
+        base = table_parent(self.table)
+        paths = [_cell_path(row, "", ch, base) for ch in self.chosen]
+        return ImageRecord(id=f"{table_name(self.table)}#{index}", paths=tuple(paths), channel_names=self.chosen,
+                           metadata=row_metadata(row, self.meta_cols))
 
 
 def _text(value) -> str:

@@ -24,6 +24,7 @@ from dino_boc.errors import ImageReadError, InputError, require
 from dino_boc.io.axes import ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS, check_budget
 from dino_boc.io.formats import check_exists, reading
+from dino_boc.io.fs import zarr_store
 
 __all__ = ["read_ngff", "ngff_axes", "is_plate", "plate_fields"]
 
@@ -66,7 +67,7 @@ def read_ngff(
     check_t(t)
     source = str(path)
     with reading(path, "zarr"):
-        node = zarr.open(store=str(path), mode="r")
+        node = zarr.open(store=zarr_store(path), mode="r")
         if isinstance(node, zarr.Array):
             check_budget(node.shape, node.dtype, max_pixels, source=source, what="loading")
             array, axes, names = node[...], None, None

@@ -10,8 +10,9 @@ import numpy as np
 
 from dino_boc.errors import ChannelError, ImageReadError, InputError
 from dino_boc.io.axes import ZReduction
-from dino_boc.io.illum import apply_illum, read_illum
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
+from dino_boc.io.fs import map_fetches
+from dino_boc.io.illum import apply_illum, read_illum
 from dino_boc.io.read import read_image
 
 __all__ = ["ImageRecord", "MetadataValue"]
@@ -108,7 +109,8 @@ class ImageRecord:
         for name, path, function in zip(names, self.paths, illum):
             if not path:
                 raise ImageReadError(f"{self.id}: no file for channel {name!r}; fill in its file name in the table")
-            plane, _ = read_image(path, **self._options())
+        reads = map_fetches(lambda p: read_image(p, **self._options()), self.paths)  # i17: URLs concurrently
+        for name, path, (plane, _) in zip(names, self.paths, reads):
             if plane.shape[0] != 1:
                 raise ImageReadError(
                     f"{self.id}: channel {name!r} file {path!r} holds {plane.shape[0]} planes (shape {plane.shape}); "

@@ -41,10 +41,11 @@ from dino_boc.io.axes import PositionChoice, ZReduction, check_position, check_t
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of, is_zarr_dir
 from dino_boc.io.grouping import FilePattern, file_pattern, group_files, guess_preset
 from dino_boc.io.labels import image_key, is_label_name, mask_key
+from dino_boc.io.fs import is_url, url_glob, url_isdir
 from dino_boc.io.loaddata import is_loaddata, read_loaddata
 from dino_boc.io.ngff import is_plate, plate_fields
 from dino_boc.io.record import ImageRecord
-from dino_boc.io.tables import TABLE_SUFFIXES, is_table, read_table, resolve, row_metadata
+from dino_boc.io.tables import TABLE_SUFFIXES, is_table, read_table, resolve, row_metadata, table_name, table_parent
 from dino_boc.io.tiff import tiff_positions
 
 __all__ = ["ImageRecord", "collect_sources", "list_label_images", "SourceInput"]
@@ -214,6 +215,8 @@ def _positions(record: ImageRecord, position: PositionChoice) -> list[ImageRecor
 
 
 def _expand(item: str | os.PathLike, *, recursive: bool, path_column: str, labels: bool = False) -> list[ImageRecord]:
+    if is_url(item):  # object stores: prefixes and globs listed through fsspec
+        return _expand_url(str(item), recursive=recursive, path_column=path_column)
     path = Path(item)
     if path.is_dir():
         if is_zarr_dir(path):
@@ -231,6 +234,29 @@ def _expand(item: str | os.PathLike, *, recursive: bool, path_column: str, label
         f"{str(item)!r} does not exist and is not an image file name, folder, table ({', '.join(TABLE_SUFFIXES)}) "
         "or glob pattern; check the path"
     )
+
+
+def _expand_url(url: str, *, recursive: bool, path_column: str) -> list[ImageRecord]:
+    """A URL: a table, an image object, an OME-Zarr prefix, a glob, or a prefix listed like a folder."""
+    if is_table(url):
+        return _table_records(url, path_column=path_column)
+    if any(c in url.split("://", 1)[1] for c in _GLOB_CHARS):
+        return _glob_records(url, path_column=path_column)
+    if format_of(url) is not None:
+        return [ImageRecord(id=url, paths=(url,))]
+    if url_isdir(url):
+        pattern = url.rstrip("/") + ("/**" if recursive else "/*")
+        found = [u for u in url_glob(pattern) if _listed_image(u)]
+        if not found:
+            logger.warning("no supported images under %s", url)
+        return [ImageRecord(id=u, paths=(u,)) for u in found]
+    raise InputError(f"{url!r} is not an image, table, OME-Zarr or prefix of images; check the URL")
+
+
+def _listed_image(url: str) -> bool:
+    """An object of a listing that is an image, by suffix only (no request per object; zarr chunks skipped)."""
+    low = url.lower().rstrip("/")
+    return ".zarr/" not in low and low.endswith(SUPPORTED_SUFFIXES)
 
 
 def _file_record(path: Path) -> ImageRecord:
@@ -278,6 +304,14 @@ def _scan_folder(folder: Path, *, recursive: bool, labels: bool = False) -> list
 
 def _glob_records(pattern: str, *, path_column: str) -> list[ImageRecord]:
     records: list[ImageRecord] = []
+    if is_url(pattern):  # i17: object listings are flat; zarr prefixes in them are not expanded
+        matches = url_glob(pattern)
+        records = [ImageRecord(id=u, paths=(u,)) for u in matches if _listed_image(u)]
+        for table in (u for u in matches if is_table(u)):
+            records.extend(_table_records(table, path_column=path_column))
+        if not records:
+            raise InputError(f"glob {pattern!r} matches no supported image ({len(matches)} matches in all)")
+        return records
     matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
     for match in matches:
         p = Path(match)
@@ -294,7 +328,7 @@ def _glob_records(pattern: str, *, path_column: str) -> list[ImageRecord]:
     return records
 
 
-def _table_records(table: Path, *, path_column: str) -> list[ImageRecord]:
+def _table_records(table: Path | str, *, path_column: str) -> list[ImageRecord]:
     df = read_table(table)
     if is_loaddata(list(df.columns)):
         return read_loaddata(table)
@@ -308,9 +342,9 @@ def _table_records(table: Path, *, path_column: str) -> list[ImageRecord]:
     for i, row in enumerate(df.to_dict("records")):
         value = row[path_column]
         text = "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
-        path = resolve(text, table.parent) if text else ""
+        path = resolve(text, table_parent(table)) if text else ""
         metadata = row_metadata(row, meta_cols)
-        records.append(ImageRecord(id=path or f"{table.name}#{i}", paths=(path,), metadata=metadata))
+        records.append(ImageRecord(id=path or f"{table_name(table)}#{i}", paths=(path,), metadata=metadata))
     return records
 
 

@@ -12,10 +12,11 @@ import numpy as np
 
 from dino_boc.errors import ImageReadError, InputError
 from dino_boc.io.formats import reading
+from dino_boc.io.fs import is_url, open_bytes, url_join, url_parent
 
-__all__ = ["TABLE_SUFFIXES", "is_table", "read_table", "metadata_value", "row_metadata", "resolve"]
+__all__ = ["TABLE_SUFFIXES", "is_table", "read_table", "metadata_value", "row_metadata", "resolve", "table_parent", "table_name"]
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+TABLE_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".parquet", ".pq")
 
 
 def is_table(path: str | os.PathLike) -> bool:
@@ -42,15 +43,18 @@ def read_table(path: str | os.PathLike):
     """
     import pandas as pd
 
-    p = Path(path)
-    if not p.is_file():
+    p = str(path) if is_url(path) else Path(path)
+    if not is_url(p) and not p.is_file():
         raise ImageReadError(f"no such table: {str(p)!r}")
+    name = str(p).lower()
+    data = open_bytes(p)  # i17: a URL is fetched once (with retries), then parsed from memory
+    compression = "gzip" if name.endswith(".gz") else "infer"
     with reading(p, "pandas"):
-        if p.name.lower().endswith((".parquet", ".pq")):
-            df = pd.read_parquet(p)
+        if name.endswith((".parquet", ".pq")):
+            df = pd.read_parquet(data)
         else:
-            sep = "\t" if p.name.lower().endswith(".tsv") else ","
-            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False)
+            sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+            df = pd.read_csv(data, sep=sep, compression=compression, dtype=str, keep_default_na=False)
     if len(df) == 0:
         raise InputError(f"{str(p)!r} has no rows; expected one row per image")
     df.columns = [str(c) for c in df.columns]
@@ -80,7 +84,21 @@ def row_metadata(row: dict[str, Any], columns: Sequence[str]) -> dict[str, str |
     return {col: metadata_value(row[col]) for col in columns}
 
 
-def resolve(path: str, base: Path) -> str:
-    """``path`` as is when absolute, else relative to ``base`` (the table's folder)."""
+def resolve(path: str, base: Path | str) -> str:
+    """``path`` as is when absolute (or a URL), else relative to ``base`` (the table's folder, maybe a URL)."""
+    if is_url(path):
+        return path
+    if is_url(base):  # i17
+        return url_join(str(base), path)
     p = Path(os.path.expanduser(path))
     return str(p if p.is_absolute() else base / p)
+
+
+def table_parent(path: str | os.PathLike) -> Path | str:
+    """The folder of a table, where its relative paths start: a Path, or a URL for a remote table."""
+    return url_parent(str(path)) if is_url(path) else Path(path).parent
+
+
+def table_name(path: str | os.PathLike) -> str:
+    """The file name of a local or remote table (for record ids)."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1] if is_url(path) else Path(path).name

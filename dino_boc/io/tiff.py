@@ -35,6 +35,7 @@ from dino_boc.errors import ImageReadError, InputError, MissingExtraError
 from dino_boc.io.axes import POSITION_AXES, ZReduction, check_position, check_t, check_z, match_names, parse_dims, to_kyx
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS, read_tiff_planes
 from dino_boc.io.formats import CODEC_HINT, check_exists, reading
+from dino_boc.io.fs import open_bytes
 
 __all__ = ["read_tiff", "tiff_positions", "ome_channel_names", "imagej_channel_names", "check_codec"]
 
@@ -122,7 +123,7 @@ def read_tiff(
     check_t(t)
     check_position(position, allow_each=False)
     source = str(path)
-    with _tifffile_errors() as handler, reading(path, "tifffile"), tifffile.TiffFile(path) as tif:
+    with _tifffile_errors() as handler, reading(path, "tifffile"), tifffile.TiffFile(open_bytes(path)) as tif:
         series, position = _pick_series(tif, position, source)
         levels = series.levels
         if not 0 <= level < len(levels):

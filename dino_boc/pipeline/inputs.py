@@ -24,10 +24,11 @@ from pathlib import Path
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.io import ImageRecord, collect_sources, read_loaddata
 from dino_boc.io.formats import format_of, is_zarr_dir
+from dino_boc.io.fs import is_url
 from dino_boc.io.labels import MASK_SUFFIXES, image_key, mask_key
 from dino_boc.io.loaddata import is_loaddata, loaddata_objects, object_names
 from dino_boc.io.sources import list_label_images
-from dino_boc.io.tables import is_table, read_table, resolve
+from dino_boc.io.tables import is_table, read_table, resolve, table_parent
 from dino_boc.pipeline.options import ReadOptions
 
 __all__ = ["MASK_SUFFIXES", "RunInputs", "gather_inputs", "image_key", "mask_key", "inputs_identity"]
@@ -68,13 +69,16 @@ def _read_options(read: ReadOptions) -> dict:
             "position": read.position, "pattern": read.pattern}
 
 
-def _expand(item, read: ReadOptions, masks: MasksInput) -> tuple[list[ImageRecord], Path | None, list[str] | None]:
-    """Records of one input, for a table its folder (where relative mask paths start), and, for a LoadData
-    table with ``ObjectsFileName_<masks>`` columns, each row's label image."""
+def _expand(item, read: ReadOptions, masks: MasksInput
+            ) -> tuple[list[ImageRecord], Path | str | None, list[str] | None]:
+    """Records of one input, for a table its folder (where relative mask paths start; a URL for a table in
+    an object store), and, for a LoadData table with ``ObjectsFileName_<masks>`` columns, each row's label
+    image."""
     if isinstance(item, ImageRecord):
         return [item], None, None
-    path = Path(item)
-    if path.is_file() and is_table(path):
+    path = str(item) if is_url(item) else Path(item)
+    table = is_table(item) and (is_url(item) or Path(item).is_file())
+    if table:
         columns = list(read_table(path).columns)
         if is_loaddata(columns):
             by_name = read.channels is not None and all(
@@ -86,13 +90,13 @@ def _expand(item, read: ReadOptions, masks: MasksInput) -> tuple[list[ImageRecor
             objects = _objects(path, columns, masks, read)
             options = {k: v for k, v in _read_options(read).items() if k != "pattern"}
             options["position"] = 0 if read.position == "each" else read.position
-            return [dataclasses.replace(r, **options) for r in records], path.parent, objects
+            return [dataclasses.replace(r, **options) for r in records], table_parent(item), objects
     if read.illum:
         raise ConfigError(
             f"illum=True (--illum) divides by the illumination functions of a LoadData table "
             f"(FileName_Illum<Ch> columns); {str(item)!r} is not such a table"
         )
-    origin = path.parent if path.is_file() and is_table(path) else None
+    origin = table_parent(item) if table else None
     return collect_sources(item, **_read_options(read)), origin, None
 
 
@@ -100,7 +104,7 @@ def _split_glob(item) -> list:
     """A glob that matches tables (``"plates/*/load_data.csv"``) as its sorted matches, so that each table
     is read with the run's LoadData options (``illum``, ``path_root``, Objects masks); anything else as is.
     Matches that are neither tables nor supported images are skipped, as :func:`collect_sources` does."""
-    if isinstance(item, ImageRecord) or os.path.exists(item) or not any(c in str(item) for c in "*?["):
+    if isinstance(item, ImageRecord) or is_url(item) or os.path.exists(item) or not any(c in str(item) for c in "*?["):
         return [item]
     matches = sorted(glob.glob(os.path.expanduser(str(item)), recursive=True))
     if not any(os.path.isfile(m) and is_table(m) for m in matches):
@@ -109,7 +113,7 @@ def _split_glob(item) -> list:
             if (os.path.isfile(m) and (is_table(m) or format_of(m) is not None)) or is_zarr_dir(Path(m))]
 
 
-def _objects(table: Path, columns: list[str], masks: MasksInput, read: ReadOptions) -> list[str] | None:
+def _objects(table: Path | str, columns: list[str], masks: MasksInput, read: ReadOptions) -> list[str] | None:
     """Per row the ``ObjectsFileName_<O>`` label image when ``masks`` names objects ``<O>`` of the table."""
     if not isinstance(masks, str) or os.path.exists(masks):
         return None
