@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dino_boc.errors import InputError
+from dino_boc.models.backbone import run_last_blocks
 from dino_boc.models.base import EmbeddingModel, TokenOutput
 from dino_boc.models.config import ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
@@ -169,19 +170,16 @@ class HierarchicalAttentionModel(EmbeddingModel):
         bb = self.backbone
         depth = self.config.depth
         glob: list[torch.Tensor] = []
-        cls: list[torch.Tensor] = []
-        for i in range(depth):
-            ch_cls = t[:, 0].reshape(b, k, -1)  # the channel CLS tokens entering block i
-            g = global_cls_block(bb.blocks[i], g, ch_cls)
-            t = bb.run_block(i, t)
+
+        def step(i: int, t: torch.Tensor) -> torch.Tensor:
+            nonlocal g
+            g = global_cls_block(bb.blocks[i], g, t[:, 0].reshape(b, k, -1))  # reads the channel CLS entering i
             if i >= depth - n_last:
-                if i == depth - 1:
-                    t = bb.norm(t)
-                    cls.append(t[:, 0].reshape(b, k, -1))
-                else:
-                    cls.append(bb.norm(t[:, 0]).reshape(b, k, -1))
                 glob.append(bb.norm(g[:, 0]))
-        return glob, cls, t
+            return bb.run_block(i, t)
+
+        t, cls = run_last_blocks(t, n_last, depth=depth, run=step, norm=bb.norm)  # cls (B·K, L, D)
+        return glob, list(cls.reshape(b, k, n_last, -1).unbind(2)), t
 
     def _run_masked(
         self, t: torch.Tensor, g: torch.Tensor, b: int, k: int, n_last: int
