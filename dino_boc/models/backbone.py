@@ -20,7 +20,7 @@ from torch import nn
 
 from dino_boc.models.config import ModelConfig
 
-__all__ = ["ViTBackbone", "interpolate_pos_embed", "layer_id", "block_index", "run_last_blocks"]
+__all__ = ["ViTBackbone", "interpolate_pos_embed", "layer_id", "block_index", "run_last_blocks", "attention_qkv"]
 
 
 _EMBEDDING_NAMES = frozenset(
@@ -72,6 +72,23 @@ def run_last_blocks(
         elif i >= depth - n_last_blocks:
             cls.append(norm(t[:, 0]))
     return t, torch.stack(cls, dim=1)
+
+
+def attention_qkv(attn: nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The queries, keys and values a timm ``Attention`` computes from its (already ``norm1``-ed) input.
+
+    For code that needs part of the attention timm runs fused (DINO HA's global CLS row, attention maps).
+
+    Args:
+        attn: a timm ``Attention`` (``qkv``, ``num_heads``, ``head_dim``, ``q_norm``, ``k_norm``).
+        y: ``(B, T, D)`` tokens.
+
+    Returns:
+        q, k, v, each ``(B, heads, T, head_dim)``; q and k after the block's q / k norms.
+    """
+    b, n, _ = y.shape
+    q, k, v = attn.qkv(y).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    return attn.q_norm(q), attn.k_norm(k), v
 
 
 def interpolate_pos_embed(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dino_boc.errors import InputError
-from dino_boc.models.backbone import run_last_blocks
+from dino_boc.models.backbone import attention_qkv, run_last_blocks
 from dino_boc.models.base import EmbeddingModel, TokenOutput
 from dino_boc.models.config import ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
@@ -67,9 +67,8 @@ def global_cls_block(blk: nn.Module, g: torch.Tensor, ch_cls: torch.Tensor) -> t
     attn = blk.attn
     b, k, _ = ch_cls.shape
     y = blk.norm1(torch.cat([g, ch_cls], dim=1))  # (B, 1+K, D)
-    qkv = attn.qkv(y).reshape(b, 1 + k, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, key, v = qkv.unbind(0)  # (B, heads, 1+K, head_dim)
-    q, key = attn.q_norm(q[:, :, :1]), attn.k_norm(key)
+    q, key, v = attention_qkv(attn, y)  # (B, heads, 1+K, head_dim)
+    q = q[:, :, :1]
     dropout = attn.attn_drop.p if attn.training else 0.0
     o = F.scaled_dot_product_attention(q, key, v, dropout_p=dropout, scale=attn.scale)  # (B, heads, 1, hd)
     o = attn.norm(o.transpose(1, 2).reshape(b, 1, attn.attn_dim))
