@@ -39,9 +39,11 @@ def layer_id(name: str, num_layers: int) -> int:
     """Layer of a parameter for layer-wise lr decay, from its name as DINOv2's ``get_vit_lr_decay_rate``.
 
     Embeddings and tokens are layer 0: ``patch_embed``, ``pos_embed``, ``mask_token``, register tokens,
-    Channel-ViT's ``channel_embed`` and every ``*cls_token`` (DINOv2 matches ``"cls_token" in name``, so
-    DINO HA's ``channel_cls_token`` too); ``blocks.<i>.`` is layer ``i + 1``; the rest (final norm, heads)
-    ``num_layers + 1``. Any prefix works (``backbone.``, a student ``ModuleDict``, a classifier's ``model.``).
+    Channel-ViT's ``channel_embed`` and every ``*cls_token``; ``blocks.<i>.`` is layer ``i + 1``; the rest
+    (final norm, heads) ``num_layers + 1``. DINO HA's ``channel_cls_token`` (not in the released code) is a
+    learned input token like ``cls_token``, so layer 0: DINOv2 puts every token at 0 (``"cls_token" in
+    name`` for a backbone) and timm's ``group_matcher`` puts extra tokens in the stem (DeiT's
+    ``dist_token``). Any prefix works (``backbone.``, a student ``ModuleDict``, a classifier's ``model.``).
 
     Args:
         name: a parameter name from ``named_parameters()``.

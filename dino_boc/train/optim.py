@@ -2,7 +2,7 @@
 
 Layer ids come from parameter names, so any module whose transformer blocks are named ``blocks.<i>.`` works
 (a student ``ModuleDict`` of backbone and heads included): the embeddings (``patch_embed``, ``pos_embed``,
-every ``*cls_token`` — DINO HA's ``channel_cls_token`` included, as DINOv2's ``"cls_token" in name`` —,
+every ``*cls_token``, DINO HA's ``channel_cls_token`` included,
 ``mask_token``, register and channel tokens) are layer 0, block i is layer ``i + 1``, and everything else
 (final norm, heads) is layer ``L + 1`` (:func:`dino_boc.models.backbone.layer_id`, which the models' own
 ``layer_id`` uses too). A parameter of layer l gets the lr multiplier

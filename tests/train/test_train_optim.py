@@ -130,7 +130,7 @@ def test_names_listed_by_no_weight_decay_are_not_decayed():
 
 
 def test_one_layer_rule_for_models_optimiser_and_ha_channel_cls():
-    # DINOv2's get_vit_lr_decay_rate puts every name containing "cls_token" at layer 0: HA's channel CLS too
+    # every learned input token is layer 0 (DINOv2's get_vit_lr_decay_rate, timm's stem): HA's channel CLS too
     import dino_boc
 
     ha = dino_boc.create_model("ha", seed=0, embed_dim=32, depth=3, num_heads=2, patch_size=8, img_size=32)
