@@ -8,7 +8,9 @@ Keys match the released DINOv2 / cell_dino checkpoints once chunked block keys a
 from __future__ import annotations
 
 import math
+import re
 from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,77 @@ from torch import nn
 
 from dino_boc.models.config import ModelConfig
 
-__all__ = ["ViTBackbone", "interpolate_pos_embed"]
+__all__ = ["ViTBackbone", "interpolate_pos_embed", "layer_id", "block_index", "run_last_blocks", "attention_qkv"]
+
+
+_EMBEDDING_NAMES = frozenset(
+    {"patch_embed", "pos_embed", "cls_token", "mask_token", "reg_token", "register_tokens", "channel_embed"}
+)
+_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+
+
+def block_index(name: str) -> int | None:
+    """The i of the first ``blocks.<i>.`` in a parameter name, or None."""
+    match = _BLOCK.search(name)
+    return int(match.group(1)) if match else None
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """Layer of a parameter for layer-wise lr decay, from its name as DINOv2's ``get_vit_lr_decay_rate``.
+
+    Embeddings and tokens are layer 0: ``patch_embed``, ``pos_embed``, ``mask_token``, register tokens,
+    Channel-ViT's ``channel_embed`` and every ``*cls_token``; ``blocks.<i>.`` is layer ``i + 1``; the rest
+    (final norm, heads) ``num_layers + 1``. DINO HA's ``channel_cls_token`` (not in the released code) is a
+    learned input token like ``cls_token``, so layer 0: DINOv2 puts every token at 0 (``"cls_token" in
+    name`` for a backbone) and timm's ``group_matcher`` puts extra tokens in the stem (DeiT's
+    ``dist_token``). Any prefix works (``backbone.``, a student ``ModuleDict``, a classifier's ``model.``).
+
+    Args:
+        name: a parameter name from ``named_parameters()``.
+        num_layers: L, the number of blocks.
+    """
+    if any(part in _EMBEDDING_NAMES or part.endswith("cls_token") for part in name.split(".")):
+        return 0
+    i = block_index(name)
+    return num_layers + 1 if i is None else i + 1
+
+
+def run_last_blocks(
+    t: torch.Tensor, n_last_blocks: int, *, depth: int, run: Callable[[int, torch.Tensor], torch.Tensor],
+    norm: nn.Module,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block loop of every model: ``run(i, t)`` for i in 0..depth-1 on tokens ``t`` ``(B, T, D)``.
+
+    Returns:
+        The final-normed tokens of the last block ``(B, T, D)`` and the final-normed class tokens (position 0)
+        of the last L blocks ``(B, L, D)``; of earlier blocks only the class token is normed.
+    """
+    cls = []
+    for i in range(depth):
+        t = run(i, t)
+        if i == depth - 1:
+            t = norm(t)
+            cls.append(t[:, 0])
+        elif i >= depth - n_last_blocks:
+            cls.append(norm(t[:, 0]))
+    return t, torch.stack(cls, dim=1)
+
+
+def attention_qkv(attn: nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The queries, keys and values a timm ``Attention`` computes from its (already ``norm1``-ed) input.
+
+    For code that needs part of the attention timm runs fused (DINO HA's global CLS row, attention maps).
+
+    Args:
+        attn: a timm ``Attention`` (``qkv``, ``num_heads``, ``head_dim``, ``q_norm``, ``k_norm``).
+        y: ``(B, T, D)`` tokens.
+
+    Returns:
+        q, k, v, each ``(B, heads, T, head_dim)``; q and k after the block's q / k norms.
+    """
+    b, n, _ = y.shape
+    q, k, v = attn.qkv(y).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    return attn.q_norm(q), attn.k_norm(k), v
 
 
 def interpolate_pos_embed(
@@ -155,19 +227,8 @@ class ViTBackbone(VisionTransformer):
         return blk(x) if attn_mask is None else blk(x, attn_mask=attn_mask)
 
     def run_last_blocks(self, t: torch.Tensor, n_last_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every block on tokens ``t`` ``(B, T, D)``; returns the final-normed tokens of the last block and
-        ``(B, L, D)`` final-normed class tokens of the last L blocks (of earlier blocks only the class token is
-        normed)."""
-        depth = len(self.blocks)
-        cls = []
-        for i in range(depth):
-            t = self.run_block(i, t)
-            if i == depth - 1:
-                t = self.norm(t)
-                cls.append(t[:, 0])
-            elif i >= depth - n_last_blocks:
-                cls.append(self.norm(t[:, :1])[:, 0])
-        return t, torch.stack(cls, dim=1)
+        """:func:`run_last_blocks` with this backbone's blocks (checkpointed when enabled) and final norm."""
+        return run_last_blocks(t, n_last_blocks, depth=len(self.blocks), run=self.run_block, norm=self.norm)
 
     def no_weight_decay(self) -> set[str]:
         """timm convention, used by the ``"timm"`` weight-decay rule only (DINOv2 decays these tokens)."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from dino_boc.errors import InputError
-from dino_boc.models.backbone import ViTBackbone
+from dino_boc.models.backbone import ViTBackbone, layer_id
 from dino_boc.models.config import FeatureDefaults, ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
 
@@ -184,13 +184,9 @@ class EmbeddingModel(nn.Module):
         return {f"backbone.{n}" for n in self.backbone.no_weight_decay()}
 
     def layer_id(self, param_name: str) -> int:
-        """Layer index for layer-wise lr decay: embeddings 0, block i -> i + 1, the rest depth + 1."""
-        name = param_name.removeprefix("backbone.")
-        if name.startswith("blocks."):
-            return int(name.split(".")[1]) + 1
-        if name.startswith(("patch_embed", "cls_token", "reg_token", "pos_embed", "mask_token", "channel_", "global_")):
-            return 0
-        return self.config.depth + 1
+        """Layer index for layer-wise lr decay (:func:`dino_boc.models.backbone.layer_id`): embeddings and
+        tokens 0, block i -> i + 1, the rest depth + 1."""
+        return layer_id(param_name, self.config.depth)
 
     # ---------------------------------------------------------------- embedding (delegates to dino_boc.embed)
     def embed(self, images: Any, channels: Sequence[int | str] | None = None, **kwargs: Any):

@@ -20,6 +20,7 @@ from timm.models.vision_transformer import ParallelScalingBlock, VisionTransform
 from torch import nn
 
 from dino_boc.errors import InputError
+from dino_boc.models.backbone import run_last_blocks
 from dino_boc.models.base import EmbeddingModel, TokenOutput
 from dino_boc.models.config import ModelConfig
 
@@ -95,14 +96,10 @@ class ChannelAgnosticMAEModel(EmbeddingModel):
         t = torch.cat([vit.cls_token.expand(b, -1, -1), t], dim=1) + vit.pos_embed[:, : 1 + k * g * g]
         t = vit.norm_pre(vit.pos_drop(t))
         depth = self.config.depth
-        cls = []
-        for i, blk in enumerate(vit.blocks):
-            t = blk(t)
-            if i >= depth - n_last_blocks:
-                cls.append(vit.norm(t[:, 0]))
-        t = vit.norm(t)  # an Identity in OpenPhenom (see the module docstring)
+        # vit.norm is an Identity in OpenPhenom (see the module docstring)
+        t, cls = run_last_blocks(t, n_last_blocks, depth=depth, run=lambda i, x: vit.blocks[i](x), norm=vit.norm)
         patch = t[:, 1:].reshape(b, k, g * g, t.shape[-1])
-        return TokenOutput(cls=None, global_cls=torch.stack(cls, dim=1), patch=patch,
+        return TokenOutput(cls=None, global_cls=cls, patch=patch,
                            blocks=tuple(range(depth - n_last_blocks, depth)), grid=(g, g))
 
     def no_weight_decay(self) -> set[str]:

@@ -166,22 +166,13 @@ class ChannelViTModel(EmbeddingModel):
             self.resolve_channel_ids(None, k)  # K <= K_max
             ids = self._checked(ids)
         t = self._tokens(x, ids.to(x.device), masks)
-        bb = self.backbone
+        t, glob = self.backbone.run_last_blocks(t, n_last_blocks)
         depth = self.config.depth
         first = depth - n_last_blocks
-        glob: list[torch.Tensor] = []
-        for i in range(depth):
-            t = bb.run_block(i, t)
-            if i >= first:
-                if i == depth - 1:
-                    t = bb.norm(t)
-                    glob.append(t[:, 0])
-                else:
-                    glob.append(bb.norm(t[:, 0]))
         d = t.shape[-1]
         return TokenOutput(
             cls=None,
-            global_cls=torch.stack(glob, dim=1),
+            global_cls=glob,
             patch=t[:, 1:].reshape(b, k, n, d),
             blocks=tuple(range(first, depth)),
             grid=(rows, cols),

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dino_boc.errors import InputError
+from dino_boc.models.backbone import attention_qkv, run_last_blocks
 from dino_boc.models.base import EmbeddingModel, TokenOutput
 from dino_boc.models.config import ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
@@ -66,9 +67,8 @@ def global_cls_block(blk: nn.Module, g: torch.Tensor, ch_cls: torch.Tensor) -> t
     attn = blk.attn
     b, k, _ = ch_cls.shape
     y = blk.norm1(torch.cat([g, ch_cls], dim=1))  # (B, 1+K, D)
-    qkv = attn.qkv(y).reshape(b, 1 + k, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, key, v = qkv.unbind(0)  # (B, heads, 1+K, head_dim)
-    q, key = attn.q_norm(q[:, :, :1]), attn.k_norm(key)
+    q, key, v = attention_qkv(attn, y)  # (B, heads, 1+K, head_dim)
+    q = q[:, :, :1]
     dropout = attn.attn_drop.p if attn.training else 0.0
     o = F.scaled_dot_product_attention(q, key, v, dropout_p=dropout, scale=attn.scale)  # (B, heads, 1, hd)
     o = attn.norm(o.transpose(1, 2).reshape(b, 1, attn.attn_dim))
@@ -169,19 +169,16 @@ class HierarchicalAttentionModel(EmbeddingModel):
         bb = self.backbone
         depth = self.config.depth
         glob: list[torch.Tensor] = []
-        cls: list[torch.Tensor] = []
-        for i in range(depth):
-            ch_cls = t[:, 0].reshape(b, k, -1)  # the channel CLS tokens entering block i
-            g = global_cls_block(bb.blocks[i], g, ch_cls)
-            t = bb.run_block(i, t)
+
+        def step(i: int, t: torch.Tensor) -> torch.Tensor:
+            nonlocal g
+            g = global_cls_block(bb.blocks[i], g, t[:, 0].reshape(b, k, -1))  # reads the channel CLS entering i
             if i >= depth - n_last:
-                if i == depth - 1:
-                    t = bb.norm(t)
-                    cls.append(t[:, 0].reshape(b, k, -1))
-                else:
-                    cls.append(bb.norm(t[:, 0]).reshape(b, k, -1))
                 glob.append(bb.norm(g[:, 0]))
-        return glob, cls, t
+            return bb.run_block(i, t)
+
+        t, cls = run_last_blocks(t, n_last, depth=depth, run=step, norm=bb.norm)  # cls (B·K, L, D)
+        return glob, list(cls.reshape(b, k, n_last, -1).unbind(2)), t
 
     def _run_masked(
         self, t: torch.Tensor, g: torch.Tensor, b: int, k: int, n_last: int

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from dino_boc.errors import InputError
+from dino_boc.models.backbone import attention_qkv
 from dino_boc.models.base import EmbeddingModel
 from dino_boc.plot._common import display_scale, matplotlib_figure, pca, read_any_image, save_figure
 
@@ -76,8 +77,7 @@ def attention_maps(
         t = bb.blocks[i](t)
     attn = bb.blocks[-1].attn
     y = bb.blocks[-1].norm1(t)
-    qkv = attn.qkv(y).reshape(k, y.shape[1], 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, key = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])  # (K, heads, 1+N, hd)
+    q, key, _ = attention_qkv(attn, y)  # (K, heads, 1+N, hd)
     logits = (q[:, :, :1] * attn.scale) @ key.transpose(-2, -1)  # (K, heads, 1, 1+N)
     probs = logits.float().softmax(dim=-1)[:, :, 0]  # (K, heads, 1+N)
     maps = probs[:, :, 1:].reshape(k, attn.num_heads, rows, cols).cpu().numpy()

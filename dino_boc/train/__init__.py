@@ -6,8 +6,9 @@ this. Model-independent pieces an engine composes:
 * ``augment``   — ``MultiCropAugmentation(MultiCropConfig)``: image ``(K, H, W)`` -> ``MultiCrops`` (2 global +
   8 local, random resized crop, flips, per-channel brightness/contrast, self-normalisation), seeded by a
   ``torch.Generator``.
-* ``masking``   — ``sample_masks(n_images, grid, ...)`` -> ``MaskBatch(masks (B, N), weights (M,), indices,
-  ratios)``: block-wise iBOT masks on half of the global-crop images, ratios stratified in [0.1, 0.5].
+* ``masking``   — ``stratified_masks`` (the loader's sampler: block-wise iBOT masks on half of the global-crop
+  images, ratios stratified in [0.1, 0.5], any rank's share) and ``sample_masks(n_images, grid, ...)`` ->
+  ``MaskBatch(masks (B, N), weights (M,), indices, ratios)`` on top of it.
 * ``heads``     — ``DINOHead``: 3-layer MLP -> L2 norm -> weight-normed prototypes (norm fixed at 1), shared
   by the DINO and iBOT losses.
 * ``losses``    — ``DINOLoss`` (CLS, cross-crop pairs), ``IBOTPatchLoss`` (masked patches), ``KoLeoLoss``;
@@ -15,8 +16,9 @@ this. Model-independent pieces an engine composes:
   ``t = loss.teacher_probs(teacher_logits, temp)`` (no grad, updates the centre), then ``loss(student, t, ...)``.
 * ``schedules`` — ``build_schedules(ScheduleConfig, global_batch_size=...)`` -> ``Schedules`` arrays (lr, wd,
   teacher momentum, teacher temperature, last-layer lr) indexed by iteration; ``Schedules.at(it)``.
-* ``optim``     — ``build_optimizer(student)`` (AdamW, layer-wise lr decay 0.9, patch-embed lr x 0.2, no decay
-  for 1-D params/tokens) and ``apply_schedules(optimizer, lr=, wd=, last_layer_lr=)`` every iteration.
+* ``optim``     — ``build_optimizer(student)``, the one optimiser of pre-training and fine-tuning (AdamW,
+  layer-wise lr decay 0.9 by ``dino_boc.models.backbone.layer_id``, patch-embed lr x 0.2, the released or
+  timm weight-decay rule) and ``apply_schedules(optimizer, lr=, wd=, last_layer_lr=)`` every iteration.
 
 Per step an engine: applies ``Schedules.at(it)`` with ``apply_schedules``; runs the teacher on the global crops
 and its head on the CLS tokens and the masked patch tokens; turns them into targets with

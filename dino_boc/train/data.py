@@ -37,7 +37,7 @@ from dino_boc.preprocess import to_float_tensor
 from dino_boc.preprocess.channels import sample_channels
 from dino_boc.preprocess.intensity import percentile_rescale
 from dino_boc.train.augment import MultiCropAugmentation, MultiCropConfig
-from dino_boc.train.masking import MaskingGenerator
+from dino_boc.train.masking import MaskingGenerator, stratified_masks
 from dino_boc.train.sources import ImageSource
 
 __all__ = [
@@ -336,27 +336,14 @@ class BatchBuilder:
         if self.mask_probability <= 0:
             return None
         gb, g_crops = self.index.batch_size, self.crops.n_global
-        n_images = g_crops * gb
-        n_masked = int(n_images * self.mask_probability)
-        bounds = np.linspace(self.mask_ratio[0], self.mask_ratio[1], n_masked + 1)
-        slots = torch.randperm(n_images, generator=_generator(self.seed, _T_MASK, it)).tolist()
-        n = self.grid * self.grid
-        out = torch.zeros(g_crops, len(self.positions), k, n, dtype=torch.bool)
-        for g in range(g_crops):
-            for b, j in enumerate(self.positions):
-                flat = g * gb + j
-                slot = slots[flat]
-                if slot >= n_masked:
-                    continue
-                gen = _generator(self.seed, _T_MASK, it, flat + 1)
-                ratio = bounds[slot] + (bounds[slot + 1] - bounds[slot]) * torch.rand((), generator=gen).item()
-                n_patches = int(n * ratio)
-                if self.mask_mode == "shared":
-                    out[g, b, :] = self.mask_generator(n_patches, generator=gen).flatten()
-                else:
-                    for c in range(k):
-                        out[g, b, c] = self.mask_generator(n_patches, generator=gen).flatten()
-        return out.reshape(g_crops * len(self.positions), k, n)
+        masks, _ = stratified_masks(
+            g_crops * gb, self.mask_generator, mask_probability=self.mask_probability, ratio_range=self.mask_ratio,
+            order_generator=_generator(self.seed, _T_MASK, it),
+            image_generator=lambda flat: _generator(self.seed, _T_MASK, it, flat + 1),
+            images=[g * gb + j for g in range(g_crops) for j in self.positions],
+            n_channels=k, per_channel=self.mask_mode != "shared",
+        )
+        return masks
 
     def __call__(self, it: int) -> Batch:
         """This rank's share of iteration ``it``'s global batch."""

@@ -46,7 +46,7 @@ from dino_boc.train.checkpoint import (
 from dino_boc.train.config import TrainConfig, config_to_dict, load_config, save_config, saved_config
 from dino_boc.train.data import BatchBuilder, SampleIndex, iters_per_epoch, make_loader, seeded
 from dino_boc.train.monitor import Monitor, peak_memory_mb
-from dino_boc.train.optim import apply_schedules, param_groups
+from dino_boc.train.optim import apply_schedules, build_optimizer
 from dino_boc.train.schedules import ScheduleConfig, Schedules, build_schedules
 from dino_boc.train.sources import ImageSource, build_source
 from dino_boc.train.ssl import HeadSpec, SSLObjective
@@ -225,19 +225,11 @@ class Trainer:
 
     def _optimizer(self, objective: SSLObjective) -> torch.optim.Optimizer:
         o = self.cfg.optim
-        model = objective.student.backbone
-        depth = model.config.depth
-
-        def layer_of(name: str, num_layers: int) -> int:
-            if name.startswith("backbone."):
-                return model.layer_id(name.removeprefix("backbone."))
-            return num_layers + 1
-
-        groups = param_groups(
+        return build_optimizer(
             objective.student, lr_decay=o.layerwise_decay, patch_embed_lr_mult=o.patch_embed_lr_mult,
-            num_layers=depth, layer_id_fn=layer_of, weight_decay_rule=o.weight_decay_rule,
+            num_layers=objective.student.backbone.config.depth, betas=(o.adamw_beta1, o.adamw_beta2),
+            weight_decay_rule=o.weight_decay_rule,
         )
-        return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, betas=(o.adamw_beta1, o.adamw_beta2))
 
     def _wrap(self, objective: SSLObjective) -> tuple[nn.Module, nn.Module]:
         """(student callable, teacher callable): DDP / FSDP2 / compiled as configured."""

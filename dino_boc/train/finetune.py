@@ -25,7 +25,7 @@ from torch import nn
 
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.preprocess import prepare_image
-from dino_boc.train.optim import apply_schedules, param_groups
+from dino_boc.train.optim import apply_schedules, build_optimizer
 
 __all__ = ["Classifier", "FinetuneHistory", "prepare_images", "finetune_optimizer", "finetune", "predict"]
 
@@ -152,13 +152,9 @@ def finetune_optimizer(classifier: Classifier, *, layer_decay: float) -> torch.o
     Raises:
         ConfigError: ``layer_decay`` outside (0, 1].
     """
-    depth = classifier.model.config.depth
-
-    def layer(name: str, _num_layers: int) -> int:
-        return classifier.model.layer_id(name.removeprefix("model.")) if name.startswith("model.") else depth + 1
-
-    groups = param_groups(classifier, lr_decay=layer_decay, num_layers=depth, layer_id_fn=layer, weight_decay_rule="timm")
-    return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
+    return build_optimizer(
+        classifier, lr_decay=layer_decay, num_layers=classifier.model.config.depth, weight_decay_rule="timm"
+    )
 
 
 def _labels(labels, n: int, num_classes: int) -> torch.Tensor:

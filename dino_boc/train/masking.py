@@ -10,6 +10,7 @@ of images is then shuffled. Randomness comes from a ``torch.Generator`` so a see
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from dino_boc.errors import ConfigError
 from dino_boc.train.losses.ibot import masked_patch_weights
 
-__all__ = ["MaskingGenerator", "MaskBatch", "sample_masks"]
+__all__ = ["MaskingGenerator", "MaskBatch", "sample_masks", "stratified_masks"]
 
 
 def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
@@ -118,6 +119,66 @@ class MaskBatch:
         return int(self.indices.numel())
 
 
+def stratified_masks(
+    n_images: int,
+    mask_generator: MaskingGenerator,
+    *,
+    mask_probability: float = 0.5,
+    ratio_range: tuple[float, float] = (0.1, 0.5),
+    order_generator: torch.Generator | None = None,
+    image_generator: Callable[[int], torch.Generator | None] = lambda _: None,
+    images: Sequence[int] | None = None,
+    n_channels: int = 1,
+    per_channel: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masks of some of the ``n_images`` global-crop images of a global batch (DINOv2's collate).
+
+    ``int(n_images * mask_probability)`` images are masked: a permutation drawn from ``order_generator``
+    gives image j its slot; slot ``s < n_masked`` draws its ratio uniformly in the s-th of ``n_masked``
+    equal sub-intervals of ``ratio_range`` and its blocks from ``image_generator(j)``. Building only
+    ``images`` (a rank's share) gives the same masks as building them all.
+
+    Args:
+        n_images: global-crop images of the whole (global) batch.
+        mask_generator: the block generator of the crop's patch grid (N patches).
+        mask_probability: fraction of images that get a mask.
+        ratio_range: ``(min, max)`` mask ratio.
+        order_generator: random source of the slot permutation.
+        image_generator: random source of image j's ratio and blocks.
+        images: which images to build (flat indices); default all.
+        n_channels: K; each image gets a ``(K, N)`` mask.
+        per_channel: a mask per channel instead of one shared by the K channels.
+
+    Returns:
+        bool ``(len(images), K, N)`` masks and float32 ``(len(images),)`` ratios (0 for unmasked images).
+
+    Raises:
+        ConfigError: a probability or ratio outside [0, 1], or ``min > max``.
+    """
+    lo, hi = ratio_range
+    if not (0.0 <= mask_probability <= 1.0 and 0.0 <= lo <= hi <= 1.0):
+        raise ConfigError(
+            f"mask_probability={mask_probability}, ratio_range={ratio_range}; expected values in [0, 1] with min <= max"
+        )
+    images = range(n_images) if images is None else images
+    n_masked = int(n_images * mask_probability)
+    bounds = np.linspace(lo, hi, n_masked + 1)
+    slots = torch.randperm(n_images, generator=order_generator).tolist()
+    n = mask_generator.num_patches
+    out = torch.zeros(len(images), n_channels, n, dtype=torch.bool)
+    ratios = torch.zeros(len(images), dtype=torch.float32)
+    for row, j in enumerate(images):
+        slot = slots[j]
+        if slot >= n_masked:
+            continue
+        gen = image_generator(j)
+        ratio = _uniform(gen, bounds[slot], bounds[slot + 1])
+        ratios[row] = ratio
+        for c in range(n_channels if per_channel else 1):
+            out[row, c if per_channel else slice(None)] = mask_generator(int(n * ratio), generator=gen).flatten()
+    return out, ratios
+
+
 def sample_masks(
     n_images: int,
     grid: tuple[int, int] | int,
@@ -127,7 +188,8 @@ def sample_masks(
     generator: torch.Generator | None = None,
     mask_generator: MaskingGenerator | None = None,
 ) -> MaskBatch:
-    """Masks for ``n_images`` global-crop images (G crops x B samples, crop-major, as DINOv2).
+    """Masks for ``n_images`` global-crop images (G crops x B samples, crop-major, as DINOv2), with what the
+    iBOT loss needs; :func:`stratified_masks` (the training loader's sampler) on one generator.
 
     Args:
         n_images: number of global-crop images in the batch.
@@ -140,27 +202,15 @@ def sample_masks(
     Raises:
         ConfigError: a probability or ratio outside [0, 1], or ``min > max``.
     """
-    lo, hi = ratio_range
-    if not (0.0 <= mask_probability <= 1.0 and 0.0 <= lo <= hi <= 1.0):
-        raise ConfigError(
-            f"mask_probability={mask_probability}, ratio_range={ratio_range}; expected values in [0, 1] with min <= max"
-        )
     gen = mask_generator if mask_generator is not None else MaskingGenerator(grid)
-    n_patches = gen.num_patches
-    n_masked_images = int(n_images * mask_probability)
-    bounds = np.linspace(lo, hi, n_masked_images + 1)
-    masks, ratios = [], []
-    for i in range(n_images):
-        ratio = _uniform(generator, bounds[i], bounds[i + 1]) if i < n_masked_images else 0.0
-        masks.append(gen(int(n_patches * ratio), generator=generator).flatten())
-        ratios.append(ratio)
-    order = torch.randperm(n_images, generator=generator)
-    stacked = torch.stack(masks)[order] if n_images else torch.zeros(0, n_patches, dtype=torch.bool)
-    masks_t = stacked.reshape(n_images, n_patches)
-    ratios_t = torch.tensor(ratios, dtype=torch.float32)[order] if n_images else torch.zeros(0)
+    masks, ratios = stratified_masks(
+        n_images, gen, mask_probability=mask_probability, ratio_range=ratio_range,
+        order_generator=generator, image_generator=lambda _: generator,
+    )
+    masks_t = masks[:, 0]
     return MaskBatch(
         masks=masks_t,
         weights=masked_patch_weights(masks_t),
         indices=masks_t.flatten().nonzero().flatten(),
-        ratios=ratios_t,
+        ratios=ratios,
     )

@@ -2,8 +2,10 @@
 
 Layer ids come from parameter names, so any module whose transformer blocks are named ``blocks.<i>.`` works
 (a student ``ModuleDict`` of backbone and heads included): the embeddings (``patch_embed``, ``pos_embed``,
-``cls_token``, ``mask_token``, register and channel tokens) are layer 0, block i is layer ``i + 1``, and
-everything else (final norm, heads) is layer ``L + 1``. A parameter of layer l gets the lr multiplier
+every ``*cls_token``, DINO HA's ``channel_cls_token`` included,
+``mask_token``, register and channel tokens) are layer 0, block i is layer ``i + 1``, and everything else
+(final norm, heads) is layer ``L + 1`` (:func:`dino_boc.models.backbone.layer_id`, which the models' own
+``layer_id`` uses too). A parameter of layer l gets the lr multiplier
 ``decay ** (L + 1 - l)``; ``patch_embed`` weights are further multiplied by 0.2. Parameters of the head's
 ``last_layer`` (``weight_v`` and the learnt prototype norms ``weight_g``) follow the ``last_layer_lr``
 schedule (0 during the first epoch) and are decayed like any weight.
@@ -20,13 +22,13 @@ Which parameters get no weight decay is a :data:`WeightDecayRule`:
 from __future__ import annotations
 
 import logging
-import re
 from typing import Callable, Literal, get_args
 
 import torch
 from torch import nn
 
 from dino_boc.errors import ConfigError
+from dino_boc.models.backbone import block_index, layer_id
 
 __all__ = [
     "WeightDecayRule", "layer_id", "no_weight_decay_names", "param_groups", "build_optimizer", "apply_schedules"
@@ -34,27 +36,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_EMBED_NAMES = frozenset(
-    {"patch_embed", "pos_embed", "cls_token", "mask_token", "reg_token", "register_tokens", "channel_embed"}
-)
-_NO_DECAY_NAMES = _EMBED_NAMES - {"patch_embed"}
+_NO_DECAY_NAMES = frozenset({"pos_embed", "cls_token", "mask_token", "reg_token", "register_tokens", "channel_embed"})
 WeightDecayRule = Literal["dinov2", "timm"]
 """``"dinov2"``: only ``.bias`` / ``norm`` / ``gamma`` names are exempt (released); ``"timm"``: also 1-D
 tensors, tokens, positional embeddings and ``no_weight_decay()`` names."""
-
-_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
-
-
-def layer_id(name: str, num_layers: int) -> int:
-    """Layer index of a parameter name: 0 for embeddings, ``i + 1`` for ``blocks.<i>.``, else ``num_layers + 1``."""
-    parts = name.split(".")
-    if any(p in _EMBED_NAMES for p in parts):
-        return 0
-    match = _BLOCK.search(name)
-    if match:
-        return int(match.group(1)) + 1
-    return num_layers + 1
-
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
     """Full parameter names (or prefixes) that submodules list in ``no_weight_decay()`` (timm convention)."""
@@ -113,7 +98,7 @@ def param_groups(
         )
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if num_layers is None:
-        indices = [int(m.group(1)) for n, _ in named for m in [_BLOCK.search(n)] if m]
+        indices = [i for i in (block_index(n) for n, _ in named) if i is not None]
         num_layers = max(indices) + 1 if indices else 0
     get_id = layer_id if layer_id_fn is None else layer_id_fn
     listed = no_weight_decay_names(model)
@@ -142,12 +127,15 @@ def build_optimizer(
     *,
     lr_decay: float = 0.9,
     patch_embed_lr_mult: float = 0.2,
+    num_layers: int | None = None,
     betas: tuple[float, float] = (0.9, 0.999),
     weight_decay_rule: WeightDecayRule = "dinov2",
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`; lr and weight decay are set every step by :func:`apply_schedules`."""
+    """AdamW over :func:`param_groups` (the one optimiser of pre-training and fine-tuning); lr and weight
+    decay are set every step by :func:`apply_schedules`."""
     groups = param_groups(
-        model, lr_decay=lr_decay, patch_embed_lr_mult=patch_embed_lr_mult, weight_decay_rule=weight_decay_rule
+        model, lr_decay=lr_decay, patch_embed_lr_mult=patch_embed_lr_mult, num_layers=num_layers,
+        weight_decay_rule=weight_decay_rule,
     )
     return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, betas=betas)
 

@@ -34,10 +34,12 @@ class ImageSource:
     def __len__(self) -> int:
         raise NotImplementedError
 
+    _channels: np.ndarray  # set by a subclass's __init__
+
     @property
     def channels(self) -> np.ndarray:
         """``(n_images,)`` int64: K of every image."""
-        raise NotImplementedError
+        return self._channels
 
     def read(self, i: int) -> np.ndarray:
         """Image ``i`` as ``(K, H, W)`` in its stored dtype."""
@@ -82,10 +84,6 @@ class ArraySource(ImageSource):
 
     def __len__(self) -> int:
         return len(self.images)
-
-    @property
-    def channels(self) -> np.ndarray:
-        return self._channels
 
     def read(self, i: int) -> np.ndarray:
         return np.asarray(self.images[i])
@@ -152,10 +150,6 @@ class FileSource(ImageSource):
 
     def __len__(self) -> int:
         return len(self.records)
-
-    @property
-    def channels(self) -> np.ndarray:
-        return self._channels
 
     def read(self, i: int) -> np.ndarray:
         array, _ = self.records[i].read()

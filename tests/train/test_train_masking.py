@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dino_boc.errors import ConfigError
-from dino_boc.train.masking import MaskingGenerator, sample_masks
+from dino_boc.train.masking import MaskingGenerator, sample_masks, stratified_masks
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -114,3 +114,20 @@ def test_no_block_exceeds_the_limit_on_an_odd_grid():
     for _ in range(100):
         mask = np.zeros((7, 7), dtype=bool)
         assert gen._add_block(mask, min(49, gen.max_num_patches), g) <= 21
+
+
+def test_a_ranks_share_of_the_images_equals_building_them_all():
+    # what the training loader relies on: each rank builds only its images, and together they are the batch
+    gen = MaskingGenerator(8)
+
+    def build(images):
+        return stratified_masks(10, gen, order_generator=_seeded(7), image_generator=lambda j: _seeded(100 + j),
+                                images=images, n_channels=3, per_channel=True)
+
+    whole, ratios = build(None)
+    part, part_ratios = build([7, 2, 5])
+    assert torch.equal(part, whole[[7, 2, 5]]) and torch.equal(part_ratios, ratios[[7, 2, 5]])
+    assert whole.shape == (10, 3, 64) and int((ratios > 0).sum()) == 5
+    assert (whole.flatten(1).any(1) == (ratios > 0)).all()
+    masked = whole[ratios > 0]
+    assert any(not torch.equal(m[0], m[c]) for m in masked for c in (1, 2))  # one mask per channel

@@ -127,3 +127,20 @@ def test_names_listed_by_no_weight_decay_are_not_decayed():
     got = _by_name(param_groups(model, weight_decay_rule="timm"))
     assert got["inner.table"][1] == 0.0 and got["inner.proj.weight"][1] == 1.0
     assert _by_name(param_groups(model))["inner.table"][1] == 1.0  # the released rule ignores the list
+
+
+def test_one_layer_rule_for_models_optimiser_and_ha_channel_cls():
+    # every learned input token is layer 0 (DINOv2's get_vit_lr_decay_rate, timm's stem): HA's channel CLS too
+    import dino_boc
+
+    ha = dino_boc.create_model("ha", seed=0, embed_dim=32, depth=3, num_heads=2, patch_size=8, img_size=32)
+    assert layer_id("backbone.channel_cls_token", 3) == 0 == ha.layer_id("channel_cls_token")
+    decay = 0.5
+    groups = param_groups(nn.ModuleDict({"backbone": ha}), lr_decay=decay, num_layers=3)
+    mult = {n: g["lr_multiplier"] for g in groups for n in g["names"]}
+    for name, _ in ha.named_parameters():
+        parts = name.split(".")
+        expected_layer = (0 if any(p.endswith(("cls_token", "pos_embed", "mask_token")) or p == "patch_embed" for p in parts)
+                          else int(parts[2]) + 1 if parts[:2] == ["backbone", "blocks"] else 4)
+        expected = decay ** (4 - expected_layer) * (0.2 if "patch_embed" in parts else 1.0)
+        assert mult["backbone." + name] == pytest.approx(expected), name
