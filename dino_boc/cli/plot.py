@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
         plot.embedding(args.features, args.color, method=args.method, channels=_channels(args.channels),
                        standardize=args.standardize, seed=args.seed, output=args.output)
     elif args.plot_command == "patches":
-        from dino_boc.cli.embed import default_model
+        from dino_boc.cli.embed import default_model_name
 
-        plot.patch_maps(args.image, model=args.model or default_model(), channels=_channels(args.channels),
+        plot.patch_maps(args.image, model=args.model or default_model_name(), channels=_channels(args.channels),
                         resize=args.resize, crop=args.crop, attention=args.attention, output=args.output)
     else:
         plot.channels(args.image, output=args.output)

@@ -8,19 +8,15 @@ its ``choices=``/``default=`` from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
 
 from dino_boc.errors import ConfigError
 from dino_boc.io.options import PATTERN_PRESETS, ReadOptions, channel_list, check_positive
-from dino_boc.models.config import ChannelPool
+from dino_boc.models.config import CHANNEL_POOLS, ChannelPool
 from dino_boc.precision import PRECISIONS, Precision
 from dino_boc.preprocess.tiles import FIT_TO_PATCH
 
 __all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH", "PATTERN_PRESETS", "DEFAULT_MAX_TOKENS",
            "TOKEN_WARNING", "CHANNEL_POOLS", "PRECISIONS", "channel_list"]
-
-#: the choices of :attr:`EmbedOptions.channel_pool` (from :data:`dino_boc.models.config.ChannelPool`)
-CHANNEL_POOLS: tuple[str, ...] = get_args(ChannelPool)
 
 # Whole-field embedding: patch tokens N per channel-image. Attention costs grow with N^2: above
 # TOKEN_WARNING (a 1024 x 1024 field at patch 16) a run without --resize/--crop warns once with the count
