@@ -28,9 +28,9 @@ TINY = FeaturePreset("tiny", n_last_blocks=1, avgpool=False, resize=32, crop=32)
 
 # ------------------------------------------------------------------------------------------ linear
 @pytest.mark.parametrize("flags,message", [
-    (["--batch-size", "0"], "batch_size=0 must be an integer >= 1"),
-    (["--batch-size", "-5"], "batch_size=-5 must be an integer >= 1"),
-    (["--epochs", "0"], "epochs=0 must be an integer >= 1"),
+    (["--batch-size", "0"], "--batch-size 0 must be an integer >= 1"),
+    (["--batch-size", "-5"], "--batch-size -5 must be an integer >= 1"),
+    (["--epochs", "0"], "--epochs 0 must be an integer >= 1"),
 ])
 def test_cli_options_are_checked_before_the_table_is_read(tmp_path, capsys, flags, message):
     missing = tmp_path / "not-written-yet.parquet"  # the option error comes first, so it is never opened
