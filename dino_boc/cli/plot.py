@@ -16,7 +16,7 @@ def _channels(values: list[str] | None) -> list[int | str] | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``plot``; ``--method`` choices and default come from :func:`dino_boc.plot.embedding.embedding`."""
+    """Add ``plot``; ``--method`` choices and the defaults come from :func:`dino_boc.plot.embedding.embedding`."""
     from dino_boc.plot.embedding import ReduceMethod, embedding
 
     p = sub.add_parser(
@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "labels as in the column names, or indices)")
     e.add_argument("--no-standardize", dest="standardize", action="store_false",
                    help="do not z-score the feature columns first")
-    e.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    e.add_argument("--seed", type=int, default=inspect.signature(embedding).parameters["seed"].default,
+                   help="random seed (default: %(default)s)")
     e.add_argument("-o", "--output", required=True, help="figure file (.png, .svg or .pdf)")
     e.set_defaults(func=run)
 

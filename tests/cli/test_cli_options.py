@@ -80,6 +80,8 @@ def test_cli_options_carry_every_flag(tmp_path):
     (["eval", "linear"], "epochs", linear_probe, "epochs"),
     (["eval", "linear"], "batch_size", linear_probe, "batch_size"),
     (["plot", "embedding"], "method", embedding, "method"),
+    (["plot", "embedding"], "seed", embedding, "seed"),
+    (["eval", "linear"], "seed", linear_probe, "seed"),
 ])
 def test_eval_and_plot_defaults_are_the_functions_defaults(path, dest, func, param):
     action = _action(build_parser(), path, dest)
