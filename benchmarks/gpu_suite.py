@@ -465,7 +465,7 @@ def step_archs(sizes: Sizes, device: torch.device, args, budget: Budget) -> dict
     k = sizes.channels
     size = {"l": "l", "s": "s"}.get(sizes.vit)
     models = {}
-    for arch in dino_boc.models.ARCHS:
+    for arch in ("boc", "ha", "channel_vit"):  # the paper's three (zoo archs need their own configs)
         if size is None:  # smoke: the tiny ViT
             extra = {"max_channels": k} if arch == "channel_vit" else {}
             models[arch] = vit_model(sizes, device, arch=arch, **extra)
