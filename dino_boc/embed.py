@@ -16,6 +16,7 @@ from dino_boc.models.base import Embedding, EmbeddingModel
 from dino_boc.preprocess import FIT_TO_PATCH, PreprocessConfig, prepare_image
 from dino_boc.precision import Precision, autocast_context, resolve_precision
 from dino_boc.preprocess.channels import rename_channels, resolve_channels
+from dino_boc.preprocess.config import Normalize
 from dino_boc.preprocess.geometry import resized_shape
 
 __all__ = [
@@ -156,7 +157,7 @@ def embed_tokens(
     avgpool: bool | None = None,
     resize: int | None = None,
     crop: int | None = None,
-    normalize: Literal["self", "percentile", "none"] | None = None,
+    normalize: Normalize | None = None,
     batch_size: int = 256,
     precision: Precision = "auto",
     channel_ids: Sequence[int | str] | None = None,
@@ -240,7 +241,7 @@ def embed(
     channel_pool: ChannelPool | None = None,
     resize: int | None = None,
     crop: int | None = None,
-    normalize: Literal["self", "percentile", "none"] | None = None,
+    normalize: Normalize | None = None,
     batch_size: int = 256,
     precision: Precision = "auto",
     channel_ids: Sequence[int | str] | None = None,

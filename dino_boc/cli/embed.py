@@ -7,8 +7,10 @@ import logging
 import os
 
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
+from dino_boc.io.options import PATTERN_PRESETS, ReadOptions, channel_list
 from dino_boc.outputs.cpg import CPG_FEATURES
-from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS
+from dino_boc.pipeline.options import CHANNEL_POOLS, DEFAULT_MAX_TOKENS, PRECISIONS, EmbedOptions, RunOptions
+from dino_boc.preprocess.config import NORMALIZE_CHOICES, PreprocessConfig
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +73,9 @@ def _position(text: str):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from dino_boc.io.grouping import PRESETS as PATTERN_PRESETS
-
+    """Add ``embed``; every choice and default comes from the option dataclasses (ReadOptions, EmbedOptions,
+    RunOptions, PreprocessConfig), so the CLI and the Python API cannot drift apart."""
+    read, emb, run_ = ReadOptions, EmbedOptions, RunOptions
     p = sub.add_parser("embed", help="embed images (folder, files, glob, table) into a feature table",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, image files, glob patterns or tables (CSV/Parquet)")
@@ -94,29 +97,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="LoadData CSVs: the folder their relative PathName_ values start at (where pe2loaddata or "
                         "CellProfiler ran); tried first, then the CSV's folder, then the current folder")
     g.add_argument("--dims", metavar="AXES", help="axes of the files when their metadata is missing or wrong, e.g. CYX, YXC, ZCYX")
-    g.add_argument("--z", type=_z, default="max", metavar="max|mean|N", help="z-stacks: 'max' projection (default), 'mean', or a plane number")
-    g.add_argument("--t", type=int, default=0, metavar="N", help="time series: which time point (default 0, the first)")
-    g.add_argument("--level", type=int, default=0, metavar="N", help="pyramidal files: resolution level (default 0, full)")
+    g.add_argument("--z", type=_z, default=read.z, metavar="max|mean|N",
+                   help=f"z-stacks: 'max' projection, 'mean', or a plane number (default {read.z})")
+    g.add_argument("--t", type=int, default=read.t, metavar="N", help=f"time series: which time point (default {read.t}, the first)")
+    g.add_argument("--level", type=int, default=read.level, metavar="N",
+                   help=f"pyramidal files: resolution level (default {read.level}, full)")
     g.add_argument("--channel-width", type=int, metavar="PX", help="CHAMMI tapes: width in pixels of one channel in the strip")
-    g.add_argument("--position", type=_position, default=0, metavar="N|each",
+    g.add_argument("--position", type=_position, default=read.position, metavar="N|each",
                    help="multi-position files (Micro-Manager, OME-TIFF with one image per position): which stage "
-                        "position (default 0), or 'each' for one row per position (Metadata_Position)")
+                        f"position (default {read.position}), or 'each' for one row per position (Metadata_Position)")
     g.add_argument("--pattern", metavar="PRESET|REGEX",
                    help="one file per channel: group files into multi-channel images by a vendor preset ("
                         f"{', '.join(PATTERN_PRESETS)}) or a regex with named groups, one of them 'channel', "
                         r"e.g. '(?P<well>[A-P]\d{2})_s(?P<site>\d)_(?P<channel>w\d)'")
-    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+    g.add_argument("--max-pixels", type=int, default=read.max_pixels, metavar="N",
                    help=f"most values (pixels x channels x planes) one file may decode at once, checked from its header "
-                        f"before reading; a larger file is an errors-file row (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
+                        f"before reading; a larger file is an errors-file row (default {read.max_pixels:,}; 0: no limit)")
     g = p.add_argument_group("image size and intensity")
     g.add_argument("--resize", type=int, metavar="PX", help="resize so the shorter side is this many pixels (0: no resize)")
     g.add_argument("--crop", type=int, metavar="PX", help="centre crop to this many pixels (0: none); must be a multiple of 16")
-    g.add_argument("--normalize", choices=["self", "percentile", "none"],
-                   help="intensity normalisation per channel (default 'self', as the paper)")
+    g.add_argument("--normalize", choices=NORMALIZE_CHOICES,
+                   help=f"intensity normalisation per channel (default: the model's; {PreprocessConfig.normalize!r} "
+                        "as the paper)")
     g.add_argument("--tile", type=int, metavar="PX", help="large images: average the features of a grid of TILE-pixel tiles")
-    g.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, metavar="N",
+    g.add_argument("--max-tokens", type=int, default=emb.max_tokens, metavar="N",
                    help=f"whole fields: most patch tokens per channel (a 4096x4096 field at patch 16 is 65,536); a larger "
-                        f"field is an errors-file row suggesting --tile/--resize (default {DEFAULT_MAX_TOKENS:,}; 0: no limit)")
+                        f"field is an errors-file row suggesting --tile/--resize (default {emb.max_tokens:,}; 0: no limit)")
     g = p.add_argument_group("single cells")
     g.add_argument("--masks", metavar="MASKS", help="label images (folder or glob; one integer per cell, 0 = background, as cellpose "
                                    "or CellProfiler write), the objects of a LoadData CSV's ObjectsFileName_<O> "
@@ -127,16 +133,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--n-last-blocks", type=int, default=None, metavar="N",
                    help="use the CLS tokens of the last N blocks (default: the model's, 4 for Cell-DINO)")
     g.add_argument("--no-avgpool", action="store_true", help="leave out the per-channel mean patch token")
-    g.add_argument("--channel-pool", choices=["concat", "mean"], default=None,
+    g.add_argument("--channel-pool", choices=CHANNEL_POOLS, default=emb.channel_pool,
                    help="'concat' per-channel features or 'mean' over channels (default: the model's; concat "
                         "except OpenPhenom)")
     g = p.add_argument_group("running")
-    g.add_argument("--batch-size", type=int, default=256, metavar="N", help="single-channel images per model call (lower it "
-                                                               "if the GPU runs out of memory; default 256)")
-    g.add_argument("--num-workers", type=int, default=0, metavar="N",
-                   help="processes reading images while the model runs (e.g. 4-8 on a GPU machine; default 0)")
+    g.add_argument("--batch-size", type=int, default=run_.batch_size, metavar="N",
+                   help=f"single-channel images per model call (lower it if the GPU runs out of memory; default "
+                        f"{run_.batch_size})")
+    g.add_argument("--num-workers", type=int, default=run_.num_workers, metavar="N",
+                   help=f"processes reading images while the model runs (e.g. 4-8 on a GPU machine; default "
+                        f"{run_.num_workers})")
     g.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1 ... (default: the GPU if there is one)")
-    g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+    g.add_argument("--precision", choices=PRECISIONS, default=run_.precision,
                    help="'auto': fp16 on GPU, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run with the same output, inputs "
                                                           "and settings (a difference is refused)")
@@ -144,7 +152,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                              "an error)")
     g.add_argument("--strict", action="store_true", help="exit with status 1 if any image failed")
     g.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after the table is written")
-    g.add_argument("--shard-size", type=int, default=4096, metavar="ROWS", help="rows per shard file (default 4096)")
+    g.add_argument("--shard-size", type=int, default=run_.shard_size, metavar="ROWS",
+                   help=f"rows per shard file (default {run_.shard_size})")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no info messages")
     add_storage_arguments(p)
     g = p.add_argument_group("Cell Painting Gallery layout")
@@ -177,8 +186,9 @@ def apply_storage_arguments(args: argparse.Namespace) -> None:
     set_storage_options(options)
 
 
-def default_model() -> str:
-    """:data:`DEFAULT_CLI_MODEL` when the registry has it, else the random stand-in (said loudly)."""
+def default_model_name() -> str:
+    """The model NAME the CLI uses without ``--model``: :data:`DEFAULT_CLI_MODEL` when the registry has it, else
+    the random stand-in (said loudly). The Python API's default is :data:`dino_boc.embed.DEFAULT_MODEL`."""
     from dino_boc.weights.registry import REGISTRY
 
     if DEFAULT_CLI_MODEL in REGISTRY:
@@ -190,27 +200,37 @@ def default_model() -> str:
     return FALLBACK_CLI_MODEL
 
 
+def options(args: argparse.Namespace) -> tuple[ReadOptions, EmbedOptions, RunOptions]:
+    """The parsed flags as the pipeline's option objects (0 means "no limit" for --max-pixels/--max-tokens)."""
+    read = ReadOptions(
+        channels=channel_list(args.channels), dims=args.dims, z=args.z, t=args.t, level=args.level,
+        channel_width=args.channel_width, channel_names=channel_list(args.channel_names), illum=args.illum,
+        path_root=args.path_root, position=args.position, pattern=args.pattern, max_pixels=args.max_pixels or None,
+    )
+    embed = EmbedOptions(
+        n_last_blocks=args.n_last_blocks, avgpool=False if args.no_avgpool else None, channel_pool=args.channel_pool,
+        tile=args.tile, cell_size=args.cell_size, mask_outside=args.mask_outside, max_tokens=args.max_tokens or None,
+    )
+    run = RunOptions(
+        batch_size=args.batch_size, num_workers=args.num_workers, resume=args.resume, overwrite=args.overwrite,
+        strict=args.strict, keep_shards=args.keep_shards, shard_size=args.shard_size, device=args.device,
+        precision=args.precision, progress=not args.quiet,
+    )
+    return read, embed, run
+
+
 def run(args: argparse.Namespace) -> int:
-    from dino_boc.pipeline import FailedInputsError, embed_dataset
+    from dino_boc.pipeline import FailedInputsError, run_dataset
 
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     apply_storage_arguments(args)
-    output = staged_output(args.output)  # i17: an s3:// output is written locally, uploaded at the end
+    output = staged_output(args.output)  # an s3:// output is written locally, uploaded at the end
+    read, embed, run_opts = options(args)
     try:
-        summary = embed_dataset(
-            args.inputs, output, model=args.model or default_model(), channels=args.channels,
-            dims=args.dims, z=args.z, t=args.t, level=args.level, channel_width=args.channel_width,
-            channel_names=args.channel_names, illum=args.illum, path_root=args.path_root,
-            position=args.position, pattern=args.pattern,
-            max_pixels=args.max_pixels or None, max_tokens=args.max_tokens or None,
-            n_last_blocks=args.n_last_blocks, avgpool=False if args.no_avgpool else None, channel_pool=args.channel_pool,
-            resize=args.resize, crop=args.crop, normalize=args.normalize, tile=args.tile, masks=args.masks,
-            cell_size=args.cell_size, mask_outside=args.mask_outside, batch_size=args.batch_size,
-            num_workers=args.num_workers, resume=args.resume, overwrite=args.overwrite, strict=args.strict,
-            keep_shards=args.keep_shards,
-            shard_size=args.shard_size, device=args.device, precision=args.precision, progress=not args.quiet,
-        )
+        summary = run_dataset(args.inputs, output, model=args.model or default_model_name(), read=read,
+                              embed=embed, run=run_opts, resize=args.resize, crop=args.crop,
+                              normalize=args.normalize, masks=args.masks)
         code = 0
     except FailedInputsError as exc:
         summary, code = exc.summary, 1
@@ -244,7 +264,7 @@ def write_layout(args: argparse.Namespace, table: str) -> None:
     from dino_boc.io.fs import is_url, url_parent
     from dino_boc.outputs.cpg import write_cpg_layout
 
-    model = os.path.basename(str(args.model or default_model()).rstrip("/"))
+    model = os.path.basename(str(args.model or default_model_name()).rstrip("/"))
     default_root = url_parent(args.output) if is_url(args.output) else os.path.dirname(os.path.abspath(args.output))
     root = args.layout_root or default_root
     done = write_cpg_layout(table, root, model=model, features=args.cpg_features)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import numbers
+from typing import get_args
 
 _CHAMMI_HELP = """\
 Score a model on the CHAMMI benchmark (1-nearest-neighbour, macro-F1 in percent, as in the paper's
@@ -21,7 +23,21 @@ Feature columns are all columns not starting with 'Metadata_' (other than --labe
 """
 
 
+def _defaults(func) -> dict:
+    """The keyword defaults of a public function: the CLI shows and uses the Python API's own defaults."""
+    return {name: par.default for name, par in inspect.signature(func).parameters.items()
+            if par.default is not inspect.Parameter.empty}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``eval``; choices come from the eval modules' ``Literal`` types and presets, defaults from the
+    signatures of :func:`~dino_boc.eval.chammi` and :func:`~dino_boc.eval.linear.linear_probe`."""
+    from dino_boc.eval.chammi import chammi
+    from dino_boc.eval.knn import Metric
+    from dino_boc.eval.linear import linear_probe
+    from dino_boc.eval.presets import PRESETS
+
+    dc, dl = _defaults(chammi), _defaults(linear_probe)
     p = sub.add_parser(
         "eval", help="benchmarks: CHAMMI 1-NN, linear probe, well profiles and mAP",
         description="Evaluate features: the CHAMMI benchmark, a linear probe, or well profiles scored with "
@@ -33,17 +49,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--root", required=True, help="folder of the unpacked CHAMMI download")
     c.add_argument("--model", required=True,
                    help="model name (see 'dino-boc weights list'), model folder, checkpoint or hf-hub:org/repo")
-    c.add_argument("--metric", choices=["cosine", "l2"], default="cosine",
+    c.add_argument("--metric", choices=get_args(Metric), default=dc["metric"],
                    help="nearest-neighbour distance: cosine as in the paper, l2 as the benchmark's own scripts "
                         "(default: %(default)s)")
-    c.add_argument("--preset", choices=["chammi", "linear"], default="chammi",
+    c.add_argument("--preset", choices=tuple(PRESETS), default=dc["preset"],
                    help="which features: 'chammi' = last-block CLS tokens (the paper's 1-NN tables), 'linear' = "
                         "plus the average of patch tokens (default: %(default)s)")
     c.add_argument("--cache-dir", default=None,
                    help="where features are cached (default: $DINO_BOC_CACHE/chammi or ~/.cache/dino_boc/chammi); "
                         "delete the model's folder there to embed again")
-    c.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
-    c.add_argument("--num-workers", type=int, default=4,
+    c.add_argument("--batch-size", type=int, default=dc["batch_size"], help="images per forward pass (default: %(default)s)")
+    c.add_argument("--num-workers", type=int, default=dc["num_workers"],
                    help="processes reading images while embedding (default: %(default)s)")
     c.add_argument("--cache-name", default=None,
                    help="cache folder name to use instead of the model's name and weights hash, e.g. for features "
@@ -60,10 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     lin.add_argument("--val", default="val",
                      help="value marking validation rows, used to choose the learning rate (default: %(default)s)")
     lin.add_argument("--test", default="test", help="value marking test rows, scored once (default: %(default)s)")
-    lin.add_argument("--epochs", type=int, default=30, help="passes over the training rows (default: %(default)s)")
-    lin.add_argument("--batch-size", type=int, default=256, help="rows per step (default: %(default)s)")
+    lin.add_argument("--epochs", type=int, default=dl["epochs"], help="passes over the training rows (default: %(default)s)")
+    lin.add_argument("--batch-size", type=int, default=dl["batch_size"], help="rows per step (default: %(default)s)")
     lin.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: GPU if present)")
-    lin.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    lin.add_argument("--seed", type=int, default=dl["seed"], help="random seed (default: %(default)s)")
     lin.add_argument("--sweep", default=None, help="also save every learning rate's validation scores as CSV here")
     lin.add_argument("-o", "--output", default=None, help="also save the result table as CSV here")
     lin.set_defaults(func=run)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+from typing import get_args
 
 
 def _channels(values: list[str] | None) -> list[int | str] | None:
@@ -14,6 +16,9 @@ def _channels(values: list[str] | None) -> list[int | str] | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``plot``; ``--method`` choices and the defaults come from :func:`dino_boc.plot.embedding.embedding`."""
+    from dino_boc.plot.embedding import ReduceMethod, embedding
+
     p = sub.add_parser(
         "plot", help="UMAP/PCA of features, patch and attention maps, channel montage",
         description="Draw figures and save them as PNG, SVG or PDF (by the suffix of -o). "
@@ -26,13 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "UMAP or PCA and colour it by a metadata column.")
     e.add_argument("features", help="feature table written by 'dino-boc embed' (.parquet, .h5ad, .csv)")
     e.add_argument("--color", default=None, help="metadata column to colour by, e.g. Metadata_Plate")
-    e.add_argument("--method", choices=["umap", "pca"], default="umap", help="default: %(default)s")
+    e.add_argument("--method", choices=get_args(ReduceMethod), default=inspect.signature(embedding).parameters["method"].default,
+                   help="default: %(default)s")
     e.add_argument("--channels", nargs="+", default=None, metavar="NAMES",
                    help="use only these channels' feature columns, comma-separated as in 'dino-boc embed' (DNA,ER; "
                         "labels as in the column names, or indices)")
     e.add_argument("--no-standardize", dest="standardize", action="store_false",
                    help="do not z-score the feature columns first")
-    e.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    e.add_argument("--seed", type=int, default=inspect.signature(embedding).parameters["seed"].default,
+                   help="random seed (default: %(default)s)")
     e.add_argument("-o", "--output", required=True, help="figure file (.png, .svg or .pdf)")
     e.set_defaults(func=run)
 
@@ -65,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
         plot.embedding(args.features, args.color, method=args.method, channels=_channels(args.channels),
                        standardize=args.standardize, seed=args.seed, output=args.output)
     elif args.plot_command == "patches":
-        from dino_boc.cli.embed import default_model
+        from dino_boc.cli.embed import default_model_name
 
-        plot.patch_maps(args.image, model=args.model or default_model(), channels=_channels(args.channels),
+        plot.patch_maps(args.image, model=args.model or default_model_name(), channels=_channels(args.channels),
                         resize=args.resize, crop=args.crop, attention=args.attention, output=args.output)
     else:
         plot.channels(args.image, output=args.output)

@@ -14,6 +14,7 @@ Example:
 from dino_boc.io.axes import ZReduction
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of
 from dino_boc.io.loaddata import read_loaddata
+from dino_boc.io.options import ReadOptions
 from dino_boc.io.read import read_image
 from dino_boc.io.record import ImageRecord
 from dino_boc.io.sources import collect_sources
@@ -21,6 +22,7 @@ from dino_boc.io.tape import fold_tape, unfold_tape
 
 __all__ = [
     "read_image",
+    "ReadOptions",
     "ImageRecord",
     "collect_sources",
     "read_loaddata",

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dino_boc.errors import ConfigError, InputError
+from dino_boc.io.digest import file_sha256
 from dino_boc.outputs.columns import INDEX, METADATA_PREFIX, check_feature_names, plain_value
 from dino_boc.outputs.guard import display_path, writing
 from dino_boc.outputs.provenance import FORMAT_VERSION, Provenance
@@ -84,15 +85,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (64 hex digits), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def atomic_write(path: Path, write) -> None:

@@ -29,7 +29,7 @@ from dino_boc.io.labels import MASK_SUFFIXES, image_key, mask_key
 from dino_boc.io.loaddata import is_loaddata, loaddata_objects, object_names
 from dino_boc.io.sources import list_label_images
 from dino_boc.io.tables import is_table, read_table, resolve, table_parent
-from dino_boc.pipeline.options import ReadOptions
+from dino_boc.io.options import ReadOptions
 
 __all__ = ["MASK_SUFFIXES", "RunInputs", "gather_inputs", "image_key", "mask_key", "inputs_identity"]
 

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -29,6 +29,7 @@ from dino_boc.errors import ConfigError, DinoBocError, InputError, OutputError
 from dino_boc.features import flatten
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.models.base import Embedding, EmbeddingModel
+from dino_boc.io.axes import PositionChoice, ZReduction
 from dino_boc.io.illum import ILLUMINATION
 from dino_boc.outputs import Provenance, ShardWriter, done_indices, finalize, read_manifests, read_provenance
 from dino_boc.outputs.guard import OutputLock, check_output, writing
@@ -38,8 +39,11 @@ from dino_boc.pipeline.batching import Finished, ShapeBatcher
 from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
 from dino_boc.pipeline.inputs import RunInputs, gather_inputs, inputs_identity
 from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS, FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
+from dino_boc.models.config import ChannelPool
 from dino_boc.precision import resolve_precision
 from dino_boc.preprocess import PreprocessConfig
+from dino_boc.preprocess.config import Normalize
+from dino_boc.weights.resolve import as_model
 
 __all__ = ["embed_dataset", "run_dataset", "FailedInputsError", "DEFAULT_MODEL", "DEFAULT_CELL_SIZE"]
 
@@ -63,22 +67,22 @@ def embed_dataset(
     model: EmbeddingModel | str = DEFAULT_MODEL,
     channels: Sequence[int | str] | str | None = None,
     dims: str | None = None,
-    z: Literal["max", "mean"] | int = "max",
+    z: ZReduction = "max",
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
     channel_names: Sequence[str] | str | None = None,
     illum: bool = False,
     path_root: str | os.PathLike | None = None,
-    position: int | Literal["each"] = 0,
+    position: PositionChoice = 0,
     pattern: str | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     n_last_blocks: int | None = None,
     avgpool: bool | None = None,
-    channel_pool: Literal["concat", "mean"] | None = None,
+    channel_pool: ChannelPool | None = None,
     resize: int | None = None,
     crop: int | None = None,
-    normalize: Literal["self", "percentile", "none"] | None = None,
+    normalize: Normalize | None = None,
     tile: int | None = None,
     masks: Any = None,
     cell_size: int | None = None,
@@ -142,7 +146,8 @@ def embed_dataset(
         channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels; None: the model's default.
         resize: shorter side after resizing (None: the model's default; 0: none).
         crop: centre-crop side (None: the model's default, else the whole field; 0: none).
-        normalize: ``"self"``, ``"percentile"`` or ``"none"`` (None: the model's default).
+        normalize: ``"self"``, ``"percentile"``, ``"none"``, ... (:data:`~dino_boc.preprocess.config.Normalize`;
+            None: the model's default).
         tile: embed a grid of ``tile x tile`` tiles covering each field, averaging their features per
             channel (one row per image).
         masks: single-cell mode: label images (a folder, glob or list, matched to the images by file
@@ -273,11 +278,7 @@ def _device(device: str | None, local_rank: int) -> torch.device:
 def _load_model(model: EmbeddingModel | str | os.PathLike, device: torch.device, *, explicit: bool) -> EmbeddingModel:
     if isinstance(model, EmbeddingModel):
         return model.to(device).eval() if explicit else model.eval()
-    if isinstance(model, (str, os.PathLike)):
-        from dino_boc.weights import load_model
-
-        return load_model(model, device=device)
-    raise ConfigError(f"model must be a dino_boc model or a model name/path, got {type(model).__name__}")
+    return as_model(model, device=device)
 
 
 def _geometry(model: EmbeddingModel, resize, crop, normalize, embed: EmbedOptions, *, cells: bool):

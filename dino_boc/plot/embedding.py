@@ -25,6 +25,9 @@ METADATA_PREFIX = "Metadata_"
 _UMAP_PCS = 50
 _NA = "NA"
 
+#: how :func:`embedding` maps rows to 2-D (the CLI's ``--method`` choices)
+ReduceMethod = Literal["umap", "pca"]
+
 
 def _read_path(path: Path) -> Any:
     if path.suffix == ".h5ad":
@@ -212,7 +215,7 @@ def _channel_sets(meta: pd.DataFrame, incomplete: np.ndarray) -> str:
     return ", ".join(f"Metadata_channels={k!r}: {v} rows" for k, v in counts.items())
 
 
-def reduce(x: np.ndarray, method: Literal["umap", "pca"], *, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+def reduce(x: np.ndarray, method: ReduceMethod, *, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """2-D coordinates of ``(N, F)`` rows and the two axis labels."""
     n = x.shape[0]
     if method == "pca":
@@ -284,7 +287,7 @@ def embedding(
     table: Any,
     color: str | Sequence[Any] | None = None,
     *,
-    method: Literal["umap", "pca"] = "umap",
+    method: ReduceMethod = "umap",
     features: Any = None,
     channels: Sequence[int | str] | None = None,
     standardize: bool = True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from dino_boc.errors import ConfigError, ModelNotFoundError, WeightsError
+from dino_boc.io.digest import file_sha256
 from dino_boc.models import EmbeddingModel, FeatureDefaults, ModelConfig, build_model
 from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from dino_boc.preprocess.config import PreprocessConfig
@@ -36,14 +36,6 @@ __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
 logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:

@@ -19,7 +19,7 @@ import tifffile
 from dino_boc.errors import InputError
 from dino_boc.io import collect_sources, read_image
 from dino_boc.pipeline.inputs import gather_inputs
-from dino_boc.pipeline.options import ReadOptions
+from dino_boc.io.options import ReadOptions
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NDTIFF = DATA / "micromanager_ndstorage" / "12_bit_pycromanager_mda" / "12_bit_pycromanager_mda_NDTiffStack.tif"

@@ -47,10 +47,10 @@ def test_cli_on_a_folder_equals_the_python_api(tmp_path, rng, model, model_dir, 
 def test_default_model_is_the_demo_model_when_installed(monkeypatch, caplog):
     monkeypatch.delitem(REGISTRY, cli_embed.DEFAULT_CLI_MODEL, raising=False)
     with caplog.at_level(logging.WARNING):
-        assert cli_embed.default_model() == "random-init-boc-vits16"
+        assert cli_embed.default_model_name() == "random-init-boc-vits16"
     assert "RANDOMLY INITIALISED" in caplog.text
     monkeypatch.setitem(REGISTRY, cli_embed.DEFAULT_CLI_MODEL, REGISTRY["random-init-boc-vits16"])
-    assert cli_embed.default_model() == cli_embed.DEFAULT_CLI_MODEL
+    assert cli_embed.default_model_name() == cli_embed.DEFAULT_CLI_MODEL
 
 
 def test_bad_settings_exit_1_with_a_message(tmp_path, rng, model_dir, capsys):

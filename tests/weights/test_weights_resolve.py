@@ -1,0 +1,39 @@
+"""``as_model``: the one helper turning a ``model=`` argument into a model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dino_boc.errors import InputError
+from dino_boc.models import ModelConfig
+from dino_boc.weights import resolve
+from dino_boc.weights.registry import REGISTRY, RegistryEntry
+
+
+@pytest.fixture
+def tiny_name(monkeypatch):
+    monkeypatch.setattr(resolve, "_CACHE", {})
+    config = ModelConfig(embed_dim=64, depth=2, num_heads=2, patch_size=8, img_size=32)
+    monkeypatch.setitem(REGISTRY, "tiny-resolve", RegistryEntry(name="tiny-resolve", description="test",
+                                                                source="random", config=config))
+    return "tiny-resolve"
+
+
+def test_a_model_is_returned_as_is(tiny_name):
+    model = resolve.as_model(tiny_name, device="cpu")
+    assert resolve.as_model(model) is model
+
+
+def test_cache_gives_one_object_per_name_and_device(tiny_name):
+    first = resolve.as_model(tiny_name, device="cpu", cache=True)
+    assert resolve.as_model(tiny_name, device="cpu", cache=True) is first
+    fresh = resolve.as_model(tiny_name, device="cpu")
+    assert fresh is not first and fresh.name == first.name == tiny_name and fresh.pretrained is False
+    assert next(fresh.parameters()).device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("bad", [object(), 3, None])
+def test_anything_else_is_one_input_error(bad):
+    with pytest.raises(InputError, match=r"model must be a dino_boc model or a model name/path, got"):
+        resolve.as_model(bad)
