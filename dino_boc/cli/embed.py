@@ -6,10 +6,9 @@ import argparse
 import logging
 import os
 
-from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.io.options import PATTERN_PRESETS, ReadOptions, channel_list
 from dino_boc.outputs.cpg import CPG_FEATURES
-from dino_boc.pipeline.options import CHANNEL_POOLS, DEFAULT_MAX_TOKENS, PRECISIONS, EmbedOptions, RunOptions
+from dino_boc.pipeline.options import CHANNEL_POOLS, PRECISIONS, EmbedOptions, RunOptions
 from dino_boc.preprocess.config import NORMALIZE_CHOICES, PreprocessConfig
 
 logger = logging.getLogger(__name__)
