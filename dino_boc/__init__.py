@@ -4,23 +4,24 @@
 >>> feats = dino_boc.embed(img)            # img: (K, H, W), any K, any order
 
 Public API: :func:`load_model`, :func:`create_model`, :func:`embed`, :func:`embed_tokens`,
-:func:`embed_dataset`, :func:`list_models`, :class:`ModelConfig`, :class:`PreprocessConfig`,
+:func:`feature_names`, :func:`embed_dataset`, :func:`list_models`, :class:`ModelConfig`, :class:`PreprocessConfig`,
 :class:`BagOfChannelsModel`, :class:`HierarchicalAttentionModel`, :class:`ChannelViTModel`, and
 ``dino_boc.io.read_image``. ``dino_boc.train`` and ``dino_boc.eval`` are imported explicitly.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from dino_boc._version import __version__
 from dino_boc.embed import embed, embed_tokens
+from dino_boc.features import Embedding
+from dino_boc.features import model_feature_names as feature_names
 from dino_boc.models import BagOfChannelsModel, EmbeddingModel, ModelConfig, create_model
 from dino_boc.preprocess.config import PreprocessConfig
 from dino_boc.weights import add_weights, list_models, load_model
 
 __all__ = [
     "__version__", "load_model", "create_model", "embed", "embed_tokens", "embed_dataset", "list_models",
-    "add_weights", "ModelConfig", "PreprocessConfig", "EmbeddingModel", "BagOfChannelsModel",
+    "add_weights", "feature_names", "Embedding", "ModelConfig", "PreprocessConfig", "EmbeddingModel", "BagOfChannelsModel",
     "HierarchicalAttentionModel", "ChannelViTModel",
 ]
 

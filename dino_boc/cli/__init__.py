@@ -25,7 +25,7 @@ def _subcommand_modules() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dino_boc import __version__
+    from dino_boc._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="dino-boc",

@@ -103,15 +103,15 @@ def test_a_previous_model_folder_is_replaced_and_found_by_its_name(cache, tiny_m
     dino_boc.add_weights(write_checkpoint(other, "chunked"), name="my-model.v2")
     assert sorted(p.name for p in cache.iterdir()) == ["my-model.v2"]  # nothing left beside it
     loaded = dino_boc.load_model("my-model.v2", device="cpu")  # not a registry name: found in the cache
-    np.testing.assert_array_equal(loaded.embed(image), other.embed(image))
-    assert not np.array_equal(loaded.embed(image), tiny_model.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=loaded), dino_boc.embed(image, model=other))
+    assert not np.array_equal(dino_boc.embed(image, model=loaded), dino_boc.embed(image, model=tiny_model))
 
 
 def test_a_folder_of_dino_boc_0_1_without_marker_is_replaced(cache, tiny_model, write_checkpoint, image):
     tiny_model.save_pretrained(cache / "old")  # 0.1 wrote exactly config.json and model.safetensors
     other = dino_boc.create_model("boc", seed=1, **TINY)
     dino_boc.add_weights(write_checkpoint(other, "plain"), name="old")
-    np.testing.assert_array_equal(dino_boc.load_model("old", device="cpu").embed(image), other.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=dino_boc.load_model("old", device="cpu")), dino_boc.embed(image, model=other))
 
 
 def test_a_folder_without_marker_is_not_loaded_by_bare_name(cache, tiny_model, monkeypatch, tmp_path):
