@@ -54,7 +54,7 @@ def model_alone(model, folder: Path, args) -> float:
     """Images/s of the model on the pre-processed images held in memory (reading excluded)."""
     import torch
 
-    from dino_boc.embed import run_tensors
+    from dino_boc.engine import run_tensors
     from dino_boc.io import read_image
     from dino_boc.preprocess import prepare_image
 

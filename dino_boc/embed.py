@@ -4,42 +4,31 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
 
+from dino_boc.engine import DEFAULT_MODEL, default_model, get_model, resolve_preprocess, run_tensors
 from dino_boc.errors import InputError
-from dino_boc.features import ChannelPool, flatten
-from dino_boc.models.base import Embedding, EmbeddingModel
-from dino_boc.preprocess import FIT_TO_PATCH, PreprocessConfig, prepare_image
-from dino_boc.precision import Precision, autocast_context, resolve_precision
+from dino_boc.features import ChannelPool, Embedding, flatten
+from dino_boc.models.base import EmbeddingModel
+from dino_boc.preprocess import FIT_TO_PATCH, prepare_image
+from dino_boc.precision import Precision, autocast_context
 from dino_boc.preprocess.channels import rename_channels, resolve_channels
 from dino_boc.preprocess.config import Normalize
 from dino_boc.preprocess.geometry import resized_shape
 
+# the batching engine (default_model, run_tensors, resolve_preprocess, DEFAULT_MODEL) is dino_boc.engine; these
+# names stay importable from here
 __all__ = [
     "embed", "embed_tokens", "Precision", "default_model", "autocast_context", "run_tensors", "resolve_preprocess",
+    "DEFAULT_MODEL",
 ]
 
 logger = logging.getLogger(__name__)
 
 ImageLike = Union[np.ndarray, torch.Tensor, str, os.PathLike]
-
-_MODEL_CACHE: dict[tuple[str, str], EmbeddingModel] = {}
-DEFAULT_MODEL = "dino-boc-vitl16"
-
-
-def default_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None) -> EmbeddingModel:
-    """Load ``name`` once per process and device, and reuse it."""
-    from dino_boc.weights import load_model
-
-    key = (name, str(device))
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_model(name, device=device)
-    return _MODEL_CACHE[key]
-
 
 def _read_items(images: Any) -> tuple[list[tuple[Any, list[str] | None]], str, list[int]]:
     """Normalise the accepted inputs to a list of ``(array (K, H, W), names)``.
@@ -82,68 +71,6 @@ def _read_items(images: Any) -> tuple[list[tuple[Any, list[str] | None]], str, l
     )
 
 
-def resolve_preprocess(model: EmbeddingModel, resize: int | None, crop: int | None,
-                       normalize: str | None) -> PreprocessConfig:
-    """The model's pre-processing with the given overrides (None: keep the model's; 0: none)."""
-    cfg = model.preprocess
-    changes: dict[str, Any] = {}
-    if resize is not None:
-        changes["resize"] = resize or None
-    if crop is not None:
-        changes["crop"] = crop or None
-    if normalize is not None:
-        changes["normalize"] = normalize
-    return replace(cfg, **changes) if changes else cfg
-
-
-@torch.inference_mode()
-def run_tensors(
-    model: EmbeddingModel, tensors: list[torch.Tensor], *, n_last_blocks: int, avgpool: bool, batch_size: int,
-    precision: Precision, channel_ids: Sequence[int | str] | None = None,
-) -> list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]]:
-    """Run the model on pre-processed ``(K, H, W)`` tensors, grouped by shape, chunked by channel-images.
-
-    Used by :func:`embed_tokens` and by the dataset pipeline (``dino_boc.pipeline``).
-
-    Args:
-        model: the model (its device is used).
-        tensors: pre-processed float ``(K, H, W)`` tensors; shapes may differ.
-        n_last_blocks: L (0: no CLS token, only the patch means).
-        avgpool: also return the per-channel mean of the last block's patch tokens.
-        batch_size: channel-images per forward pass: ``max(1, batch_size // K)`` images of one shape.
-        precision: see :func:`dino_boc.precision.resolve_precision` (resolved once for all batches).
-        channel_ids: Channel-ViT only.
-
-    Returns:
-        Per tensor, ``(cls (L, K, D) | None, global_cls (L, D) | None, patch_mean (K, D) | None)``.
-    """
-    device = next(model.parameters()).device
-    precision = resolve_precision(precision, device)
-    results: list[Any] = [None] * len(tensors)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault(tuple(t.shape), []).append(i)
-    for shape, idx in groups.items():
-        k = shape[0]
-        ids = model.resolve_channel_ids(channel_ids, k)
-        per_chunk = max(1, batch_size // k)
-        for start in range(0, len(idx), per_chunk):
-            chunk = idx[start:start + per_chunk]
-            x = torch.stack([tensors[i] for i in chunk]).to(device, non_blocking=True)
-            with autocast_context(device, precision):
-                # through __call__, so that model.compile() (torch.compile) takes effect
-                out = model(x, n_last_blocks=max(1, n_last_blocks), channel_ids=ids)
-            # copies: the CLS tokens are views into every token of the batch, which would stay alive with them
-            cls = None if out.cls is None or not n_last_blocks else out.cls.float().cpu().numpy().copy()
-            glob = None if out.global_cls is None or not n_last_blocks else out.global_cls.float().cpu().numpy().copy()
-            pm = out.patch.float().mean(dim=2).cpu().numpy() if avgpool else None
-            for j, i in enumerate(chunk):
-                results[i] = (
-                    None if cls is None else cls[j], None if glob is None else glob[j], None if pm is None else pm[j]
-                )
-    return results
-
-
 def _stack(parts: list[np.ndarray | None]) -> np.ndarray | None:
     return None if parts[0] is None else np.stack(parts)
 
@@ -167,10 +94,10 @@ def embed_tokens(
     """Structured per-channel features; the options are those of :func:`embed`.
 
     Returns:
-        An :class:`~dino_boc.models.base.Embedding` with a leading batch axis B (B = 1 for one
+        An :class:`~dino_boc.features.Embedding` with a leading batch axis B (B = 1 for one
         ``(K, H, W)`` image), or, for a list input, a list of them (one per entry).
     """
-    model = _get_model(model)
+    model = get_model(model)
     n_last_blocks = model.features.n_last_blocks if n_last_blocks is None else n_last_blocks
     avgpool = model.features.avgpool if avgpool is None else avgpool
     depth = model.config.depth
@@ -283,7 +210,7 @@ def embed(
         channel_ids: Channel-ViT only: channel-embedding ids (or names stored with the model) of the
             selected channels.
         channel_names: names of the selected channels, in order (replace the file's names or ``ch<i>``;
-            :class:`~dino_boc.models.base.Embedding` ``channel_names``); one per channel kept.
+            :class:`~dino_boc.features.Embedding` ``channel_names``); one per channel kept.
         compile: compile the model with ``torch.compile`` on first use (worth it for many images of one
             size on a GPU; the first batch is slow). ``model.compile()`` beforehand has the same effect,
             also for :func:`dino_boc.embed_dataset`.
@@ -291,7 +218,7 @@ def embed(
     Returns:
         float32 ``(F,)`` for one ``(K, H, W)`` image or path, ``(B, F)`` for a ``(B, K, H, W)`` batch, or a
         list of those for a list input. For BoC ``F = L·K·D + K·D`` (see docs/features.md, and
-        ``model.feature_names`` for the column names).
+        ``dino_boc.feature_names(model, channels)`` for the column names).
 
     Raises:
         InputError: wrong dimensions, zero channels, non-finite values, an image smaller than a patch, a
@@ -303,7 +230,7 @@ def embed(
         >>> feats = dino_boc.embed(img)                      # img: (K, H, W)
         >>> feats = dino_boc.embed("plate1_A01.tif", channels=["DNA", "Mito"], crop=224)
     """
-    model = _get_model(model)
+    model = get_model(model)
     channel_pool = model.features.channel_pool if channel_pool is None else channel_pool
     emb = embed_tokens(
         images, channels, model=model, n_last_blocks=n_last_blocks, avgpool=avgpool, resize=resize, crop=crop,
@@ -316,13 +243,3 @@ def embed(
     feats = flatten(emb, channel_pool=channel_pool)
     single = not (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4)
     return feats[0] if single else feats
-
-
-def _get_model(model: EmbeddingModel | str | None) -> EmbeddingModel:
-    if model is None:
-        return default_model()
-    if isinstance(model, str):
-        return default_model(model)
-    if not isinstance(model, EmbeddingModel):
-        raise InputError(f"model must be a dino_boc model or a model name, got {type(model).__name__}")
-    return model

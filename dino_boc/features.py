@@ -21,15 +21,43 @@ channels (the paper's App. K reduced form: BoC CLS averaged over channels, ``D``
 from __future__ import annotations
 
 import re
-from typing import Literal, NamedTuple, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, NamedTuple, Sequence
 
 import numpy as np
 
 from dino_boc.errors import ConfigError
-from dino_boc.models.base import Embedding
 from dino_boc.models.config import ChannelPool
 
-__all__ = ["flatten", "feature_names", "feature_size", "channel_labels", "parse_feature_name", "FeatureName"]
+if TYPE_CHECKING:  # pragma: no cover
+    from dino_boc.models.base import EmbeddingModel
+
+__all__ = [
+    "Embedding", "flatten", "feature_names", "model_feature_names", "feature_size", "channel_labels",
+    "parse_feature_name", "FeatureName",
+]
+
+
+
+@dataclass
+class Embedding:
+    """The structured form of :func:`dino_boc.embed`'s features, per channel (numpy arrays).
+
+    Attributes:
+        cls: ``(B, L, K, D)`` per-channel CLS tokens of the last L blocks, or None (Channel-ViT).
+        global_cls: ``(B, L, D)`` global CLS tokens (HA, Channel-ViT), or None (BoC).
+        patch_mean: ``(B, K, D)`` per-channel average of the last block's patch tokens, or None if
+            ``avgpool=False``.
+        channel_names: the K channel names (``"ch0"``, ... when the input had none).
+        blocks: the indices of the L blocks.
+    """
+
+    cls: np.ndarray | None
+    global_cls: np.ndarray | None
+    patch_mean: np.ndarray | None
+    channel_names: list[str]
+    blocks: tuple[int, ...] = field(default_factory=tuple)
+
 
 _NAME = re.compile(r"^(?P<channel>.+)_(?:cls(?P<block>\d+)|(?P<mean>mean))_(?P<dim>\d+)$")
 
@@ -110,6 +138,23 @@ def feature_names(
     if avgpool:
         names += [f"{c}_mean_{d}" for c in labels for d in dims]
     return names
+
+
+def model_feature_names(
+    model: "EmbeddingModel", channels: int | Sequence[str], *, n_last_blocks: int | None = None,
+    avgpool: bool | None = None, channel_pool: ChannelPool | None = None,
+) -> list[str]:
+    """Name of every column of ``model``'s flat features for ``channels`` (a count K or K names).
+
+    Public as ``dino_boc.feature_names(model, channels)``. None takes the model's default feature
+    (``model.features``), as :func:`dino_boc.embed` does.
+    """
+    f = model.features
+    return feature_names(
+        model.config.arch, channels, model.config.embed_dim,
+        n_last_blocks=f.n_last_blocks if n_last_blocks is None else n_last_blocks, last_block=model.config.depth,
+        avgpool=f.avgpool if avgpool is None else avgpool, channel_pool=channel_pool or f.channel_pool,
+    )
 
 
 def feature_size(arch: str, k: int, dim: int, *, n_last_blocks: int = 4, avgpool: bool = True,

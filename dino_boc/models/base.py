@@ -1,4 +1,8 @@
-"""The interface every dino_boc model implements, its token dataclasses and Hub-format save/push."""
+"""The interface every dino_boc model implements and its token dataclass (plus Hub-format save/push).
+
+Nothing here calls up into ``embed`` or ``features``: use :func:`dino_boc.embed`, :func:`dino_boc.embed_tokens`
+and :func:`dino_boc.feature_names` with ``model=`` / a model argument.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,20 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from dino_boc._version import __version__
 from dino_boc.errors import InputError
 from dino_boc.models.backbone import ViTBackbone, layer_id
 from dino_boc.models.config import FeatureDefaults, ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
 
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-
-__all__ = ["TokenOutput", "Embedding", "EmbeddingModel", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["TokenOutput", "EmbeddingModel", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,32 +51,13 @@ class TokenOutput:
     grid: tuple[int, int]
 
 
-@dataclass
-class Embedding:
-    """The structured form of :func:`dino_boc.embed`'s features, per channel.
-
-    Attributes:
-        cls: ``(B, L, K, D)`` per-channel CLS tokens of the last L blocks, or None (Channel-ViT).
-        global_cls: ``(B, L, D)`` global CLS tokens (HA, Channel-ViT), or None (BoC).
-        patch_mean: ``(B, K, D)`` per-channel average of the last block's patch tokens, or None if
-            ``avgpool=False``.
-        channel_names: the K channel names (``"ch0"``, ... when the input had none).
-        blocks: the indices of the L blocks.
-    """
-
-    cls: "np.ndarray | None"
-    global_cls: "np.ndarray | None"
-    patch_mean: "np.ndarray | None"
-    channel_names: list[str]
-    blocks: tuple[int, ...] = field(default_factory=tuple)
-
-
 class EmbeddingModel(nn.Module):
     """Base class of :class:`BagOfChannelsModel`, :class:`HierarchicalAttentionModel` and
     :class:`ChannelViTModel`.
 
-    Subclasses implement :meth:`forward_tokens`. Everything else (embedding images, naming features,
-    saving in the Hub format) is shared.
+    Subclasses implement :meth:`forward_tokens`. Saving in the Hub format is shared; embedding images and
+    naming features are the functions :func:`dino_boc.embed`, :func:`dino_boc.embed_tokens` and
+    :func:`dino_boc.feature_names`, which take a model.
 
     Attributes:
         config: the architecture.
@@ -188,41 +171,9 @@ class EmbeddingModel(nn.Module):
         tokens 0, block i -> i + 1, the rest depth + 1."""
         return layer_id(param_name, self.config.depth)
 
-    # ---------------------------------------------------------------- embedding (delegates to dino_boc.embed)
-    def embed(self, images: Any, channels: Sequence[int | str] | None = None, **kwargs: Any):
-        """Features of ``images`` with this model; same options as :func:`dino_boc.embed`."""
-        from dino_boc.embed import embed
-
-        return embed(images, channels, model=self, **kwargs)
-
-    def embed_tokens(self, images: Any, channels: Sequence[int | str] | None = None, **kwargs: Any):
-        """Structured per-channel features; same options as :func:`dino_boc.embed_tokens`."""
-        from dino_boc.embed import embed_tokens
-
-        return embed_tokens(images, channels, model=self, **kwargs)
-
-    def feature_names(
-        self, channels: int | Sequence[str], *, n_last_blocks: int | None = None, avgpool: bool | None = None,
-        channel_pool: str | None = None,
-    ) -> list[str]:
-        """Name of every column of the flat features for ``channels`` (a count K or K names); None: the
-        model's default feature (``self.features``)."""
-        from dino_boc.features import feature_names
-
-        f = self.features
-        n_last_blocks = f.n_last_blocks if n_last_blocks is None else n_last_blocks
-        avgpool = f.avgpool if avgpool is None else avgpool
-        channel_pool = channel_pool or f.channel_pool
-        return feature_names(
-            self.config.arch, channels, self.config.embed_dim, n_last_blocks=n_last_blocks,
-            last_block=self.config.depth, avgpool=avgpool, channel_pool=channel_pool,
-        )
-
     # ---------------------------------------------------------------- Hub format
     def config_dict(self) -> dict[str, Any]:
         """The content of ``config.json`` (format documented in docs/models.md)."""
-        from dino_boc import __version__
-
         return {
             "format_version": FORMAT_VERSION,
             "library": "dino_boc",

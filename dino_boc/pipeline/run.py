@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from dino_boc import distributed as dist
-from dino_boc.embed import DEFAULT_MODEL, Precision, resolve_preprocess, run_tensors
+from dino_boc.engine import DEFAULT_MODEL, resolve_preprocess, run_tensors
 from dino_boc.errors import ConfigError, DinoBocError, InputError, OutputError
-from dino_boc.features import flatten
+from dino_boc.features import Embedding, flatten, model_feature_names
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
-from dino_boc.models.base import Embedding, EmbeddingModel
+from dino_boc.models.base import EmbeddingModel
 from dino_boc.io.axes import PositionChoice, ZReduction
 from dino_boc.io.illum import ILLUMINATION
 from dino_boc.outputs import Provenance, ShardWriter, done_indices, finalize, read_manifests, read_provenance
@@ -40,7 +40,7 @@ from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
 from dino_boc.pipeline.inputs import RunInputs, gather_inputs, inputs_identity
 from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS, FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
 from dino_boc.models.config import ChannelPool
-from dino_boc.precision import resolve_precision
+from dino_boc.precision import Precision, resolve_precision
 from dino_boc.preprocess import PreprocessConfig
 from dino_boc.preprocess.config import Normalize
 from dino_boc.weights.resolve import as_model
@@ -477,7 +477,8 @@ class _RowMaker:
     def names(self, done: Finished) -> list[str]:
         key = tuple(done.item.channel_names)
         if key not in self._names:
-            self._names[key] = self.model.feature_names(
+            self._names[key] = model_feature_names(
+                self.model,
                 list(key), n_last_blocks=self.embed.n_last_blocks, avgpool=self.embed.avgpool,
                 channel_pool=self.embed.channel_pool,
             )

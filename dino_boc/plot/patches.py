@@ -19,7 +19,7 @@ __all__ = ["patch_maps", "attention_maps", "patch_pca"]
 
 def _model(model: EmbeddingModel | str) -> EmbeddingModel:
     if isinstance(model, str):
-        from dino_boc.embed import default_model
+        from dino_boc.engine import default_model
 
         return default_model(model)
     if not isinstance(model, EmbeddingModel):

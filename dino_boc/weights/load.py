@@ -35,6 +35,9 @@ __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
 
 logger = logging.getLogger(__name__)
 
+#: explicit spellings of a load_model spec (timm's ``hf-hub:`` and ``local-dir:``)
+HF_HUB_PREFIX = "hf-hub:"
+LOCAL_DIR_PREFIX = "local-dir:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -249,7 +252,10 @@ def load_model(
             * a registry name (:func:`dino_boc.list_models`), e.g. ``"dino-boc-vitl16"`` (the paper's ViT-L/16,
               gated: found in the cache after ``dino-boc weights add CHECKPOINT.pth``);
             * ``"hf-hub:org/repo"`` or ``"org/repo"``: a Hugging Face Hub repo in the dino_boc format
-              (cached; ``HF_HUB_OFFLINE=1`` honoured);
+              (cached; ``HF_HUB_OFFLINE=1`` honoured); a bare ``org/repo`` that is also a local path (or
+              whose ``org`` folder exists) is refused as ambiguous: write ``hf-hub:org/repo`` or
+              ``local-dir:org/repo``;
+            * ``"local-dir:PATH"``: the folder or file at PATH, never the Hub;
             * a name given to ``dino-boc weights add --name`` (a model folder in :func:`cache_dir`);
             * a folder written by ``save_pretrained`` (``config.json`` + ``model.safetensors``);
             * a released checkpoint file (``.pth``/``.pt``/``.safetensors``): chunked or plain keys, or a
@@ -266,14 +272,26 @@ def load_model(
         The model in eval mode on ``device``.
 
     Raises:
-        ModelNotFoundError: an unknown name, path or repo (close names are suggested), or a Hub id that
-            huggingface_hub rejects.
+        ModelNotFoundError: an unknown name, path or repo (close names are suggested), a Hub id that
+            huggingface_hub rejects, or an ambiguous ``org/name`` (both spellings suggested).
         ConfigError: a revision that is neither a branch/tag name nor a 40-hex commit.
         WeightsError: weights missing (gated: where to request them), corrupt, or not fitting.
     """
     dev = _resolve_device(device)
     spec = os.fspath(name_or_path)
+    if spec.startswith(HF_HUB_PREFIX):
+        return _from_hub(spec[len(HF_HUB_PREFIX):], revision=revision, device=dev)
+    explicit_local = spec.startswith(LOCAL_DIR_PREFIX)
+    if explicit_local:
+        spec = spec[len(LOCAL_DIR_PREFIX):]
     path = Path(spec).expanduser()
+    if explicit_local and not path.exists():
+        raise ModelNotFoundError(f"{LOCAL_DIR_PREFIX}{spec}: no such folder or file ({path.resolve()}); check the path")
+    if not explicit_local and _is_ambiguous(spec, path):
+        raise ModelNotFoundError(
+            f"model {spec!r} could be the local path {str(path.resolve())!r} or the Hugging Face Hub repo "
+            f"{spec!r}; write '{LOCAL_DIR_PREFIX}{spec}' for the folder or '{HF_HUB_PREFIX}{spec}' for the Hub repo"
+        )
     if path.is_dir():
         if (path / WEIGHTS_NAME).is_file() and (family not in (None, "dino_boc") or _is_foreign(path)):
             return _from_file(path / WEIGHTS_NAME, name=path.name, device=dev, num_heads=num_heads, family=family)
@@ -298,9 +316,9 @@ def load_model(
         raise _missing_gated(entry, looked)
     if _is_cached_name(spec):  # a name given to 'dino-boc weights add --name' that the registry lacks
         return _from_folder(cache_dir() / spec, name=spec, device=dev)
-    if spec.startswith("hf-hub:"):
-        return _from_hub(spec[len("hf-hub:"):], revision=revision, device=dev)
-    if _HUB_ID.match(spec) and not spec.startswith((".", "/")) and not path.parent.exists():
+    if explicit_local:  # pragma: no cover - an existing path returned above
+        raise ModelNotFoundError(f"{LOCAL_DIR_PREFIX}{spec} is neither a folder nor a weights file")
+    if _is_hub_shaped(spec):
         return _from_hub(spec, revision=revision, device=dev)
     close = difflib.get_close_matches(spec, list(REGISTRY), n=3)
     hint = f" Did you mean {close}?" if close else ""
@@ -308,6 +326,17 @@ def load_model(
         f"unknown model {spec!r}: not a registry name, an existing path, or a Hub repo 'org/name'.{hint} "
         f"Known names: {sorted(REGISTRY)} (dino_boc.list_models())"
     )
+
+
+def _is_hub_shaped(spec: str) -> bool:
+    """``org/name`` written relative (no ``./``, ``/`` or ``~``): what a Hub repo id looks like."""
+    return bool(_HUB_ID.match(spec)) and not spec.startswith((".", "/", "~"))
+
+
+def _is_ambiguous(spec: str, path: Path) -> bool:
+    """A bare ``org/name`` that also names a local folder, or whose ``org`` folder exists here: refuse to guess
+    (as timm's ``parse_model_name``) and ask for ``local-dir:`` or ``hf-hub:``."""
+    return _is_hub_shaped(spec) and spec not in REGISTRY and not path.is_file() and (path.exists() or path.parent.exists())
 
 
 def _is_foreign(folder: Path) -> bool:

@@ -19,6 +19,7 @@ import tifffile  # noqa: E402
 
 import dino_boc  # noqa: E402
 from dino_boc import plot  # noqa: E402
+import dino_boc
 
 MODEL = "dino-boc-vitt16-nuclei-demo"
 OUT = Path("docs/images")
@@ -35,7 +36,7 @@ def crops_table(model) -> pd.DataFrame:
             rows = list(csv.DictReader(fh))
         feats = dino_boc.embed(pixels[:, None], model=model, n_last_blocks=1)
         meta = pd.DataFrame({"Metadata_label": [r["label"] for r in rows], "Metadata_split": split})
-        frames.append(pd.concat([meta, pd.DataFrame(feats, columns=model.feature_names(1, n_last_blocks=1))], axis=1))
+        frames.append(pd.concat([meta, pd.DataFrame(feats, columns=dino_boc.feature_names(model, 1, n_last_blocks=1))], axis=1))
     return pd.concat(frames, ignore_index=True)
 
 

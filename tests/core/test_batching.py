@@ -35,7 +35,7 @@ def test_inside_a_list_with_other_sizes_and_channel_counts(tiny_model, images, r
 
 def test_embed_tokens_of_a_list_is_one_embedding_per_entry(tiny_model, images, rng):
     other = rng.integers(0, 255, size=(2, 32, 32)).astype(np.uint8)
-    out = tiny_model.embed_tokens([images, other])
+    out = dino_boc.embed_tokens([images, other], model=tiny_model)
     assert out[0].cls.shape == (3, 4, 3, 64) and out[1].cls.shape == (1, 4, 2, 64)
     assert out[0].blocks == (0, 1, 2, 3)
 
@@ -54,7 +54,7 @@ def test_a_model_name_is_loaded_once_and_reused(monkeypatch, rng):
     from dino_boc.weights.registry import REGISTRY, RegistryEntry
 
     embed_module = importlib.import_module("dino_boc.embed")  # the module; dino_boc.embed is the function
-    monkeypatch.setattr(embed_module, "_MODEL_CACHE", {})
+    monkeypatch.setattr(importlib.import_module("dino_boc.engine"), "_MODEL_CACHE", {})  # the cache lives there
     config = ModelConfig(embed_dim=64, depth=4, num_heads=2, patch_size=8, img_size=32)
     monkeypatch.setitem(REGISTRY, "tiny-random", RegistryEntry(name="tiny-random", description="test",
                                                                source="random", config=config))
@@ -73,7 +73,7 @@ def test_compile_option_gives_the_same_features():
 
     model = dino_boc.create_model("boc", embed_dim=64, depth=2, num_heads=2, patch_size=8, img_size=32, seed=0)
     img = np.random.default_rng(1).integers(0, 255, (2, 32, 32)).astype(np.uint8)
-    ref = model.embed(img, n_last_blocks=2)
-    out = model.embed(img, n_last_blocks=2, compile=True)
+    ref = dino_boc.embed(img, n_last_blocks=2, model=model)
+    out = dino_boc.embed(img, n_last_blocks=2, compile=True, model=model)
     assert getattr(model, "_compiled_call_impl", None) is not None
     np.testing.assert_allclose(out, ref, atol=1e-5)

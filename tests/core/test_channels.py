@@ -18,8 +18,8 @@ def img(rng):
 
 def test_permutation_permutes_the_per_channel_blocks(tiny_model, img):
     perm = [2, 0, 3, 1]
-    base = tiny_model.embed_tokens(img)
-    permuted = tiny_model.embed_tokens(img[perm])
+    base = dino_boc.embed_tokens(img, model=tiny_model)
+    permuted = dino_boc.embed_tokens(img[perm], model=tiny_model)
     assert base.cls.shape == (1, L, K, D) and base.patch_mean.shape == (1, K, D)
     np.testing.assert_allclose(permuted.cls, base.cls[:, :, perm], atol=1e-6, rtol=0)
     np.testing.assert_allclose(permuted.patch_mean, base.patch_mean[:, perm], atol=1e-6, rtol=0)
@@ -56,7 +56,7 @@ def test_channel_names_without_names_in_the_input_is_an_error(tiny_model, img):
 
 
 def test_embedding_channel_names_default_to_indices(tiny_model, img):
-    assert tiny_model.embed_tokens(img, [3, 1]).channel_names == ["ch0", "ch1"]
+    assert dino_boc.embed_tokens(img, [3, 1], model=tiny_model).channel_names == ["ch0", "ch1"]
 
 
 def _read_image():
@@ -79,7 +79,7 @@ def test_channels_by_name_from_an_imagej_tiff(tiny_model, img, tmp_path):
     np.testing.assert_array_equal(arr, img)
     by_name = dino_boc.embed(str(path), ["Mito", "DNA"], model=tiny_model)
     np.testing.assert_array_equal(by_name, dino_boc.embed(img[[3, 0]], model=tiny_model))
-    emb = tiny_model.embed_tokens(str(path), ["Mito", "DNA"])
+    emb = dino_boc.embed_tokens(str(path), ["Mito", "DNA"], model=tiny_model)
     assert emb.channel_names == ["Mito", "DNA"]
     with pytest.raises(ChannelError, match="'Actin'"):
         dino_boc.embed(str(path), ["Actin"], model=tiny_model)

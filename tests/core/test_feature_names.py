@@ -16,7 +16,7 @@ D, DEPTH = 64, 4
 def test_names_fit_the_features(tiny_model, rng, k, n_last_blocks, avgpool):
     img = rng.integers(0, 255, size=(k, 32, 32)).astype(np.uint8)
     feats = dino_boc.embed(img, model=tiny_model, n_last_blocks=n_last_blocks, avgpool=avgpool)
-    names = tiny_model.feature_names(k, n_last_blocks=n_last_blocks, avgpool=avgpool)
+    names = dino_boc.feature_names(tiny_model, k, n_last_blocks=n_last_blocks, avgpool=avgpool)
     size = feature_size("boc", k, D, n_last_blocks=n_last_blocks, avgpool=avgpool)
     assert size == (n_last_blocks * k + (k if avgpool else 0)) * D  # L·K·D + K·D
     assert feats.shape == (size,) and len(names) == size and len(set(names)) == size
@@ -24,9 +24,9 @@ def test_names_fit_the_features(tiny_model, rng, k, n_last_blocks, avgpool):
 
 def test_each_name_points_at_its_value(tiny_model, rng):
     img = rng.integers(0, 255, size=(3, 32, 32)).astype(np.uint8)
-    emb = tiny_model.embed_tokens(img, n_last_blocks=2)
+    emb = dino_boc.embed_tokens(img, n_last_blocks=2, model=tiny_model)
     flat = dino_boc.embed(img, model=tiny_model, n_last_blocks=2)
-    names = tiny_model.feature_names(["DNA", "ER", "Mito"], n_last_blocks=2)
+    names = dino_boc.feature_names(tiny_model, ["DNA", "ER", "Mito"], n_last_blocks=2)
     col = dict(zip(names, flat))
     assert emb.blocks == (2, 3)
     assert names[0] == "DNA_cls2_0000" and names[D] == "ER_cls2_0000" and names[-1] == f"Mito_mean_{D - 1:04d}"
@@ -37,17 +37,17 @@ def test_each_name_points_at_its_value(tiny_model, rng):
 
 
 def test_duplicate_channel_names_fall_back_to_indices(tiny_model):
-    names = tiny_model.feature_names(["DNA", "DNA"], n_last_blocks=1)
+    names = dino_boc.feature_names(tiny_model, ["DNA", "DNA"], n_last_blocks=1)
     assert names[0] == "ch0_cls3_0000" and len(set(names)) == len(names)
 
 
 def test_channel_mean_pooling(tiny_model, rng):
     img = rng.integers(0, 255, size=(3, 32, 32)).astype(np.uint8)
-    emb = tiny_model.embed_tokens(img, n_last_blocks=1)
+    emb = dino_boc.embed_tokens(img, n_last_blocks=1, model=tiny_model)
     pooled = dino_boc.embed(img, model=tiny_model, n_last_blocks=1, channel_pool="mean")
     want = np.concatenate([emb.cls[0, 0].mean(axis=0), emb.patch_mean[0].mean(axis=0)])
     np.testing.assert_allclose(pooled, want, atol=1e-6, rtol=0)
-    names = tiny_model.feature_names(3, n_last_blocks=1, channel_pool="mean")
+    names = dino_boc.feature_names(tiny_model, 3, n_last_blocks=1, channel_pool="mean")
     assert len(names) == pooled.size == feature_size("boc", 3, D, n_last_blocks=1, channel_pool="mean")
 
 

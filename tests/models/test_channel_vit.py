@@ -66,24 +66,24 @@ def test_matches_full_attention(model, ids):
 
 def test_sensitive_to_channel_ids_and_equivariant_to_joint_permutation(model):
     img = np.random.default_rng(0).integers(0, 255, (3, 32, 32)).astype(np.uint8)
-    a = model.embed(img, n_last_blocks=1, channel_ids=[0, 1, 2], precision="fp32")
-    b = model.embed(img, n_last_blocks=1, channel_ids=[0, 1, 3], precision="fp32")
+    a = dino_boc.embed(img, n_last_blocks=1, channel_ids=[0, 1, 2], precision="fp32", model=model)
+    b = dino_boc.embed(img, n_last_blocks=1, channel_ids=[0, 1, 3], precision="fp32", model=model)
     assert np.abs(a[:D] - b[:D]).max() > 1e-3  # same pixels, another channel identity
     # permuting the channels together with their ids leaves the CLS unchanged (no channel order)
-    c = model.embed(img[[2, 0, 1]], n_last_blocks=1, channel_ids=[2, 0, 1], precision="fp32")
+    c = dino_boc.embed(img[[2, 0, 1]], n_last_blocks=1, channel_ids=[2, 0, 1], precision="fp32", model=model)
     np.testing.assert_allclose(c[:D], a[:D], atol=1e-5)
 
 
 def test_names_and_defaults(model):
     img = np.random.default_rng(1).integers(0, 255, (2, 3, 32, 32)).astype(np.uint8)
-    by_name = model.embed(img, n_last_blocks=2, channel_ids=["RNA", "DNA", "Mito"])
-    by_id = model.embed(img, n_last_blocks=2, channel_ids=[2, 0, 4])
+    by_name = dino_boc.embed(img, n_last_blocks=2, channel_ids=["RNA", "DNA", "Mito"], model=model)
+    by_id = dino_boc.embed(img, n_last_blocks=2, channel_ids=[2, 0, 4], model=model)
     np.testing.assert_array_equal(by_name, by_id)
-    np.testing.assert_array_equal(model.embed(img, n_last_blocks=2), model.embed(img, n_last_blocks=2,
-                                                                                  channel_ids=[0, 1, 2]))
+    np.testing.assert_array_equal(dino_boc.embed(img, n_last_blocks=2, model=model), dino_boc.embed(img, n_last_blocks=2,
+                                                                                  channel_ids=[0, 1, 2], model=model))
     # channels= selects input channels first; channel_ids then names the selected ones
-    sel = model.embed(img, [2, 0], n_last_blocks=2, channel_ids=["RNA", "DNA"])
-    np.testing.assert_array_equal(sel, model.embed(img[:, [2, 0]], n_last_blocks=2, channel_ids=[2, 0]))
+    sel = dino_boc.embed(img, [2, 0], n_last_blocks=2, channel_ids=["RNA", "DNA"], model=model)
+    np.testing.assert_array_equal(sel, dino_boc.embed(img[:, [2, 0]], n_last_blocks=2, channel_ids=[2, 0], model=model))
 
 
 def test_per_image_ids_match_separate_runs(model):
@@ -99,7 +99,7 @@ def test_per_image_ids_match_separate_runs(model):
 def test_refuses_bad_channels(model):
     x6 = np.zeros((KMAX + 1, 32, 32), np.uint8)
     with pytest.raises(InputError, match="at most 5"):
-        model.embed(x6, n_last_blocks=1)
+        dino_boc.embed(x6, n_last_blocks=1, model=model)
     with pytest.raises(InputError, match="at most 5"):
         model.forward_tokens(torch.zeros(1, KMAX + 1, 32, 32))
     x3 = torch.zeros(1, 3, 32, 32)
@@ -114,7 +114,7 @@ def test_refuses_bad_channels(model):
     with pytest.raises(InputError, match="expected integer"):
         model.forward_tokens(x3, channel_ids=torch.tensor([0.0, 1.0, 2.0]))
     with pytest.raises(ChannelError, match="unknown channel name 'GFP'"):
-        model.embed(np.zeros((2, 32, 32), np.uint8), n_last_blocks=1, channel_ids=["DNA", "GFP"])
+        dino_boc.embed(np.zeros((2, 32, 32), np.uint8), n_last_blocks=1, channel_ids=["DNA", "GFP"], model=model)
     with pytest.raises(ChannelError, match="no channel names"):
         make_cvit(channel_names=()).resolve_channel_ids(["DNA"], 1)
 
@@ -123,12 +123,12 @@ def test_refuses_bad_channels(model):
 @pytest.mark.parametrize("n_last,avgpool", [(2, True), (1, False)])
 def test_feature_sizes(model, k, n_last, avgpool):
     imgs = np.random.default_rng(k).integers(0, 255, (2, k, 32, 32)).astype(np.uint8)
-    feats = model.embed(imgs, n_last_blocks=n_last, avgpool=avgpool)
+    feats = dino_boc.embed(imgs, n_last_blocks=n_last, avgpool=avgpool, model=model)
     expected = (n_last + (k if avgpool else 0)) * D  # L·D + K·D; CHAMMI form D
     assert feats.shape == (2, expected)
     assert expected == feature_size("channel_vit", k, D, n_last_blocks=n_last, avgpool=avgpool)
-    assert len(model.feature_names(k, n_last_blocks=n_last, avgpool=avgpool)) == expected
-    emb = model.embed_tokens(imgs, n_last_blocks=n_last, avgpool=avgpool)
+    assert len(dino_boc.feature_names(model, k, n_last_blocks=n_last, avgpool=avgpool)) == expected
+    emb = dino_boc.embed_tokens(imgs, n_last_blocks=n_last, avgpool=avgpool, model=model)
     assert emb.cls is None and emb.global_cls.shape == (2, n_last, D)
     np.testing.assert_array_equal(feats[:, : n_last * D], emb.global_cls.reshape(2, -1))
 

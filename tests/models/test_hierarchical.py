@@ -150,11 +150,11 @@ def test_channel_permutation_permutes_channel_tokens_only(model):
 @pytest.mark.parametrize("n_last,avgpool", [(2, True), (1, False)])
 def test_feature_sizes_any_k(model, k, n_last, avgpool):
     imgs = np.random.default_rng(k).integers(0, 255, (2, k, 32, 32)).astype(np.uint8)
-    feats = model.embed(imgs, n_last_blocks=n_last, avgpool=avgpool)
+    feats = dino_boc.embed(imgs, n_last_blocks=n_last, avgpool=avgpool, model=model)
     expected = (n_last * (1 + k) + (k if avgpool else 0)) * D  # L(1+K)D + KD; CHAMMI form (1+K)D
     assert feats.shape == (2, expected) == (2, feature_size("ha", k, D, n_last_blocks=n_last, avgpool=avgpool))
-    assert len(model.feature_names(k, n_last_blocks=n_last, avgpool=avgpool)) == expected
-    emb = model.embed_tokens(imgs, n_last_blocks=n_last, avgpool=avgpool)
+    assert len(dino_boc.feature_names(model, k, n_last_blocks=n_last, avgpool=avgpool)) == expected
+    emb = dino_boc.embed_tokens(imgs, n_last_blocks=n_last, avgpool=avgpool, model=model)
     # layout: per block [global, channel 0..K-1], then per-channel patch means
     first = np.concatenate([emb.global_cls[:, 0], emb.cls[:, 0].reshape(2, -1)], axis=1)
     np.testing.assert_array_equal(feats[:, : (1 + k) * D], first)
@@ -166,7 +166,7 @@ def test_rejects_channel_ids_and_unknown_attention(model):
     with pytest.raises(InputError, match="Channel-ViT"):
         model.forward_tokens(x, channel_ids=torch.arange(2))
     with pytest.raises(InputError, match="Channel-ViT"):
-        model.embed(np.zeros((2, 32, 32), np.uint8), n_last_blocks=1, channel_ids=[0, 1])
+        dino_boc.embed(np.zeros((2, 32, 32), np.uint8), n_last_blocks=1, channel_ids=[0, 1], model=model)
     with pytest.raises(InputError, match="attention"):
         model.forward_tokens(x, attention="dense")
 

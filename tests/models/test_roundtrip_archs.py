@@ -41,7 +41,7 @@ def test_save_load_round_trip(arch, tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     x = images(3)
-    np.testing.assert_array_equal(loaded.embed(x, n_last_blocks=2), model.embed(x, n_last_blocks=2))
+    np.testing.assert_array_equal(dino_boc.embed(x, n_last_blocks=2, model=loaded), dino_boc.embed(x, n_last_blocks=2, model=model))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -92,11 +92,11 @@ def test_boc_reduced_feature_forms():
     """App. K: BoC CLS averaged over channels (D wide) and BoC CLS only (K·D wide), L = 1."""
     model = make("boc")
     x = images(4)
-    emb = model.embed_tokens(x, n_last_blocks=1, avgpool=False)
-    mean = model.embed(x, n_last_blocks=1, avgpool=False, channel_pool="mean")
+    emb = dino_boc.embed_tokens(x, n_last_blocks=1, avgpool=False, model=model)
+    mean = dino_boc.embed(x, n_last_blocks=1, avgpool=False, channel_pool="mean", model=model)
     assert mean.shape == (2, D)
     np.testing.assert_allclose(mean, emb.cls[:, 0].mean(axis=1), atol=1e-6)
-    assert len(model.feature_names(4, n_last_blocks=1, avgpool=False, channel_pool="mean")) == D
-    cls_only = model.embed(x, n_last_blocks=1, avgpool=False)
+    assert len(dino_boc.feature_names(model, 4, n_last_blocks=1, avgpool=False, channel_pool="mean")) == D
+    cls_only = dino_boc.embed(x, n_last_blocks=1, avgpool=False, model=model)
     assert cls_only.shape == (2, 4 * D)
     np.testing.assert_array_equal(cls_only, emb.cls[:, 0].reshape(2, -1))

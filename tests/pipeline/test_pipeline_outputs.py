@@ -32,7 +32,7 @@ def embed_expected(model, arrays, names):
     rows = []
     for n in sorted(arrays):
         feats = dino_boc.embed(arrays[n], model=model, n_last_blocks=L)
-        rows.append(dict(zip(model.feature_names(names[n], n_last_blocks=L), feats)))
+        rows.append(dict(zip(dino_boc.feature_names(model, names[n], n_last_blocks=L), feats)))
     return pd.DataFrame(rows)
 
 

@@ -23,7 +23,7 @@ def test_grid_covers_the_image_with_the_first_and_last_tile_at_the_edges():
 
 def mean_tokens_features(model, tiles):
     """Independent: embed_tokens of every tile, mean of cls and patch_mean over tiles, released layout."""
-    embs = [model.embed_tokens(t, n_last_blocks=L) for t in tiles]
+    embs = [dino_boc.embed_tokens(t, n_last_blocks=L, model=model) for t in tiles]
     cls = np.mean([e.cls[0] for e in embs], axis=0)  # (L, K, D)
     pm = np.mean([e.patch_mean[0] for e in embs], axis=0)  # (K, D)
     return np.concatenate([cls[j, c] for j in range(L) for c in range(cls.shape[1])] + list(pm))

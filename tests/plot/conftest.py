@@ -41,7 +41,7 @@ def feature_table(tiny_model) -> pd.DataFrame:
     imgs[4:8, 0] *= 3  # groups differ in one channel's intensity pattern
     imgs[8:, 1] = imgs[8:, 1].sort(dim=-1).values
     feats = dino_boc.embed(imgs.numpy(), model=tiny_model, n_last_blocks=2)
-    names = tiny_model.feature_names(CHANNEL_NAMES, n_last_blocks=2)
+    names = dino_boc.feature_names(tiny_model, CHANNEL_NAMES, n_last_blocks=2)
     meta = pd.DataFrame({
         "Metadata_group": ["a"] * 4 + ["b"] * 4 + ["c"] * 4,
         "Metadata_dose": np.linspace(0.0, 1.0, 12),

@@ -183,7 +183,7 @@ def _union_table(tiny_model) -> pd.DataFrame:
         feats = dino_boc.embed(rng.random((n, len(names), 32, 32)).astype(np.float32) * 255, model=tiny_model,
                                n_last_blocks=2)
         meta = pd.DataFrame({"Metadata_channels": [";".join(names)] * n})
-        parts.append(pd.concat([meta, pd.DataFrame(feats, columns=tiny_model.feature_names(names, n_last_blocks=2))],
+        parts.append(pd.concat([meta, pd.DataFrame(feats, columns=dino_boc.feature_names(tiny_model, names, n_last_blocks=2))],
                                axis=1))
     return pd.concat(parts, ignore_index=True)
 

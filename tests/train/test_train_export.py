@@ -33,7 +33,7 @@ def test_export_load_model_embed_uses_the_teacher(tmp_path, arch):
         assert torch.equal(v, teacher[k]), k
     image = np.random.default_rng(1).integers(0, 255, size=(3, 32, 32)).astype(np.uint8)
     feats = dino_boc.embed(image, model=model, n_last_blocks=1, precision="fp32")
-    assert feats.shape == (len(model.feature_names(3, n_last_blocks=1)),) and np.isfinite(feats).all()
+    assert feats.shape == (len(dino_boc.feature_names(model, 3, n_last_blocks=1)),) and np.isfinite(feats).all()
     # the same features from the teacher's own tokens, computed here: CLS per channel, then patch means
     x = torch.from_numpy(image).float() / 255.0
     x = (x - x.mean(dim=(1, 2), keepdim=True)) / (x.std(dim=(1, 2), keepdim=True, unbiased=False) + 1e-7)

@@ -59,7 +59,7 @@ def test_add_weights_then_load_by_name(cache, tiny_model, image, write_checkpoin
     ckpt.unlink()  # converted once: the original is no longer needed
     model = dino_boc.load_model(NAME, device="cpu")
     assert model.name == NAME and model.pretrained is True and model.config == tiny_model.config
-    np.testing.assert_array_equal(model.embed(image), tiny_model.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=model), dino_boc.embed(image, model=tiny_model))
 
 
 def test_add_weights_rejects_a_wrong_hash(cache, tiny_model, write_checkpoint):
@@ -93,7 +93,7 @@ def test_cli_weights_list_and_add(cache, tiny_model, image, write_checkpoint, ca
     assert f"as {NAME!r} in {cache / NAME}" in capsys.readouterr().out
     assert main(["weights", "list"]) == 0
     assert " cached " in next(line for line in capsys.readouterr().out.splitlines() if line.startswith(NAME))
-    np.testing.assert_array_equal(dino_boc.load_model(NAME, device="cpu").embed(image), tiny_model.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=dino_boc.load_model(NAME, device="cpu")), dino_boc.embed(image, model=tiny_model))
 
 
 def test_cli_weights_add_error_is_printed(cache, tmp_path, capsys):

@@ -22,7 +22,7 @@ def test_every_layout_gives_the_source_features(tiny_model, image, write_checkpo
     assert loaded.pretrained is True and loaded.name == layout
     for key, value in tiny_model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, atol=0, rtol=0, msg=key)
-    np.testing.assert_array_equal(loaded.embed(image), tiny_model.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=loaded), dino_boc.embed(image, model=tiny_model))
 
 
 def test_chunked_keys_are_numbered_globally():
@@ -37,14 +37,14 @@ def test_chunked_keys_are_numbered_globally():
 def test_other_chunk_counts(tiny_model, image, write_checkpoint, block_chunks):
     obj = chunk_keys(backbone_state(tiny_model), 4, block_chunks)
     loaded = dino_boc.load_model(write_checkpoint(tiny_model, "chunked", obj), device="cpu")
-    np.testing.assert_array_equal(loaded.embed(image), tiny_model.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=loaded), dino_boc.embed(image, model=tiny_model))
 
 
 def test_checkpoint_without_mask_token_loads(tiny_model, image, write_checkpoint):
     obj = released_checkpoint(tiny_model, "plain")
     del obj["mask_token"]
     loaded = dino_boc.load_model(write_checkpoint(tiny_model, "plain", obj), device="cpu")
-    np.testing.assert_array_equal(loaded.embed(image), tiny_model.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=loaded), dino_boc.embed(image, model=tiny_model))
 
 
 def test_num_heads_overrides_the_d_over_64_convention(image, write_checkpoint):
@@ -52,9 +52,9 @@ def test_num_heads_overrides_the_d_over_64_convention(image, write_checkpoint):
     path = write_checkpoint(four_heads, "plain")
     default = dino_boc.load_model(path, device="cpu")
     assert default.config.num_heads == 2  # 128 / 64: the weights fit, but the features are not the source's
-    assert np.abs(default.embed(image) - four_heads.embed(image)).max() > 1e-3
+    assert np.abs(dino_boc.embed(image, model=default) - dino_boc.embed(image, model=four_heads)).max() > 1e-3
     given = dino_boc.load_model(path, device="cpu", num_heads=4)
-    np.testing.assert_array_equal(given.embed(image), four_heads.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=given), dino_boc.embed(image, model=four_heads))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -147,5 +147,5 @@ def test_full_dinov2_training_checkpoint_keeps_the_teacher(tmp_path):
     torch.save({"model": sd}, path)
     loaded = dino_boc.load_model(path, device="cpu")
     img = np.random.default_rng(0).integers(0, 255, (2, 32, 32)).astype(np.uint8)
-    np.testing.assert_allclose(loaded.embed(img, n_last_blocks=2), teacher.embed(img, n_last_blocks=2), atol=1e-6)
-    assert np.abs(loaded.embed(img, n_last_blocks=2) - student.embed(img, n_last_blocks=2)).max() > 1e-3
+    np.testing.assert_allclose(dino_boc.embed(img, n_last_blocks=2, model=loaded), dino_boc.embed(img, n_last_blocks=2, model=teacher), atol=1e-6)
+    assert np.abs(dino_boc.embed(img, n_last_blocks=2, model=loaded) - dino_boc.embed(img, n_last_blocks=2, model=student)).max() > 1e-3

@@ -40,13 +40,13 @@ def test_save_pretrained_round_trip(tiny_model, image, tmp_path):
     loaded = dino_boc.load_model(folder, device="cpu")
     assert loaded.config == tiny_model.config and loaded.preprocess == tiny_model.preprocess
     assert loaded.pretrained is False  # random weights stay random after a round trip
-    np.testing.assert_array_equal(loaded.embed(image), tiny_model.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=loaded), dino_boc.embed(image, model=tiny_model))
 
 
 def test_half_precision_save(tiny_model, image, tmp_path):
     loaded = dino_boc.load_model(tiny_model.save_pretrained(tmp_path / "fp16", dtype=torch.float16), device="cpu")
     assert next(loaded.parameters()).dtype == torch.float32
-    np.testing.assert_allclose(loaded.embed(image), tiny_model.embed(image), atol=0.05, rtol=0)
+    np.testing.assert_allclose(dino_boc.embed(image, model=loaded), dino_boc.embed(image, model=tiny_model), atol=0.05, rtol=0)
 
 
 def test_corrupt_config_json(tiny_model, tmp_path):
@@ -165,7 +165,7 @@ for spec in sys.argv[2:]:
     except ModelNotFoundError as exc:
         out[spec] = {"error": type(exc).__name__, "message": str(exc)}
         continue
-    np.save(f"{sys.argv[1]}/{spec.replace('/', '_').replace(':', '_')}.npy", model.embed(img))
+    np.save(f"{sys.argv[1]}/{spec.replace('/', '_').replace(':', '_')}.npy", dino_boc.embed(img, model=model))
     out[spec] = {"name": model.name, "pretrained": model.pretrained}
 print("RESULT " + json.dumps(out))
 """
@@ -191,7 +191,7 @@ def test_hub_download_then_offline_cache(hub_server, tiny_model, image, tmp_path
     assert online[f"hf-hub:{REPO}"] == {"name": "untrained-boc", "pretrained": False}
     assert online["hf-hub:org/absent"]["error"] == "ModelNotFoundError"
     assert any(r.startswith("GET /org/tiny/resolve/") and "model.safetensors" in r for r in hub_server.requests)
-    want = tiny_model.embed(image)
+    want = dino_boc.embed(image, model=tiny_model)
     np.testing.assert_array_equal(np.load(tmp_path / "hf-hub_org_tiny.npy"), want)
     (tmp_path / "hf-hub_org_tiny.npy").unlink()
 

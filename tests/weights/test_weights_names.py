@@ -103,15 +103,15 @@ def test_a_previous_model_folder_is_replaced_and_found_by_its_name(cache, tiny_m
     dino_boc.add_weights(write_checkpoint(other, "chunked"), name="my-model.v2")
     assert sorted(p.name for p in cache.iterdir()) == ["my-model.v2"]  # nothing left beside it
     loaded = dino_boc.load_model("my-model.v2", device="cpu")  # not a registry name: found in the cache
-    np.testing.assert_array_equal(loaded.embed(image), other.embed(image))
-    assert not np.array_equal(loaded.embed(image), tiny_model.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=loaded), dino_boc.embed(image, model=other))
+    assert not np.array_equal(dino_boc.embed(image, model=loaded), dino_boc.embed(image, model=tiny_model))
 
 
 def test_a_folder_of_dino_boc_0_1_without_marker_is_replaced(cache, tiny_model, write_checkpoint, image):
     tiny_model.save_pretrained(cache / "old")  # 0.1 wrote exactly config.json and model.safetensors
     other = dino_boc.create_model("boc", seed=1, **TINY)
     dino_boc.add_weights(write_checkpoint(other, "plain"), name="old")
-    np.testing.assert_array_equal(dino_boc.load_model("old", device="cpu").embed(image), other.embed(image))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=dino_boc.load_model("old", device="cpu")), dino_boc.embed(image, model=other))
 
 
 def test_a_folder_without_marker_is_not_loaded_by_bare_name(cache, tiny_model, monkeypatch, tmp_path):
@@ -173,3 +173,25 @@ def test_names_of_shipped_or_random_models_are_refused(cache, tiny_model, write_
     with pytest.raises(ConfigError, match="choose another --name"):
         dino_boc.add_weights(write_checkpoint(tiny_model, "plain"), name=name)
     assert not cache.exists() or not any(cache.iterdir())
+
+
+# ---------------------------------------------------------------- explicit hf-hub: / local-dir: spellings
+def test_an_ambiguous_org_name_asks_for_a_prefix_and_each_prefix_resolves_it(tiny_model, monkeypatch, tmp_path, image):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    tiny_model.save_pretrained(tmp_path / "org" / "tiny")  # "org/tiny" is a folder here and a Hub id's shape
+    with pytest.raises(ModelNotFoundError) as info:
+        dino_boc.load_model("org/tiny", device="cpu")
+    assert "'local-dir:org/tiny'" in str(info.value) and "'hf-hub:org/tiny'" in str(info.value)
+    with pytest.raises(ModelNotFoundError, match="could be the local path"):
+        dino_boc.load_model("org/other", device="cpu")  # org/ exists: a typo of a folder, or a Hub repo
+    local = dino_boc.load_model("local-dir:org/tiny", device="cpu")
+    np.testing.assert_array_equal(dino_boc.embed(image, model=local), dino_boc.embed(image, model=tiny_model))
+    np.testing.assert_array_equal(dino_boc.embed(image, model=dino_boc.load_model("./org/tiny", device="cpu")),
+                                  dino_boc.embed(image, model=tiny_model))  # ./ is a path, never the Hub
+    with pytest.raises(ModelNotFoundError) as hub:  # the Hub spelling never reads the folder (offline: not cached)
+        dino_boc.load_model("hf-hub:org/tiny", device="cpu")
+    assert "could be the local path" not in str(hub.value)
+    with pytest.raises(ModelNotFoundError, match="local-dir:org/missing: no such folder"):
+        dino_boc.load_model("local-dir:org/missing", device="cpu")

@@ -83,7 +83,7 @@ def test_added_release_gives_the_released_linear_feature_with_channels_by_name(r
     user_order = ["ER", "nucleus", "microtubules", "protein"]
     shuffled = hpa[[HPA_CHANNELS.index(c) for c in user_order]]
     got = dino_boc.embed(shuffled, model=model, channels=user_order, precision="fp32")
-    assert got.shape == (5 * D,) and len(model.feature_names(4)) == 5 * D
+    assert got.shape == (5 * D,) and len(dino_boc.feature_names(model, 4)) == 5 * D
     np.testing.assert_allclose(got, released_features(net, hpa), atol=2e-4, rtol=0)
     # 16-bit input: the released ÷255 whatever the dtype
     hpa16 = rng.integers(0, 65536, size=(4, 64, 80)).astype(np.uint16)

@@ -147,7 +147,7 @@ def test_the_dataset_pipeline_gives_the_same_default_feature(vit, image, tmp_pat
     dino_boc.embed_dataset(tmp_path / "img.tif", tmp_path / "out.parquet", model=model, num_workers=0, progress=False, precision="fp32")
     table = pd.read_parquet(tmp_path / "out.parquet")
     feats = table[[c for c in table.columns if not c.startswith("Metadata_")]].to_numpy()
-    assert list(table.columns[-D:]) == model.feature_names(3) and feats.shape == (1, D)  # chmean_mean_*
+    assert list(table.columns[-D:]) == dino_boc.feature_names(model, 3) and feats.shape == (1, D)  # chmean_mean_*
     import pyarrow.parquet as pq
 
     meta = json.dumps({k.decode(): v.decode() for k, v in pq.read_schema(tmp_path / "out.parquet").metadata.items()})
