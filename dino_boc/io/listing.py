@@ -36,10 +36,13 @@ def _opened(path: str | os.PathLike):
 def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 8192, text_columns=()) -> Iterator:
     """pandas DataFrames of at most ``chunk_rows`` rows each, in row order (columns as strings).
 
+    CSV/TSV cells are kept as written, as text, as :func:`dino_boc.io.tables.read_table` keeps them
+    (``000123`` stays ``"000123"``, an empty cell is ``""``); Parquet columns keep their stored types.
+
     Args:
         path: ``.csv``, ``.tsv``, ``.csv.gz``, ``.tsv.gz``, ``.parquet`` or ``.pq``, local or URL.
         chunk_rows: rows per chunk (memory is about this many rows, whatever the table's length).
-        text_columns: CSV columns read verbatim as text (empty cells stay ``""``).
+        text_columns: kept for callers; every CSV column is read as text.
 
     Raises:
         ImageReadError: an unreadable table.
@@ -54,12 +57,9 @@ def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 8192, text_c
                 yield batch.to_pandas()
             return
         sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-        dtype = {c: str for c in text_columns}
-        chunks = pd.read_csv(f, sep=sep, chunksize=chunk_rows, dtype=dtype or None,
+        chunks = pd.read_csv(f, sep=sep, chunksize=chunk_rows, dtype=str, keep_default_na=False,
                              compression="gzip" if name.endswith(".gz") else None)
         for chunk in chunks:
-            for col in text_columns:
-                chunk[col] = chunk[col].fillna("")
             chunk.columns = [str(c) for c in chunk.columns]
             yield chunk
 

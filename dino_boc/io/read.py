@@ -12,6 +12,7 @@ from dino_boc.errors import ImageReadError, InputError
 from dino_boc.io.axes import ZReduction, check_position, check_t, check_z
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS, check_budget, check_max_pixels, header_shape, sniff
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of
+from dino_boc.io.fs import is_url
 from dino_boc.io.image import AlphaMode, read_npy, read_pixels
 from dino_boc.io.ngff import read_ngff
 from dino_boc.io.tape import unfold_tape
@@ -80,13 +81,15 @@ def read_image(
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
         raise InputError(f"level={level!r}; expected an int >= 0 (0 = full resolution)")
     check_max_pixels(max_pixels)
-    fmt = _sniffed(path, format_of(path))
+    # an object-store URL has no local inode to stat or sniff: its suffix names the reader, and the readers'
+    # own limits (tifffile's series shape, Pillow's pixel limit) bound what it may decode
+    fmt = format_of(path) if is_url(path) else _sniffed(path, format_of(path))
     if fmt is None:
         raise ImageReadError(
             f"{str(path)!r}: unknown image format; supported suffixes are {', '.join(SUPPORTED_SUFFIXES)} "
             "(vendor formats need the bioio extra)"
         )
-    if fmt in ("pixels", "numpy"):
+    if fmt in ("pixels", "numpy") and not is_url(path):
         declared = header_shape(path, fmt)
         if declared is not None:
             check_budget(declared[0], declared[1], max_pixels, source=str(path))

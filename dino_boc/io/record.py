@@ -106,11 +106,11 @@ class ImageRecord:
         names = self.channel_names or tuple(f"channel {i}" for i in range(len(self.paths)))
         illum = self.illum or ("",) * len(self.paths)
         planes = []
-        for name, path, function in zip(names, self.paths, illum):
+        for name, path in zip(names, self.paths):
             if not path:
                 raise ImageReadError(f"{self.id}: no file for channel {name!r}; fill in its file name in the table")
-        reads = map_fetches(lambda p: read_image(p, **self._options()), self.paths)  # i17: URLs concurrently
-        for name, path, (plane, _) in zip(names, self.paths, reads):
+        reads = map_fetches(lambda p: read_image(p, **self._options()), self.paths)  # URLs fetched concurrently
+        for name, path, function, (plane, _) in zip(names, self.paths, illum, reads):
             if plane.shape[0] != 1:
                 raise ImageReadError(
                     f"{self.id}: channel {name!r} file {path!r} holds {plane.shape[0]} planes (shape {plane.shape}); "

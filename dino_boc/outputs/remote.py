@@ -40,7 +40,8 @@ def upload_outputs(local: str | os.PathLike, url: str) -> list[str]:
     if not is_url(url):
         raise ValueError(f"{url!r} is not a URL")
     stem = local.name.split(".")[0]
-    sides = sorted(p for p in local.parent.iterdir() if p.is_file() and p != local and p.name.startswith(stem + "."))
+    sides = sorted(p for p in local.parent.iterdir() if p.is_file() and p != local and p.name.startswith(stem + ".")
+                   and not p.name.endswith(".lock"))  # the run's lock stays local
     fs = filesystem(url)
     written = []
     for path in [*sides, local]:

@@ -60,7 +60,7 @@ def test_failing_objects_become_error_rows_and_the_run_goes_on(http_root, rng, t
     assert _embed([f"{url}/list.csv", "-o", str(out)], tiny_model_dir) == 0
     df = pd.read_parquet(out)
     assert sorted(df["Metadata_path"]) == sorted([f"{url}/ok.tif", f"{url}/FLAKY.tif"])
-    errors = pd.read_csv(tmp_path / "f.errors.csv")
+    errors = pd.read_csv(tmp_path / "f.parquet.errors.csv")
     assert len(errors) == 1 and "FAIL500.tif" in errors.to_csv() and "after 5 tries" in errors.to_csv()
 
 
@@ -109,7 +109,7 @@ def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, 
     if remote_output:
         with s3.open(out, "rb") as f:
             got = pd.read_parquet(f)
-        assert s3.exists(f"{bucket}/out/killed.errors.csv")
+        assert s3.exists(f"{bucket}/out/killed.parquet.errors.csv")
     else:
         got = pd.read_parquet(out)
     pd.testing.assert_frame_equal(got, pd.read_parquet(tmp_path / "clean.parquet"))
