@@ -21,9 +21,9 @@ from typing import Collection, Literal, get_args
 
 import torch
 
-from dino_boc.errors import InputError
+from dino_boc.errors import ConfigError, InputError
 
-__all__ = ["Precision", "ResolvedPrecision", "PRECISIONS", "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_native_bf16",
+__all__ = ["resolve_device", "Precision", "ResolvedPrecision", "PRECISIONS", "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_native_bf16",
            "resolve_precision", "autocast_context"]
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -146,3 +146,32 @@ def autocast_context(device: torch.device | str, precision: str):
     if resolved == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[resolved])
+
+
+def resolve_device(device: str | torch.device | None = None, *, local_rank: int = 0) -> torch.device:
+    """The one rule for a ``device`` option (Python API, CLI, training config).
+
+    Args:
+        device: ``None`` or ``"auto"`` (CUDA when available, else the CPU), or a torch device string or
+            object (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        local_rank: the process's GPU under torchrun, used when ``device`` is None/"auto" (and for a bare
+            ``"cuda"`` when ``local_rank`` > 0).
+
+    Returns:
+        The torch device.
+
+    Raises:
+        ConfigError: not a torch device, or a CUDA device asked for on a machine without CUDA.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"device={device!r} is not a torch device ({exc}); expected e.g. 'cpu', 'cuda', 'cuda:1' "
+                          "or 'auto'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but CUDA is not available on this machine; use 'cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is None and local_rank:
+        return torch.device("cuda", local_rank)
+    return dev

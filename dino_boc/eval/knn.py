@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dino_boc.errors import InputError
+from dino_boc.precision import resolve_device
 
 __all__ = ["knn", "nearest_neighbors", "Metric", "METRICS"]
 
@@ -45,12 +46,6 @@ def _as_matrix(x, name: str, device: torch.device) -> torch.Tensor:
     if not bool(torch.isfinite(t).all()):
         raise InputError(f"{name} contains NaN or inf; expected finite features — drop or re-embed those rows")
     return t
-
-
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def nearest_neighbors(
@@ -83,7 +78,7 @@ def nearest_neighbors(
         raise InputError(f"metric={metric!r}; expected one of {METRICS}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise InputError(f"chunk_size={chunk_size!r}; expected a positive integer or None (fits 256 MiB)")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     ref = _as_matrix(train_features, "train_features", dev)
     qry = _as_matrix(test_features, "test_features", dev)
     if ref.shape[1] != qry.shape[1]:

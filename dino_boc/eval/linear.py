@@ -26,6 +26,7 @@ import torch
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.eval.metrics import accuracy, macro_f1
 from dino_boc.io.formats import reading
+from dino_boc.precision import resolve_device
 
 __all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "MAX_SWEEP_BYTES", "LinearProbeResult", "LinearSweep",
            "FeatureSplits", "check_sweep_options", "feature_splits", "fit_linear_sweep", "linear_probe",
@@ -162,10 +163,6 @@ def _as_features(x, name: str, device: torch.device) -> torch.Tensor:
     return t
 
 
-def _resolve_device(device) -> torch.device:
-    return torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _adamw_step(p, g, m, v, step: int, lr: torch.Tensor, wd: torch.Tensor) -> None:
     """In-place AdamW (decoupled weight decay, bias-corrected moments) with per-member lr and wd."""
     m.mul_(_BETAS[0]).add_(g, alpha=1 - _BETAS[0])
@@ -213,7 +210,7 @@ def fit_linear_sweep(
             column), a sweep above ``max_bytes``, or non-finite features.
     """
     check_sweep_options(epochs=epochs, batch_size=batch_size, lrs=lrs, weight_decays=weight_decays, min_epochs=0)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     xt = _as_features(x, "train_x", dev)
     labels = np.asarray(y).reshape(-1)
     if labels.shape[0] != xt.shape[0]:

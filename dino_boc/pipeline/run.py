@@ -40,7 +40,7 @@ from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
 from dino_boc.pipeline.inputs import RunInputs, gather_inputs, inputs_identity
 from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS, FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
 from dino_boc.models.config import ChannelPool
-from dino_boc.precision import Precision, resolve_precision
+from dino_boc.precision import Precision, resolve_device, resolve_precision
 from dino_boc.preprocess import PreprocessConfig
 from dino_boc.preprocess.config import Normalize
 from dino_boc.weights.resolve import as_model
@@ -234,7 +234,7 @@ def run_dataset(
 
 
 def _run(source, output, *, model, read, embed, run, resize, crop, normalize, masks, rank, world, local):
-    device = _device(run.device, local)
+    device = resolve_device(run.device, local_rank=local)
     model = _load_model(model, device, explicit=run.device is not None or world > 1)
     device = next(model.parameters()).device
     feats = model.features
@@ -265,14 +265,6 @@ def _run(source, output, *, model, read, embed, run, resize, crop, normalize, ma
             lock.release()
     summary.update(n_inputs=len(inputs.records), n_resumed=len(done))
     return _result(summary, output, out_path, tmp, provenance, rank, strict=run.strict)
-
-
-def _device(device: str | None, local_rank: int) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def _load_model(model: EmbeddingModel | str | os.PathLike, device: torch.device, *, explicit: bool) -> EmbeddingModel:

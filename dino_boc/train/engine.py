@@ -50,6 +50,7 @@ from dino_boc.train.optim import apply_schedules, build_optimizer
 from dino_boc.train.schedules import ScheduleConfig, Schedules, build_schedules
 from dino_boc.train.sources import ImageSource, build_source
 from dino_boc.train.ssl import HeadSpec, SSLObjective
+from dino_boc.precision import resolve_device
 
 __all__ = ["train", "Trainer", "TrainResult", "NonFiniteLossError", "LossHook", "RESUME_MUTABLE_KEYS"]
 
@@ -145,12 +146,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _device(self) -> torch.device:
-        want = self.cfg.train.device
-        if want == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("train.device=cuda but CUDA is not available; use train.device=cpu")
-        if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
-            return torch.device("cpu")
-        return torch.device("cuda", self.local_rank)
+        try:
+            return resolve_device(self.cfg.train.device, local_rank=self.local_rank)
+        except ConfigError as exc:
+            raise ConfigError(f"train.device: {exc}") from exc
 
     def _setup_distributed(self) -> None:
         wants_cuda = self.cfg.train.device == "cuda" or (self.cfg.train.device == "auto" and torch.cuda.is_available())

@@ -16,6 +16,7 @@ from dino_boc.errors import ConfigError, ModelNotFoundError, WeightsError
 from dino_boc.io.digest import file_sha256
 from dino_boc.models import EmbeddingModel, FeatureDefaults, ModelConfig, build_model
 from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
+from dino_boc.precision import resolve_device
 from dino_boc.preprocess.config import PreprocessConfig
 from dino_boc.weights.check import check_finite, check_weights_fit, fit_message, safetensors_shapes
 from dino_boc.weights.convert import infer_config, normalize_state_dict, read_checkpoint
@@ -39,15 +40,6 @@ logger = logging.getLogger(__name__)
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ConfigError(f"device={device!r} is not a torch device ({exc}); expected e.g. 'cpu', 'cuda', 'cuda:1'") from exc
 
 
 def load_state_dict_strict(model: EmbeddingModel, state: Mapping[str, torch.Tensor], *, source: str) -> None:
@@ -277,7 +269,7 @@ def load_model(
         ConfigError: a revision that is neither a branch/tag name nor a 40-hex commit.
         WeightsError: weights missing (gated: where to request them), corrupt, or not fitting.
     """
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     spec = os.fspath(name_or_path)
     if spec.startswith(HF_HUB_PREFIX):
         return _from_hub(spec[len(HF_HUB_PREFIX):], revision=revision, device=dev)

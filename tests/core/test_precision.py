@@ -165,3 +165,31 @@ def test_resume_refuses_another_precision(tiny_model, tmp_path):
     # the same precision resumes (nothing left to do): the refusal above was the precision's
     dino_boc.embed_dataset(tmp_path / "f0.tif", out, model=tiny_model, precision="fp32", resume=True,
                            keep_shards=True, progress=False)
+
+
+# ------------------------------------------------------------------ device: one rule everywhere
+def test_resolve_device_auto_and_explicit():
+    from dino_boc.precision import resolve_device
+
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_device(None) == expected and resolve_device("auto") == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", 3.5])
+def test_resolve_device_refuses_what_is_no_device(bad):
+    from dino_boc.errors import ConfigError
+    from dino_boc.precision import resolve_device
+
+    with pytest.raises(ConfigError, match="not a torch device"):
+        resolve_device(bad)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_resolve_device_refuses_cuda_without_cuda():
+    from dino_boc.errors import ConfigError
+    from dino_boc.precision import resolve_device
+
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda")
