@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -16,7 +13,7 @@ import pytest
 import dino_boc
 from dino_boc.errors import ConfigError
 from dino_boc.io import ImageRecord
-from dino_boc.outputs import done_indices, read_manifests
+from dino_boc.outputs import done_indices
 
 from .conftest import L
 from .helpers import image, write_cyx
@@ -80,7 +77,7 @@ def test_resume_of_a_finished_run_with_kept_shards_embeds_nothing_again(tmp_path
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9_equals_a_clean_run(tmp_path, rng, model, model_dir):
+def test_resume_after_kill_9_equals_a_clean_run(tmp_path, rng, model, model_dir, kill_after_shards):
     src = tmp_path / "in"
     src.mkdir()
     for i in range(40):
@@ -90,16 +87,7 @@ def test_resume_after_kill_9_equals_a_clean_run(tmp_path, rng, model, model_dir)
     out = tmp_path / "killed.parquet"
     proc = subprocess.Popen(cmd + [str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = tmp_path / "killed.parquet.shards"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        manifests = read_manifests(shards) if (shards / "rank-00000" / "manifest.json").is_file() else []
-        if manifests and len(manifests[0].shards) >= 3:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
-    if proc.returncode == 0:
-        pytest.fail("the run finished before it could be killed; make the corpus larger")
+    kill_after_shards(proc, shards)
     assert 3 <= len(done_indices(shards)) < 40
     assert (tmp_path / "killed.parquet.lock").exists()  # left by the killed run: must not block the resume
     # a file added to the folder between the kill and the resume shifts every position: refused, shards kept

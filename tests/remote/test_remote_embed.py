@@ -66,15 +66,11 @@ def test_failing_objects_become_error_rows_and_the_run_goes_on(http_root, rng, t
 
 @pytest.mark.parametrize("remote_output", [False, True], ids=["local-output", "s3-output"])
 def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, tiny_model_dir, monkeypatch,
-                                                             remote_output):
-    import os
-    import signal
+                                                             remote_output, kill_after_shards):
     import subprocess
     import sys
-    import time
 
     from dino_boc.outputs.remote import staging_path
-    from dino_boc.outputs.shards import read_manifests
 
     monkeypatch.setenv("DINO_BOC_STAGING", str(tmp_path / "staging"))
     bucket = f"resume-{'s3out' if remote_output else 'local'}"
@@ -92,16 +88,7 @@ def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, 
     proc = subprocess.Popen(cmd + [out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     local = staging_path(out) if remote_output else Path(out)
     shards = local.with_name(local.name + ".shards")
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        manifests = read_manifests(shards) if (shards / "rank-00000" / "manifest.json").is_file() else []
-        if manifests and len(manifests[0].shards) >= 3:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
-    if proc.returncode == 0:
-        pytest.fail("the run finished before it could be killed; make the corpus larger")
+    kill_after_shards(proc, shards)
     if remote_output:
         assert not s3.exists(out)  # nothing in the bucket until the run is complete
     assert subprocess.run(cmd + [out, "--resume"], capture_output=True).returncode == 0
