@@ -1,10 +1,17 @@
-"""Peak memory of listing the inputs of a LoadData table: streamed (io.listing) vs whole (collect_sources).
+"""Peak memory of planning a run over a LoadData table: what ``embed_dataset`` does before the first image.
 
     python benchmarks/bench_listing.py --rows 100000 1000000 [--whole]
 
 For each row count a LoadData CSV (5 channels, Gallery-like columns; the images need not exist) is
-written to a temporary folder, then a fresh Python process lists its records and reports its peak RSS
-(``ru_maxrss``). Streamed listing should stay within a few MB whatever the row count.
+written to a temporary folder, then a fresh Python process reports its peak RSS (``ru_maxrss``) for:
+
+- ``run``: ``pipeline.inputs.gather_inputs`` (the table streamed into the on-disk input index, ids made
+  unique, the inputs' identity hashed), a done mask (``outputs.done_mask``) and one pass over the pending
+  block a rank embeds (``pipeline.pending``), reading every 1000th record back from the index;
+- ``streamed``: ``io.listing.iter_table_records`` alone;
+- ``whole`` (``--whole``): ``collect_sources``, which holds every record (the 0.1 behaviour).
+
+Streamed planning should stay within a few MB whatever the row count.
 """
 
 from __future__ import annotations
@@ -23,12 +30,24 @@ CHANNELS = ["OrigDNA", "OrigER", "OrigRNA", "OrigAGP", "OrigMito"]
 
 CHILD = """
 import resource, sys, time
+import numpy as np
 from dino_boc.io.listing import iter_table_records
 from dino_boc.io import collect_sources
+from dino_boc.pipeline.inputs import gather_inputs
+from dino_boc.pipeline.options import ReadOptions
+from dino_boc.pipeline.pending import Pending, pending_block
 path, mode = sys.argv[1], sys.argv[2]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
-if mode == "streamed":
+if mode == "run":
+    inputs = gather_inputs(path, ReadOptions())
+    n = len(inputs.records)
+    done = np.zeros(n, dtype=bool)
+    done[::7] = True  # as a resume would find them
+    mine = Pending(done, *pending_block(done, 0, 1))
+    assert sum(len(inputs.records[i].paths) for i in mine if i % 1000 == 1) > 0
+    inputs.close()
+elif mode == "streamed":
     n = sum(1 for _ in iter_table_records(path))
 else:
     n = len(collect_sources(path))
@@ -59,7 +78,7 @@ def main() -> None:
         for rows in args.rows:
             path = Path(tmp) / f"load_data_{rows}.csv"
             write_table(path, rows)
-            for mode in ["streamed"] + (["whole"] if args.whole else []):
+            for mode in ["run", "streamed"] + (["whole"] if args.whole else []):
                 out = subprocess.run([sys.executable, "-c", CHILD, str(path), mode], capture_output=True, text=True,
                                      check=True).stdout.split()
                 n, base, peak, dt = int(out[0]), float(out[1]), float(out[2]), float(out[3])

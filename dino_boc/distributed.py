@@ -21,6 +21,7 @@ from dino_boc.errors import ConfigError
 
 __all__ = [
     "init_distributed",
+    "shard_bounds",
     "shard_indices",
     "barrier",
     "is_main",
@@ -133,12 +134,9 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
-    """The inputs rank ``rank`` embeds: the rank-th of ``world_size`` contiguous, balanced blocks.
-
-    Blocks are disjoint, cover ``range(n)``, and depend only on (n, rank, world_size). To resume with
-    some inputs done, shard the positions of the pending list: ``[pending[i] for i in
-    shard_indices(len(pending), rank, world_size)]``.
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``(start, stop)`` of the rank-th of ``world_size`` contiguous, balanced blocks of ``range(n)``: the
+    first ``n % world_size`` blocks hold one more.
 
     Raises:
         ConfigError: ``n < 0``, ``world_size < 1`` or rank outside ``[0, world_size)``.
@@ -150,7 +148,22 @@ def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
         )
     base, extra = divmod(n, world_size)
     start = rank * base + min(rank, extra)
-    return list(range(start, start + base + (1 if rank < extra else 0)))
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """The inputs rank ``rank`` embeds: the rank-th of ``world_size`` contiguous, balanced blocks
+    (:func:`shard_bounds` as a list).
+
+    Blocks are disjoint, cover ``range(n)``, and depend only on (n, rank, world_size). To resume with
+    some inputs done, shard the positions of the pending list: ``[pending[i] for i in
+    shard_indices(len(pending), rank, world_size)]`` (or, for millions of inputs, without the list:
+    :func:`dino_boc.pipeline.pending.pending_block`).
+
+    Raises:
+        ConfigError: ``n < 0``, ``world_size < 1`` or rank outside ``[0, world_size)``.
+    """
+    return list(range(*shard_bounds(n, rank, world_size)))
 
 
 def cleanup() -> None:

@@ -28,18 +28,18 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dino_boc.errors import ChannelError, ConfigError, InputError
 from dino_boc.io.fs import is_url
 from dino_boc.io.illum import ILLUM_PREFIX, illum_name
 from dino_boc.io.record import ImageRecord
-from dino_boc.io.tables import read_table, resolve, row_metadata, table_name, table_parent
+from dino_boc.io.tables import iter_table_chunks, resolve, row_metadata, table_name, table_parent
 
 __all__ = [
     "PATH_BASES", "read_loaddata", "loaddata_channels", "loaddata_objects", "object_names", "is_loaddata",
-    "path_bases", "LoadDataPlan",
+    "path_bases", "LoadDataPlan", "iter_loaddata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def read_loaddata(
 
     Missing image files are not checked here (but the first one picks the base of relative folders):
     a row whose channel file is missing or empty fails when read, so that a batch can record it and go on.
+    The list of :func:`iter_loaddata`, which streams the same records.
 
     Args:
         csv_path: the table.
@@ -110,37 +111,11 @@ def read_loaddata(
 
     Raises:
         ImageReadError: the table is missing or unreadable.
-        InputError: no ``FileName_`` image columns.
+        InputError: no ``FileName_`` image columns, no rows.
         ChannelError: a requested channel without a ``FileName_`` column, an ``Illum`` channel asked for
             as a channel, or (with ``illum``) a channel without an ``Illum`` column.
     """
-    csv_path = str(csv_path) if is_url(csv_path) else Path(csv_path)
-    df = read_table(csv_path)
-    header = list(df.columns)
-    available = loaddata_channels(header)
-    if not available:
-        raise InputError(
-            f"{str(csv_path)!r} has no FileName_<channel> columns (columns: {header}); "
-            "a LoadData CSV names each channel's file in FileName_<Ch> and its folder in PathName_<Ch>"
-        )
-    chosen = _choose(csv_path, available, _file_names(header), channels)
-    functions = _illum_of(csv_path, chosen, header) if illum else {}
-    ref_cols = {f"{p}_{c}" for c in _file_names(header) for p in ("FileName", "PathName", "URL")}
-    ref_cols |= {f"Objects{p}_{o}" for o in object_names(header) for p in ("FileName", "PathName")}
-    meta_cols = [c for c in header if c not in ref_cols]
-    rows = df.to_dict("records")
-    base = _base(csv_path, rows, [*chosen, *functions.values()], path_root)
-    records = []
-    for i, row in enumerate(rows):
-        paths = tuple(_cell_path(row, "", ch, base) for ch in chosen)
-        fn = tuple(_cell_path(row, "", functions[ch], base) for ch in chosen) if illum else None
-        records.append(
-            ImageRecord(
-                id=f"{table_name(csv_path)}#{i}", paths=paths, channel_names=tuple(chosen),
-                metadata=row_metadata(row, meta_cols), illum=fn,
-            )
-        )
-    return records
+    return [r for r, _ in iter_loaddata(csv_path, channels=channels, illum=illum, path_root=path_root)]
 
 
 def loaddata_objects(
@@ -153,17 +128,38 @@ def loaddata_objects(
     Raises:
         ConfigError: the table has no ``ObjectsFileName_<name>`` column.
     """
+    return [str(m) for _, m in iter_loaddata(csv_path, path_root=path_root, objects=name)]
+
+
+def iter_loaddata(
+    csv_path: str | os.PathLike,
+    *,
+    channels: Sequence[str] | None = None,
+    illum: bool = False,
+    path_root: str | os.PathLike | None = None,
+    objects: str | None = None,
+    chunk_rows: int = 8192,
+) -> Iterator[tuple[ImageRecord, str | None]]:
+    """The rows of a LoadData table streamed in chunks of ``chunk_rows`` (memory does not grow with the
+    table): per row its record (as :func:`read_loaddata` documents) and, when ``objects`` names objects
+    ``<O>``, its ``ObjectsFileName_<O>`` label image (``""`` for a row without one), else None.
+
+    The bases of relative folders are chosen from the first chunk's rows (:data:`PATH_BASES`).
+
+    Raises:
+        as :func:`read_loaddata`; ConfigError: ``objects`` that the table has no column for.
+    """
     csv_path = str(csv_path) if is_url(csv_path) else Path(csv_path)
-    df = read_table(csv_path)
-    names = object_names(list(df.columns))
-    if name not in names:
-        raise ConfigError(
-            f"{str(csv_path)!r} has no ObjectsFileName_{name} column (objects in it: {names or 'none'}); "
-            "name one of its objects, e.g. Nuclei for ObjectsFileName_Nuclei"
-        )
-    rows = df.to_dict("records")
-    base = _base(csv_path, rows, [], path_root, objects=[name])
-    return [_cell_path(row, "Objects", name, base) for row in rows]
+    plan: LoadDataPlan | None = None
+    index = 0
+    for chunk in iter_table_chunks(csv_path, chunk_rows=chunk_rows):
+        rows = chunk.to_dict("records")
+        if plan is None:
+            plan = LoadDataPlan.of(csv_path, list(chunk.columns), rows, channels=channels, illum=illum,
+                                   path_root=path_root, objects=objects)
+        for row in rows:
+            yield plan.record(index, row), plan.objects_of(row)
+            index += 1
 
 
 def _choose(csv_path: Path, available: list[str], every: list[str], channels: Sequence[str] | None) -> list[str]:
@@ -247,56 +243,69 @@ def _first_relative(rows: list[dict], refs: list[tuple[str, str]]) -> str | None
 
 @dataclasses.dataclass(frozen=True)
 class LoadDataPlan:
-    """How each row of one LoadData table becomes an :class:`ImageRecord` (so tables can be read in chunks,
-    :mod:`dino_boc.io.listing`). Relative folders start at the table's folder; illumination functions and
-    ``path_root`` are :func:`read_loaddata`'s (not yet in the streamed listing).
+    """How each row of one LoadData table becomes an :class:`ImageRecord` (and its label image), decided
+    once from the header and the first rows, so that a table can be read in chunks (:func:`iter_loaddata`).
 
     Attributes:
         table: the table's path or URL (record ids are ``<table name>#<row>``).
         chosen: the ``<Ch>`` names kept, in order.
-        url_cols, file_cols, path_cols: per chosen channel its ``URL_``/``FileName_``/``PathName_`` column.
-        meta_cols: every column that is not a channel's.
+        functions: per chosen channel its ``Illum<Ch>`` name (``illum=True``), else None.
+        meta_cols: every column that names no file (``Metadata_*`` and the rest), in column order.
+        base: where relative image and illumination folders start (see :data:`PATH_BASES`).
+        objects: the ``<O>`` of ``ObjectsFileName_<O>`` label images, or None.
+        objects_base: where relative label-image folders start.
     """
 
-    table: str
+    table: str | Path
     chosen: tuple[str, ...]
-    url_cols: dict[str, str]
-    file_cols: dict[str, str]
-    path_cols: dict[str, str]
+    functions: tuple[str, ...] | None
     meta_cols: tuple[str, ...]
+    base: Path | str
+    objects: str | None = None
+    objects_base: Path | str | None = None
 
     @classmethod
-    def of(cls, table: str | os.PathLike, header: Sequence[str], channels: Sequence[str] | None = None) -> "LoadDataPlan":
-        """Check ``header`` and the requested channels (errors as :func:`read_loaddata` documents)."""
+    def of(cls, table: str | os.PathLike, header: Sequence[str], rows: Sequence[dict], *,
+           channels: Sequence[str] | None = None, illum: bool = False, path_root: str | os.PathLike | None = None,
+           objects: str | None = None) -> "LoadDataPlan":
+        """Check ``header`` and the options, and choose the bases of relative folders from ``rows`` (the
+        table's first rows). Errors as :func:`read_loaddata` and :func:`iter_loaddata` document."""
         header = [str(c) for c in header]
         available = loaddata_channels(header)
         if not available:
             raise InputError(
-                f"{str(table)!r} has no FileName_<channel> columns (columns: {list(header)}); "
+                f"{str(table)!r} has no FileName_<channel> columns (columns: {header}); "
                 "a LoadData CSV names each channel's file in FileName_<Ch> and its folder in PathName_<Ch>"
             )
-        chosen = list(available if channels is None else channels)
-        missing = [c for c in chosen if c not in available]
-        if missing or not chosen:
-            raise ChannelError(
-                f"{str(table)!r}: channels {missing or chosen} not among its FileName_ columns {available}"
-            )
-        cols = {kind: {c: f"{kind}_{c}" for c in chosen if f"{kind}_{c}" in header} for kind in ("URL", "FileName", "PathName")}
-        channel_cols = {f"{kind}_{c}" for c in available for kind in ("FileName", "PathName", "URL")}
-        return cls(str(table), tuple(chosen), cols["URL"], cols["FileName"], cols["PathName"],
-                   tuple(c for c in header if c not in channel_cols))
-
-    @property
-    def text_columns(self) -> list[str]:
-        """Columns read verbatim as text (file names and folders)."""
-        return [*self.file_cols.values(), *self.path_cols.values(), *self.url_cols.values()]
+        chosen = _choose(table, available, _file_names(header), channels)
+        functions = _illum_of(table, chosen, header) if illum else {}
+        ref_cols = {f"{p}_{c}" for c in _file_names(header) for p in ("FileName", "PathName", "URL")}
+        ref_cols |= {f"Objects{p}_{o}" for o in object_names(header) for p in ("FileName", "PathName")}
+        objects_base = None
+        if objects is not None:
+            names = object_names(header)
+            if objects not in names:
+                raise ConfigError(
+                    f"{str(table)!r} has no ObjectsFileName_{objects} column (objects in it: {names or 'none'}); "
+                    "name one of its objects, e.g. Nuclei for ObjectsFileName_Nuclei"
+                )
+            objects_base = _base(table, rows, [], path_root, objects=[objects])
+        return cls(table, tuple(chosen), tuple(functions[c] for c in chosen) if illum else None,
+                   tuple(c for c in header if c not in ref_cols),
+                   _base(table, rows, [*chosen, *functions.values()], path_root), objects, objects_base)
 
     def record(self, index: int, row: dict) -> ImageRecord:
         """The record of data row ``index`` (a ``DataFrame.to_dict('records')`` entry)."""
-        base = table_parent(self.table)
-        paths = [_cell_path(row, "", ch, base) for ch in self.chosen]
-        return ImageRecord(id=f"{table_name(self.table)}#{index}", paths=tuple(paths), channel_names=self.chosen,
-                           metadata=row_metadata(row, self.meta_cols))
+        paths = tuple(_cell_path(row, "", ch, self.base) for ch in self.chosen)
+        fn = None if self.functions is None else tuple(_cell_path(row, "", f, self.base) for f in self.functions)
+        return ImageRecord(id=f"{table_name(self.table)}#{index}", paths=paths, channel_names=self.chosen,
+                           metadata=row_metadata(row, self.meta_cols), illum=fn)
+
+    def objects_of(self, row: dict) -> str | None:
+        """The row's label image of :attr:`objects` (``""`` when its cell is empty), None without objects."""
+        if self.objects is None:
+            return None
+        return _cell_path(row, "Objects", self.objects, self.objects_base)
 
 
 def _text(value) -> str:

@@ -42,10 +42,10 @@ from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of, is_zarr_dir
 from dino_boc.io.grouping import FilePattern, file_pattern, group_files, guess_preset
 from dino_boc.io.labels import image_key, is_label_name, mask_key
 from dino_boc.io.fs import is_url, url_glob, url_isdir
-from dino_boc.io.loaddata import is_loaddata, read_loaddata
+from dino_boc.io.listing import iter_table_records
 from dino_boc.io.ngff import is_plate, plate_fields
 from dino_boc.io.record import ImageRecord
-from dino_boc.io.tables import TABLE_SUFFIXES, is_table, read_table, resolve, row_metadata, table_name, table_parent
+from dino_boc.io.tables import TABLE_SUFFIXES, is_table
 from dino_boc.io.tiff import tiff_positions
 
 __all__ = ["ImageRecord", "collect_sources", "list_label_images", "SourceInput"]
@@ -329,23 +329,7 @@ def _glob_records(pattern: str, *, path_column: str) -> list[ImageRecord]:
 
 
 def _table_records(table: Path | str, *, path_column: str) -> list[ImageRecord]:
-    df = read_table(table)
-    if is_loaddata(list(df.columns)):
-        return read_loaddata(table)
-    if path_column not in df.columns:
-        raise InputError(
-            f"{str(table)!r} has no {path_column!r} column (columns: {list(df.columns)}); name the column of "
-            "image paths with path_column=, or give FileName_<Ch>/PathName_<Ch> columns (CellProfiler LoadData)"
-        )
-    meta_cols = [c for c in df.columns if c != path_column]
-    records = []
-    for i, row in enumerate(df.to_dict("records")):
-        value = row[path_column]
-        text = "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
-        path = resolve(text, table_parent(table)) if text else ""
-        metadata = row_metadata(row, meta_cols)
-        records.append(ImageRecord(id=path or f"{table_name(table)}#{i}", paths=(path,), metadata=metadata))
-    return records
+    return list(iter_table_records(table, path_column=path_column))
 
 
 def _unique_ids(records: Iterable[ImageRecord]) -> list[ImageRecord]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,12 @@ import numpy as np
 
 from dino_boc.errors import ImageReadError, InputError
 from dino_boc.io.formats import reading
-from dino_boc.io.fs import is_url, open_bytes, url_join, url_parent
+from dino_boc.io.fs import filesystem, is_url, open_bytes, url_join, url_parent
 
-__all__ = ["TABLE_SUFFIXES", "is_table", "read_table", "metadata_value", "row_metadata", "resolve", "table_parent", "table_name"]
+__all__ = [
+    "TABLE_SUFFIXES", "is_table", "read_table", "iter_table_chunks", "table_header", "metadata_value", "row_metadata",
+    "resolve", "table_parent", "table_name",
+]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".parquet", ".pq")
 
@@ -59,6 +63,64 @@ def read_table(path: str | os.PathLike):
         raise InputError(f"{str(p)!r} has no rows; expected one row per image")
     df.columns = [str(c) for c in df.columns]
     return df
+
+
+@contextlib.contextmanager
+def _opened(path: str | os.PathLike):
+    """A binary file object: a URL streamed through fsspec (not fetched whole), a local file opened."""
+    if is_url(path):
+        with filesystem(str(path)).open(str(path), "rb") as f:
+            yield f
+        return
+    if not Path(path).is_file():
+        raise ImageReadError(f"no such table: {str(path)!r}")
+    with open(path, "rb") as f:
+        yield f
+
+
+def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 8192) -> Iterator:
+    """A table as pandas DataFrames of at most ``chunk_rows`` rows each, in row order, holding only one
+    chunk at a time (memory does not grow with the table's length).
+
+    Cells are read as :func:`read_table` reads them (CSV/TSV as written, as text; Parquet with its stored
+    types, one row-group batch at a time); column names are strings. A URL is streamed through fsspec.
+
+    Args:
+        path: ``.csv``, ``.tsv``, ``.csv.gz``, ``.tsv.gz``, ``.parquet`` or ``.pq``, local or URL.
+        chunk_rows: rows per chunk.
+
+    Raises:
+        ImageReadError: a missing or unreadable table.
+        InputError: a table without rows.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    name = str(path).lower()
+    n = 0
+    with _opened(path) as f, reading(path, "pandas"):
+        if name.endswith((".parquet", ".pq")):
+            chunks = (b.to_pandas() for b in pq.ParquetFile(f).iter_batches(batch_size=chunk_rows))
+        else:
+            sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+            chunks = pd.read_csv(f, sep=sep, chunksize=chunk_rows, dtype=str, keep_default_na=False,
+                                 compression="gzip" if name.endswith(".gz") else None)
+        for chunk in chunks:
+            chunk.columns = [str(c) for c in chunk.columns]
+            n += len(chunk)
+            yield chunk
+    if n == 0:
+        raise InputError(f"{str(path)!r} has no rows; expected one row per image")
+
+
+def table_header(path: str | os.PathLike) -> list[str]:
+    """The column names of a table (reads its first rows only).
+
+    Raises:
+        ImageReadError: a missing or unreadable table.
+        InputError: a table without rows.
+    """
+    return list(next(iter_table_chunks(path, chunk_rows=1)).columns)
 
 
 def metadata_value(value: Any) -> str | int | float:

@@ -31,13 +31,14 @@ from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.models.base import EmbeddingModel
 from dino_boc.io.axes import PositionChoice, ZReduction
 from dino_boc.io.illum import ILLUMINATION
-from dino_boc.outputs import Provenance, ShardWriter, done_indices, finalize, read_manifests, read_provenance
+from dino_boc.outputs import Provenance, ShardWriter, done_mask, finalize, read_manifests, read_provenance
 from dino_boc.outputs.guard import OutputLock, check_output, writing
 from dino_boc.outputs.shards import drop_bad_shards
 from dino_boc.outputs.writers import output_format
 from dino_boc.pipeline.batching import Finished, ShapeBatcher
 from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
 from dino_boc.pipeline.inputs import RunInputs, gather_inputs, inputs_identity
+from dino_boc.pipeline.pending import Pending, pending_block
 from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS, FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
 from dino_boc.models.config import ChannelPool
 from dino_boc.precision import Precision, resolve_device, resolve_precision
@@ -245,25 +246,28 @@ def _run(source, output, *, model, read, embed, run, resize, crop, normalize, ma
     if embed.n_last_blocks > model.config.depth:
         raise ConfigError(f"n_last_blocks={embed.n_last_blocks} but the model has {model.config.depth} blocks; "
                           f"choose 1..{model.config.depth} (--n-last-blocks)")
-    inputs = gather_inputs(source, read, masks)
-    provenance = _provenance(model, cfg, read, embed, resolve_precision(run.precision, device), inputs)
-    shard_dir, out_path, tmp = _paths(output)
-    lock = OutputLock(out_path) if output is not None and rank == 0 else None
+    inputs = gather_inputs(source, read, masks)  # streamed into an on-disk index (flat memory)
     try:
-        done = _plan(shard_dir, provenance, run, lock=lock, output=None if output is None else out_path)
-        pending = [i for i in range(len(inputs.records)) if i not in done]
-        mine = [pending[j] for j in dist.shard_indices(len(pending), rank, world)]
-        if done:
-            logger.info("resuming: %d of %d inputs already done", len(done), len(inputs.records))
-        dist.barrier()
-        _embed_block(inputs, mine, model=model, cfg=cfg, read=read, embed=embed, run=run, shard_dir=shard_dir,
-                     provenance=provenance, rank=rank)
-        dist.barrier()
-        summary = _finish(shard_dir, out_path, rank, keep=run.keep_shards and tmp is None)
+        n = len(inputs.records)
+        provenance = _provenance(model, cfg, read, embed, resolve_precision(run.precision, device), inputs)
+        shard_dir, out_path, tmp = _paths(output)
+        lock = OutputLock(out_path) if output is not None and rank == 0 else None
+        try:
+            done = _plan(shard_dir, provenance, run, n, lock=lock, output=None if output is None else out_path)
+            mine = Pending(done, *pending_block(done, rank, world))
+            if done.any():
+                logger.info("resuming: %d of %d inputs already done", int(done.sum()), n)
+            dist.barrier()
+            _embed_block(inputs, mine, model=model, cfg=cfg, read=read, embed=embed, run=run, shard_dir=shard_dir,
+                         provenance=provenance, rank=rank)
+            dist.barrier()
+            summary = _finish(shard_dir, out_path, rank, keep=run.keep_shards and tmp is None)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
-        if lock is not None:
-            lock.release()
-    summary.update(n_inputs=len(inputs.records), n_resumed=len(done))
+        inputs.close()
+    summary.update(n_inputs=n, n_resumed=int(done.sum()))
     return _result(summary, output, out_path, tmp, provenance, rank, strict=run.strict)
 
 
@@ -322,11 +326,11 @@ def _paths(output) -> tuple[Path, Path, Path | None]:
     return tmp / "shards", tmp / "features.parquet", tmp
 
 
-def _plan(shard_dir: Path, provenance: Provenance, run: RunOptions, *, lock: OutputLock | None,
-          output: Path | None) -> set[int]:
+def _plan(shard_dir: Path, provenance: Provenance, run: RunOptions, n: int, *, lock: OutputLock | None,
+          output: Path | None) -> np.ndarray:
     """Rank 0 locks the output and decides what is done (and whether the folder may be used); every rank
-    gets the answer."""
-    answer: tuple[list[int], str | None, bool] = ([], None, False)
+    gets the answer: a bool mask ``(n,)`` of the inputs done (sent as bits: n/8 bytes)."""
+    answer: tuple[bytes, str | None, bool] = (b"", None, False)
     if dist.is_main():
         try:
             if lock is not None:
@@ -337,15 +341,15 @@ def _plan(shard_dir: Path, provenance: Provenance, run: RunOptions, *, lock: Out
                 logger.info("overwrite: removing the shards of an earlier run in %s", shard_dir)
                 with writing(shard_dir):
                     shutil.rmtree(shard_dir)
-            answer = (sorted(_done(shard_dir, provenance, run.resume)), None, False)
+            answer = (np.packbits(_done(shard_dir, provenance, run.resume, n)).tobytes(), None, False)
         except OutputError as exc:
-            answer = ([], str(exc), True)
+            answer = (b"", str(exc), True)
         except DinoBocError as exc:
-            answer = ([], str(exc), False)
-    done, problem, is_output = dist.broadcast_object(answer)
+            answer = (b"", str(exc), False)
+    bits, problem, is_output = dist.broadcast_object(answer)
     if problem:
         raise (OutputError if is_output else ConfigError)(problem)
-    return set(done)
+    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=n).astype(bool)
 
 
 def _inputs_changed(old: Provenance, new: Provenance) -> str | None:
@@ -372,14 +376,14 @@ def _check_finished(output: Path, provenance: Provenance, run: RunOptions) -> No
                           + "; pass overwrite=True (--overwrite) to replace it, or choose another output")
 
 
-def _done(shard_dir: Path, provenance: Provenance, resume: bool) -> set[int]:
+def _done(shard_dir: Path, provenance: Provenance, resume: bool, n: int) -> np.ndarray:
     manifests = read_manifests(shard_dir)
     used = [m for m in manifests if m.shards or m.failures]
     if used and not resume:
         raise ConfigError(f"{shard_dir} holds the shards of an earlier run of this output; pass resume=True "
                           "(--resume) to continue it, overwrite=True (--overwrite) to start again, or delete it")
     if not used:
-        return set()
+        return np.zeros(n, dtype=bool)
     why = _inputs_changed(used[0].provenance, provenance)
     if why:
         raise ConfigError(f"cannot resume {shard_dir}: {why} (or delete that folder)")
@@ -388,7 +392,7 @@ def _done(shard_dir: Path, provenance: Provenance, resume: bool) -> set[int]:
         raise ConfigError(f"cannot resume {shard_dir}: the earlier run differs in {diff}; use the same "
                           "model and settings, or delete that folder to start again")
     drop_bad_shards(shard_dir)
-    return done_indices(shard_dir)
+    return done_mask(shard_dir, n)
 
 
 def _prefetch(run: RunOptions, embed: EmbedOptions) -> int | None:
@@ -401,7 +405,7 @@ def _prefetch(run: RunOptions, embed: EmbedOptions) -> int | None:
     return max(2, -(-in_flight // run.num_workers))
 
 
-def _embed_block(inputs: RunInputs, mine: list[int], *, model, cfg, read, embed, run, shard_dir, provenance, rank):
+def _embed_block(inputs: RunInputs, mine: "Pending", *, model, cfg, read, embed, run, shard_dir, provenance, rank):
     """Embed the inputs ``mine`` of this rank into its shards."""
     from tqdm.auto import tqdm
 

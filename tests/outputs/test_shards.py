@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dino_boc.errors import ConfigError, InputError
-from dino_boc.outputs import ShardWriter, done_indices, finalize, read_manifests
+from dino_boc.outputs import ShardWriter, done_indices, done_mask, finalize, read_manifests
 from dino_boc.outputs.shards import MANIFEST_NAME, rank_dir
 from outputs_helpers import expected_frame, feed, make_items, make_provenance
 
@@ -163,3 +163,17 @@ def test_add_validates_its_inputs(tmp_path):
         writer.add([0, 1], rows, feats, names)
     with pytest.raises(ConfigError, match="shard_size"):
         ShardWriter(tmp_path / "x", make_provenance(), shard_size=0)
+
+
+def test_done_mask_equals_done_indices(tmp_path):
+    items = make_items(20, seed=3)
+    writer = ShardWriter(tmp_path, make_provenance(), shard_size=4)
+    feed(writer, items)
+    writer.close()
+    mask = done_mask(tmp_path, 25)
+    assert mask.shape == (25,) and set(np.flatnonzero(mask).tolist()) == done_indices(tmp_path) == set(range(20))
+    ok = set(np.flatnonzero(done_mask(tmp_path, 20, include_failed=False)).tolist())
+    assert ok == done_indices(tmp_path, include_failed=False) == _ok(items)
+    with pytest.raises(ConfigError, match="another run"):
+        done_mask(tmp_path, 10)  # manifests naming inputs this run does not have
+    assert not done_mask(tmp_path / "missing", 3).any()
