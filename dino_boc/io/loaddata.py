@@ -28,8 +28,9 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dino_boc.errors import ChannelError, ConfigError, InputError
 from dino_boc.io.fs import is_url
@@ -139,12 +140,14 @@ def iter_loaddata(
     path_root: str | os.PathLike | None = None,
     objects: str | None = None,
     chunk_rows: int = 8192,
+    record_options: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[ImageRecord, str | None]]:
     """The rows of a LoadData table streamed in chunks of ``chunk_rows`` (memory does not grow with the
     table): per row its record (as :func:`read_loaddata` documents) and, when ``objects`` names objects
     ``<O>``, its ``ObjectsFileName_<O>`` label image (``""`` for a row without one), else None.
 
     The bases of relative folders are chosen from the first chunk's rows (:data:`PATH_BASES`).
+    ``record_options`` (read options such as ``dims``, ``z``, ``max_pixels``) are set on every record.
 
     Raises:
         as :func:`read_loaddata`; ConfigError: ``objects`` that the table has no column for.
@@ -158,7 +161,7 @@ def iter_loaddata(
             plan = LoadDataPlan.of(csv_path, list(chunk.columns), rows, channels=channels, illum=illum,
                                    path_root=path_root, objects=objects)
         for row in rows:
-            yield plan.record(index, row), plan.objects_of(row)
+            yield plan.record(index, row, **(record_options or {})), plan.objects_of(row)
             index += 1
 
 
@@ -294,12 +297,13 @@ class LoadDataPlan:
                    tuple(c for c in header if c not in ref_cols),
                    _base(table, rows, [*chosen, *functions.values()], path_root), objects, objects_base)
 
-    def record(self, index: int, row: dict) -> ImageRecord:
-        """The record of data row ``index`` (a ``DataFrame.to_dict('records')`` entry)."""
+    def record(self, index: int, row: dict, **options: Any) -> ImageRecord:
+        """The record of data row ``index`` (a ``DataFrame.to_dict('records')`` entry); ``options`` are
+        other :class:`ImageRecord` fields (read options)."""
         paths = tuple(_cell_path(row, "", ch, self.base) for ch in self.chosen)
         fn = None if self.functions is None else tuple(_cell_path(row, "", f, self.base) for f in self.functions)
         return ImageRecord(id=f"{table_name(self.table)}#{index}", paths=paths, channel_names=self.chosen,
-                           metadata=row_metadata(row, self.meta_cols), illum=fn)
+                           metadata=row_metadata(row, self.meta_cols), illum=fn, **options)
 
     def objects_of(self, row: dict) -> str | None:
         """The row's label image of :attr:`objects` (``""`` when its cell is empty), None without objects."""

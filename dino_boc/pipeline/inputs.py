@@ -102,9 +102,10 @@ def _expand(item, read: ReadOptions, masks: MasksInput) -> Iterator[_Entry]:
             origin = table_parent(item)
             # by name: read only the chosen channels' files; Illum<Ch> columns are never channels
             rows = iter_loaddata(path, channels=list(read.channels) if by_name else None, illum=read.illum,
-                                 path_root=read.path_root, objects=_objects(path, header, masks))
+                                 path_root=read.path_root, objects=_objects(path, header, masks),
+                                 record_options={**options, "max_pixels": read.max_pixels})
             for record, objects in rows:
-                yield dataclasses.replace(record, **options), origin, objects
+                yield record, origin, objects
             return
     if read.illum:
         raise ConfigError(
