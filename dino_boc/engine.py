@@ -8,43 +8,42 @@ model (:func:`get_model`), and the model's pre-processing with a call's override
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from dino_boc.errors import InputError
 from dino_boc.models.base import EmbeddingModel
 from dino_boc.precision import Precision, autocast_context, resolve_precision
 from dino_boc.preprocess import PreprocessConfig
-from dino_boc.weights import load_model
+from dino_boc.weights.registry import DEFAULT_MODEL
+from dino_boc.weights.resolve import as_model
 
 __all__ = ["DEFAULT_MODEL", "default_model", "get_model", "resolve_preprocess", "run_tensors"]
 
-_MODEL_CACHE: dict[tuple[str, str], EmbeddingModel] = {}
-DEFAULT_MODEL = "dino-boc-vitl16"
-
-
 def default_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None) -> EmbeddingModel:
-    """Load ``name`` once per process and device, and reuse it."""
+    """The model ``name`` loads, once per process and device, and reused
+    (:func:`~dino_boc.weights.resolve.as_model` with ``cache=True``).
 
-    key = (name, str(device))
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_model(name, device=device)
-    return _MODEL_CACHE[key]
+    Args:
+        name: a model NAME (registry name, folder, file or Hub id); default :data:`DEFAULT_MODEL`.
+        device: where it goes (None: the GPU if any, else CPU).
+
+    Raises:
+        ModelNotFoundError, WeightsError: from :func:`~dino_boc.weights.load_model`.
+    """
+    return as_model(name, device=device, cache=True)
 
 
+def get_model(model: EmbeddingModel | str | os.PathLike | None) -> EmbeddingModel:
+    """A loaded model as given, or the model a name or path loads (once per process); None: :data:`DEFAULT_MODEL`.
 
-def get_model(model: EmbeddingModel | str | None) -> EmbeddingModel:
-    """A loaded model as given, or the model a name loads (once per process and device); None: the default."""
-    if model is None:
-        return default_model()
-    if isinstance(model, str):
-        return default_model(model)
-    if not isinstance(model, EmbeddingModel):
-        raise InputError(f"model must be a dino_boc model or a model name, got {type(model).__name__}")
-    return model
+    Raises:
+        InputError: ``model`` is neither a model nor a name/path (:func:`~dino_boc.weights.resolve.as_model`).
+    """
+    return as_model(DEFAULT_MODEL if model is None else model, cache=True)
 
 
 def resolve_preprocess(model: EmbeddingModel, resize: int | None, crop: int | None,

@@ -1,14 +1,23 @@
-"""Numeric precision of the forward pass: the choices, what ``"auto"`` means on a device, and autocast.
+"""Numeric precision: the choices, what ``"auto"`` means on a device, and autocast.
 
-``"auto"`` resolves, once and here only, to:
+``"auto"`` means one thing everywhere: *the fastest precision that keeps the results of this kind of work*,
+made concrete here and only here, by one resolver per kind of work:
 
-* ``"fp16"`` on CUDA (autocast, as the released evaluation);
-* ``"bf16"`` on a CPU that computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, read from the CPU's
-  flags, with a PyTorch built with oneDNN): bf16 autocast ran ViT-S/16 and ViT-L/16 2-3x faster than
-  fp32 with features at cosine >= 0.9999 to fp32 (``benchmarks/README.md``);
-* ``"fp32"`` everywhere else (CPUs without native bf16 emulate it slowly; MPS and other devices).
+* features (a forward pass: :func:`dino_boc.embed`, ``embed_dataset``, evaluation), :func:`resolve_precision`:
 
-The resolved name is what a dataset run records in its provenance (``options.precision``).
+  * ``"fp16"`` on CUDA (autocast, as the released evaluation);
+  * ``"bf16"`` on a CPU that computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, read from the CPU's
+    flags, with a PyTorch built with oneDNN): bf16 autocast ran ViT-S/16 and ViT-L/16 2-3x faster than
+    fp32 with features at cosine >= 0.9999 to fp32 (``benchmarks/README.md``);
+  * ``"fp32"`` everywhere else (CPUs without native bf16 emulate it slowly; MPS and other devices);
+
+* training (forward and backward, ``train.precision``), :func:`resolve_train_precision`:
+
+  * ``"bf16"`` autocast on CUDA (fp16 gradients would need loss scaling; bf16 has fp32's range, as dinov2);
+  * ``"fp32"`` elsewhere (CPU training is for tests and demos).
+
+The resolved name is what a dataset run records in its provenance (``options.precision``) and what training
+logs.
 """
 
 from __future__ import annotations
@@ -23,13 +32,17 @@ import torch
 
 from dino_boc.errors import ConfigError, InputError
 
-__all__ = ["resolve_device", "Precision", "ResolvedPrecision", "PRECISIONS", "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_native_bf16",
-           "resolve_precision", "autocast_context"]
+__all__ = ["resolve_device", "Precision", "ResolvedPrecision", "PRECISIONS", "TrainPrecision", "TRAIN_PRECISIONS",
+           "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_native_bf16", "resolve_precision", "resolve_train_precision",
+           "autocast_context"]
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 ResolvedPrecision = Literal["fp32", "fp16", "bf16"]
 #: every accepted value of ``precision`` (the CLI takes its choices from here)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: the choices of ``train.precision`` (no fp16: training would need loss scaling)
+TrainPrecision = Literal["auto", "bf16", "fp32"]
+TRAIN_PRECISIONS: tuple[str, ...] = get_args(TrainPrecision)
 #: CPU flags (as Linux spells them in ``/proc/cpuinfo``) of instructions that multiply bf16 matrices natively
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -123,6 +136,26 @@ def resolve_precision(precision: str, device: torch.device | str, *, cpu_bf16: b
         _say_cpu_bf16()
         return "bf16"
     return "fp32"
+
+
+def resolve_train_precision(precision: str, device: torch.device | str) -> Literal["bf16", "fp32"]:
+    """The precision a training step on ``device`` runs in: ``"auto"`` made concrete, other choices checked.
+
+    Args:
+        precision: ``"auto"``, ``"bf16"`` or ``"fp32"`` (:data:`TrainPrecision`).
+        device: where the networks train.
+
+    Returns:
+        ``"bf16"`` on CUDA for ``"auto"``, ``"fp32"`` elsewhere; an explicit choice unchanged.
+
+    Raises:
+        ConfigError: a choice that is not one of :data:`TRAIN_PRECISIONS`.
+    """
+    if precision not in TRAIN_PRECISIONS:
+        raise ConfigError(f"train.precision={precision!r}; choose one of {list(TRAIN_PRECISIONS)}")
+    if precision != "auto":
+        return precision  # type: ignore[return-value]
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
 
 
 @functools.cache

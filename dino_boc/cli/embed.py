@@ -187,7 +187,7 @@ def apply_storage_arguments(args: argparse.Namespace) -> None:
 
 def default_model_name() -> str:
     """The model NAME the CLI uses without ``--model``: :data:`DEFAULT_CLI_MODEL` when the registry has it, else
-    the random stand-in (said loudly). The Python API's default is :data:`dino_boc.embed.DEFAULT_MODEL`."""
+    the random stand-in (said loudly). The Python API's default is :data:`dino_boc.weights.registry.DEFAULT_MODEL`."""
     from dino_boc.weights.registry import REGISTRY
 
     if DEFAULT_CLI_MODEL in REGISTRY:

@@ -36,6 +36,9 @@ from dino_boc.eval.chammi_data import SOURCES, ChammiSource, chammi_sources, loa
 from dino_boc.eval.knn import METRICS, Metric, knn
 from dino_boc.eval.metrics import accuracy, macro_f1
 from dino_boc.eval.presets import FeaturePreset, get_preset, preset_for
+from dino_boc.models.base import EmbeddingModel
+from dino_boc.outputs.provenance import state_dict_sha256
+from dino_boc.weights.resolve import as_model
 
 __all__ = ["TASK_COLUMNS", "SUMMARY_COLUMNS", "chammi_knn", "chammi_knn_tasks", "chammi_summary", "chammi"]
 
@@ -240,18 +243,20 @@ def default_cache_dir() -> Path:
     return Path(xdg) / "dino_boc" / "chammi"
 
 
-def weights_hash(model) -> str:
-    """SHA-256 of everything that decides a model's features: every tensor of its state dict (name, dtype,
-    shape, bytes), its architecture and its preprocessing settings."""
+def cache_digest(model: EmbeddingModel) -> str:
+    """SHA-256 of everything that decides a model's features: the
+    :func:`~dino_boc.outputs.provenance.state_dict_sha256` of its tensors, its architecture and its
+    preprocessing settings (the hash part of :func:`cache_key`).
+
+    Args:
+        model: a loaded model.
+
+    Returns:
+        64 lowercase hex digits.
+    """
     import json
 
-    import torch
-
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h = hashlib.sha256(state_dict_sha256(model).encode())
     for part in ("config", "preprocess"):
         value = getattr(model, part, None)
         if hasattr(value, "to_dict"):
@@ -263,10 +268,11 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.") or "model"
 
 
-def cache_key(model, preset: FeaturePreset, cache_name: str | None = None, *, label: str | None = None) -> str:
+def cache_key(model: EmbeddingModel | str | os.PathLike | None, preset: FeaturePreset, cache_name: str | None = None,
+              *, label: str | None = None) -> str:
     """Folder name of a model's cached CHAMMI features: ``<label>-<weights hash>__<preset>``.
 
-    The hash (:func:`weights_hash`, 16 hex digits) covers the weights, the architecture and the preprocessing,
+    The hash (:func:`cache_digest`, 16 hex digits) covers the weights, the architecture and the preprocessing,
     so replacing a model folder's weights (or its ``config.json`` preprocessing) never reuses old features.
 
     Args:
@@ -277,19 +283,22 @@ def cache_key(model, preset: FeaturePreset, cache_name: str | None = None, *, la
         label: readable part of the name; default the model's ``name``.
 
     Raises:
-        ConfigError: ``model`` is neither a model nor a name/path, and no ``cache_name`` is given.
+        InputError: ``model`` is neither a model nor a name/path, and no ``cache_name`` is given
+            (:func:`~dino_boc.weights.resolve.as_model`).
+        ModelNotFoundError, WeightsError: a name or path that does not load.
     """
     if cache_name is not None:
         return f"{_slug(str(cache_name))}__{preset.name}"
     if isinstance(model, (str, os.PathLike)):
-        from dino_boc.weights import load_model
+        label = label or _label(model)
+    model = as_model(model)
+    label = label or model.name or type(model).__name__
+    return f"{_slug(str(label))}-{cache_digest(model)[:16]}__{preset.name}"
 
-        label = label or (Path(model).name if Path(model).exists() else os.fspath(model))
-        model = load_model(model)
-    if not hasattr(model, "state_dict"):
-        raise ConfigError(f"cannot name a cache for model {model!r}; pass a dino_boc model or cache_name=")
-    label = label or getattr(model, "name", None) or type(model).__name__
-    return f"{_slug(str(label))}-{weights_hash(model)[:16]}__{preset.name}"
+
+def _label(model: str | os.PathLike) -> str:
+    """The readable part of a cache name for a model given by name or path: a path's last component."""
+    return Path(model).name if Path(model).exists() else os.fspath(model)
 
 
 def _embed_rows(paths: list[str], widths: list[int], file_paths: list[str], *, get_model, preset: FeaturePreset,
@@ -325,12 +334,7 @@ def _model_loader(model):
 
     def get():
         if not loaded:
-            if isinstance(model, (str, os.PathLike)):
-                from dino_boc.weights import load_model
-
-                loaded.append(load_model(model))
-            else:
-                loaded.append(model)
+            loaded.append(as_model(model))
         return loaded[0]
 
     return get
@@ -444,11 +448,9 @@ def chammi(
     meta = load_chammi(root)  # the release is checked before a model is loaded
     label = None
     if isinstance(model, (str, os.PathLike)):  # a path is named by its last component; the hash tells them apart
-        label = Path(model).name if Path(model).exists() else os.fspath(model)
+        label = _label(model)
     if cache_name is None and label is not None:  # loaded once: its weights name the cache and embed the images
-        from dino_boc.weights import load_model
-
-        model = load_model(model)
+        model = as_model(model)
     key = cache_key(model, preset, cache_name, label=label)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     sources = chammi_sources(meta)

@@ -1,4 +1,6 @@
-"""The interface every dino_boc model implements and its token dataclass (plus Hub-format save/push).
+"""The interface every dino_boc model implements and its token dataclass.
+
+Saving in the Hub format is :mod:`dino_boc.models.hub_format`; the methods here call it.
 
 Nothing here calls up into ``embed`` or ``features``: use :func:`dino_boc.embed`, :func:`dino_boc.embed_tokens`
 and :func:`dino_boc.feature_names` with ``model=`` / a model argument.
@@ -6,10 +8,8 @@ and :func:`dino_boc.feature_names` with ``model=`` / a model argument.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,19 +17,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from dino_boc._version import __version__
 from dino_boc.errors import InputError
+from dino_boc.models import hub_format
 from dino_boc.models.backbone import ViTBackbone, layer_id
 from dino_boc.models.config import FeatureDefaults, ModelConfig
+from dino_boc.models.hub_format import PretrainedCfg
 from dino_boc.preprocess.config import PreprocessConfig
 
-__all__ = ["TokenOutput", "EmbeddingModel", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["TokenOutput", "EmbeddingModel"]
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -62,9 +59,11 @@ class EmbeddingModel(nn.Module):
     Attributes:
         config: the architecture.
         preprocess: the pre-processing the model expects by default.
-        name: a registry name, Hub id or path; what outputs record.
+        pretrained_cfg: what the loader attached, kept together (:class:`~dino_boc.models.hub_format.PretrainedCfg`:
+            name, pretrained, source, revision, weights file hash, card, licence).
+        name: a registry name, Hub id or path; what outputs record (``pretrained_cfg.name``).
         pretrained: False for random weights; logged and recorded wherever features are written.
-        weights_sha256: SHA-256 of the loaded ``model.safetensors`` (or source checkpoint), if any.
+        weights_sha256: SHA-256 of the loaded weights FILE (``model.safetensors`` or source checkpoint), if any.
         card: free-form model-card fields saved in ``config.json``.
         features: the default feature vector (``embed(n_last_blocks=None, avgpool=None)``).
     """
@@ -80,10 +79,7 @@ class EmbeddingModel(nn.Module):
         self.backbone = self.build_backbone(config)
         self.config = config
         self.preprocess = preprocess or PreprocessConfig()
-        self.name = name or f"untrained-{config.arch}"
-        self.pretrained = False
-        self.weights_sha256: str | None = None
-        self.card: dict[str, Any] = {}
+        self.pretrained_cfg = PretrainedCfg(name=name or f"untrained-{config.arch}")
         self.features = FeatureDefaults()
 
     @staticmethod
@@ -171,66 +167,59 @@ class EmbeddingModel(nn.Module):
         tokens 0, block i -> i + 1, the rest depth + 1."""
         return layer_id(param_name, self.config.depth)
 
-    # ---------------------------------------------------------------- Hub format
+    # ---------------------------------------------------------------- Hub format (dino_boc.models.hub_format)
     def config_dict(self) -> dict[str, Any]:
-        """The content of ``config.json`` (format documented in docs/models.md)."""
-        return {
-            "format_version": FORMAT_VERSION,
-            "library": "dino_boc",
-            "library_version": __version__,
-            "name": self.name,
-            "pretrained": bool(self.pretrained),
-            "model": self.config.to_dict(),
-            "preprocess": self.preprocess.to_dict(),
-            "features": self.features.to_dict(),
-            "card": self.card,
-        }
+        """The content of ``config.json``: :func:`dino_boc.models.hub_format.config_dict`."""
+        return hub_format.config_dict(self)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (created if needed).
-
-        Args:
-            save_directory: target folder.
-            dtype: optionally cast floating weights (e.g. ``torch.float16`` to halve the size).
-
-        Returns:
-            The folder, loadable with :func:`dino_boc.load_model`.
-        """
-        from safetensors.torch import save_file
-
-        out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        meta = {"format": "pt", "dino_boc_format_version": str(FORMAT_VERSION)}
-        tmp = out / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata=meta)
-        os.replace(tmp, out / WEIGHTS_NAME)
-        tmp = out / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(self.config_dict(), indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, out / CONFIG_NAME)
-        return out
+        """Write the Hub format atomically: :func:`dino_boc.models.hub_format.save_pretrained`."""
+        return hub_format.save_pretrained(self, save_directory, dtype=dtype)
 
     def push_to_hub(
         self, repo_id: str, *, token: str | None = None, private: bool = False, revision: str | None = None,
         commit_message: str = "Upload dino_boc model",
     ) -> str:
-        """Upload ``config.json`` + ``model.safetensors`` to a Hugging Face Hub model repo.
+        """Upload the Hub format to a Hub model repo: :func:`dino_boc.models.hub_format.push_to_hub`."""
+        return hub_format.push_to_hub(self, repo_id, token=token, private=private, revision=revision,
+                                      commit_message=commit_message)
 
-        Returns:
-            The commit URL.
-        """
-        from huggingface_hub import HfApi
+    # ---------------------------------------------------------------- what the loader attached (pretrained_cfg)
+    @property
+    def name(self) -> str:
+        """``pretrained_cfg.name``: registry name, Hub id or path; what outputs record."""
+        return self.pretrained_cfg.name
 
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            info = api.upload_folder(
-                repo_id=repo_id, folder_path=tmp, revision=revision, commit_message=commit_message
-            )
-        return str(info)
+    @name.setter
+    def name(self, value: str) -> None:
+        self.pretrained_cfg.name = value
+
+    @property
+    def pretrained(self) -> bool:
+        """``pretrained_cfg.pretrained``: False for random weights."""
+        return self.pretrained_cfg.pretrained
+
+    @pretrained.setter
+    def pretrained(self, value: bool) -> None:
+        self.pretrained_cfg.pretrained = bool(value)
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """``pretrained_cfg.weights_sha256``: SHA-256 of the weights FILE as loaded (None if made in memory)."""
+        return self.pretrained_cfg.weights_sha256
+
+    @weights_sha256.setter
+    def weights_sha256(self, value: str | None) -> None:
+        self.pretrained_cfg.weights_sha256 = value
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """``pretrained_cfg.card``: free-form model-card fields saved in ``config.json``."""
+        return self.pretrained_cfg.card
+
+    @card.setter
+    def card(self, value: dict[str, Any]) -> None:
+        self.pretrained_cfg.card = dict(value)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, arch={self.config.arch!r}, pretrained={self.pretrained}"

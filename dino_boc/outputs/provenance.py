@@ -20,6 +20,8 @@ __all__ = ["FORMAT_VERSION", "FeatureLayout", "Provenance", "library_version", "
 FORMAT_VERSION = 1
 PREPROCESSING_KEYS: tuple[str, ...] = ("normalize", "resize", "crop", "scale", "eps")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: keys of format_version 1 outputs written under an older name -> their name now (read by ``from_dict``)
+RENAMED_KEYS: dict[str, str] = {"weights_sha256": "state_dict_sha256"}
 
 
 def library_version() -> str:
@@ -97,7 +99,9 @@ class Provenance:
 
     Attributes:
         model_name: registry name, directory or Hub id of the model.
-        weights_sha256: :func:`state_dict_sha256` of the weights, or None when unknown.
+        state_dict_sha256: :func:`state_dict_sha256` of the weights (the tensors, whatever file they came from),
+            or None when unknown. Not ``model.weights_sha256``, the hash of the weights FILE. Outputs written
+            before this name carry it as ``weights_sha256``; :meth:`from_dict` reads both.
         pretrained: False for random weights (never call those pretrained).
         preprocessing: ``PreprocessConfig.to_dict()`` of the run; must hold normalize, resize, crop,
             scale and eps.
@@ -111,7 +115,7 @@ class Provenance:
     """
 
     model_name: str
-    weights_sha256: str | None
+    state_dict_sha256: str | None
     pretrained: bool
     preprocessing: dict[str, Any]
     feature_layout: FeatureLayout
@@ -134,9 +138,9 @@ class Provenance:
         tiling = None if self.tiling is None else _json_ready("tiling", dict(self.tiling))
         object.__setattr__(self, "tiling", tiling)
         object.__setattr__(self, "options", _json_ready("options", dict(self.options)))
-        sha = self.weights_sha256
+        sha = self.state_dict_sha256
         if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
-            raise ConfigError(f"weights_sha256={sha!r} must be 64 lowercase hex digits or None")
+            raise ConfigError(f"state_dict_sha256={sha!r} must be 64 lowercase hex digits or None")
         object.__setattr__(self, "pretrained", bool(self.pretrained))
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,12 +149,17 @@ class Provenance:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Provenance":
-        """Inverse of :meth:`to_dict`.
+        """Inverse of :meth:`to_dict`; also reads outputs written before a key was renamed (:data:`RENAMED_KEYS`).
 
         Raises:
             ConfigError: a newer format_version, or unknown / missing keys.
         """
         data = dict(data)
+        for old, new in RENAMED_KEYS.items():
+            if old in data:
+                if new in data:
+                    raise ConfigError(f"provenance holds both {old!r} (the old name) and {new!r}; expected one")
+                data[new] = data.pop(old)
         version = data.pop("format_version", None)
         if version != FORMAT_VERSION:
             raise ConfigError(
@@ -208,7 +217,7 @@ class Provenance:
         pre = pre.to_dict() if hasattr(pre, "to_dict") else dict(pre)
         return cls(
             model_name=str(model.name),
-            weights_sha256=state_dict_sha256(model),
+            state_dict_sha256=state_dict_sha256(model),
             pretrained=bool(model.pretrained),
             preprocessing=pre,
             feature_layout=FeatureLayout(

@@ -13,18 +13,9 @@ from dino_boc.errors import InputError
 from dino_boc.models.backbone import attention_qkv
 from dino_boc.models.base import EmbeddingModel
 from dino_boc.plot._common import display_scale, matplotlib_figure, pca, read_any_image, save_figure
+from dino_boc.weights.resolve import as_model
 
 __all__ = ["patch_maps", "attention_maps", "patch_pca"]
-
-
-def _model(model: EmbeddingModel | str) -> EmbeddingModel:
-    if isinstance(model, str):
-        from dino_boc.engine import default_model
-
-        return default_model(model)
-    if not isinstance(model, EmbeddingModel):
-        raise InputError(f"model must be a dino_boc model or a model name, got {type(model).__name__}")
-    return model
 
 
 def _as_input(image_tensor: torch.Tensor | np.ndarray, model: EmbeddingModel) -> torch.Tensor:
@@ -112,7 +103,7 @@ def _upsample(a: np.ndarray, p: int) -> np.ndarray:
 def patch_maps(
     image: Any,
     *,
-    model: EmbeddingModel | str,
+    model: EmbeddingModel | str | os.PathLike,
     channels: Sequence[int | str] | None = None,
     names: Sequence[str] | None = None,
     resize: int | None = None,
@@ -130,7 +121,7 @@ def patch_maps(
 
     Args:
         image: ``(K, H, W)`` array/tensor of any numeric dtype, or an image path.
-        model: a dino_boc model, or a name for :func:`dino_boc.load_model`.
+        model: a dino_boc model, or a name or path for :func:`dino_boc.load_model` (loaded once per process).
         channels: select and order channels by index or name.
         names: K channel names of the whole image (default: the file's, else ``ch0..``).
         resize: shorter side after resizing; None: the model's default; 0: none.
@@ -150,7 +141,7 @@ def patch_maps(
     from dino_boc.preprocess import prepare_image
     from dino_boc.preprocess.channels import resolve_channels
 
-    model = _model(model)
+    model = as_model(model, cache=True)
     arr, labels = read_any_image(image, None if names is None else list(names))
     sel = resolve_channels(channels, arr.shape[0], labels)
     arr, labels = arr[sel], [labels[i] for i in sel]

@@ -32,6 +32,7 @@ import yaml
 
 from dino_boc.errors import ConfigError
 from dino_boc.models.config import ModelConfig
+from dino_boc.precision import TrainPrecision
 from dino_boc.train.augment import MultiCropConfig
 from dino_boc.train.optim import WeightDecayRule
 from dino_boc.train.schedules import ScheduleConfig
@@ -242,7 +243,8 @@ class RunConfig:
         seed: seeds the weights, the data order, every crop and mask, and drop path.
         output_dir: run folder (checkpoints, logs, resolved config); the CLI's ``--output-dir`` wins.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"`` or ``"fp32"``.
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU:
+            :func:`dino_boc.precision.resolve_train_precision`), ``"bf16"`` or ``"fp32"``.
         distributed: ``"ddp"`` or ``"fsdp"`` (FSDP2 ``fully_shard`` per block; for ViT-L on many GPUs).
         grad_checkpointing: recompute block activations in backward (less memory, ~30% slower).
         compile: ``torch.compile`` the student and teacher networks.
@@ -260,7 +262,7 @@ class RunConfig:
     seed: int = 0
     output_dir: str = "runs/dino_boc"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    precision: TrainPrecision = "auto"
     distributed: Literal["ddp", "fsdp"] = "ddp"
     grad_checkpointing: bool = False
     compile: bool = False

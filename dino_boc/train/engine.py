@@ -50,7 +50,7 @@ from dino_boc.train.optim import apply_schedules, build_optimizer
 from dino_boc.train.schedules import ScheduleConfig, Schedules, build_schedules
 from dino_boc.train.sources import ImageSource, build_source
 from dino_boc.train.ssl import HeadSpec, SSLObjective
-from dino_boc.precision import resolve_device
+from dino_boc.precision import resolve_device, resolve_train_precision
 
 __all__ = ["train", "Trainer", "TrainResult", "NonFiniteLossError", "LossHook", "RESUME_MUTABLE_KEYS"]
 
@@ -283,9 +283,7 @@ class Trainer:
             mask_ratio=i.mask_ratio_min_max, mask_mode=i.mask_mode, hcs=cfg.data.hcs,
             channel_ids=cfg.model.arch == "channel_vit",
         )
-        precision = cfg.train.precision
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        precision = resolve_train_precision(cfg.train.precision, self.device)
         self.autocast = precision == "bf16"
         if self.rank == 0:
             n_params = sum(p.numel() for p in self.objective.student.backbone.parameters())

@@ -15,7 +15,7 @@ import torch
 from dino_boc.errors import ConfigError, ModelNotFoundError, WeightsError
 from dino_boc.io.digest import file_sha256
 from dino_boc.models import EmbeddingModel, FeatureDefaults, ModelConfig, build_model
-from dino_boc.models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
+from dino_boc.models.hub_format import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from dino_boc.precision import resolve_device
 from dino_boc.preprocess.config import PreprocessConfig
 from dino_boc.weights.check import check_finite, check_weights_fit, fit_message, safetensors_shapes
@@ -30,7 +30,7 @@ from dino_boc.weights.names import (
 )
 from dino_boc.weights.download import check_sha256_prefix, download, is_url, public_url
 from dino_boc.weights.native import FAMILIES, convert_native, detect_family, family_defaults
-from dino_boc.weights.registry import REGISTRY, RegistryEntry, cache_dir, packaged_dir
+from dino_boc.weights.registry import DEFAULT_MODEL, REGISTRY, RegistryEntry, cache_dir, packaged_dir
 
 __all__ = ["load_model", "add_weights", "load_state_dict_strict", "file_sha256"]
 
@@ -90,7 +90,8 @@ def _read_config_json(cfg_path: Path) -> tuple[dict[str, Any], ModelConfig, Prep
     return meta, config, preprocess, features
 
 
-def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingModel:
+def _from_folder(folder: Path, *, name: str, device: torch.device, source: str = "",
+                 revision: str | None = None) -> EmbeddingModel:
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not cfg_path.is_file() or not w_path.is_file():
         raise WeightsError(f"{folder} must hold {CONFIG_NAME} and {WEIGHTS_NAME} (as written by save_pretrained)")
@@ -109,7 +110,7 @@ def _from_folder(folder: Path, *, name: str, device: torch.device) -> EmbeddingM
     model.pretrained = bool(meta.get("pretrained", False))
     model.card = dict(meta.get("card", {}))
     model.features = features
-    model.weights_sha256 = file_sha256(w_path)
+    _attach(model, source=source or str(folder), revision=revision, weights=w_path)
     return model.to(device).eval()
 
 
@@ -129,8 +130,15 @@ def _from_checkpoint(path: Path, *, name: str, device: torch.device, num_heads: 
         model.features = entry.features
     load_state_dict_strict(model, {k: v.float() for k, v in state.items()}, source=str(path))
     model.pretrained = True
-    model.weights_sha256 = file_sha256(path)
+    _attach(model, source=str(path), revision=None, weights=path)
     return model.to(device).eval()
+
+
+def _attach(model: EmbeddingModel, *, source: str, revision: str | None, weights: Path | None) -> None:
+    """Record where the weights came from in ``model.pretrained_cfg`` (the one place for it)."""
+    cfg = model.pretrained_cfg
+    cfg.source, cfg.revision = source, revision
+    cfg.weights_sha256 = file_sha256(weights) if weights is not None else None
 
 
 def _is_cached_name(spec: str) -> bool:
@@ -160,7 +168,7 @@ def _from_native(path: Path, *, family: str, name: str, device: torch.device, nu
     load_state_dict_strict(model, state, source=str(path))
     model.features = features
     model.pretrained = True
-    model.weights_sha256 = file_sha256(path)
+    _attach(model, source=source or str(path), revision=revision, weights=path)
     licence = entry.licence if entry else ""
     model.card = {"summary": entry.description if entry else f"{family} weights from {path.name}",
                   "family": family, "source": source or str(path), "revision": revision or "",
@@ -193,6 +201,7 @@ def _random_model(entry: RegistryEntry, device: torch.device) -> EmbeddingModel:
         "and carry no learned biology. Use a trained model for any analysis.", entry.name
     )
     model.card = {"summary": entry.description, "pretrained": False}
+    _attach(model, source="random", revision=None, weights=None)
     return model.to(device).eval()
 
 
@@ -225,11 +234,12 @@ def _from_hub(repo_id: str, *, revision: str | None, device: torch.device,
             raise WeightsError(f"Hub repo {repo_id!r} (revision {revision or 'main'}) has no {entry.filename}")
         return _from_native(weights, family=entry.family, name=entry.name, device=device, num_heads=None,
                             entry=entry, source=f"hf-hub:{repo_id}", revision=revision or Path(folder).name)
-    return _from_folder(Path(folder), name=f"hf-hub:{repo_id}", device=device)
+    return _from_folder(Path(folder), name=f"hf-hub:{repo_id}", device=device, source=f"hf-hub:{repo_id}",
+                        revision=Path(folder).name)
 
 
 def load_model(
-    name_or_path: str | os.PathLike = "dino-boc-vitl16",
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
     device: str | torch.device | None = None,
     revision: str | None = None,
@@ -357,7 +367,7 @@ def _looks_native(raw: Mapping[str, Any]) -> bool:
 
 
 def add_weights(
-    checkpoint: str | os.PathLike, *, name: str = "dino-boc-vitl16", num_heads: int | None = None,
+    checkpoint: str | os.PathLike, *, name: str = DEFAULT_MODEL, num_heads: int | None = None,
     sha256: str | None = None, progress: bool = True,
 ) -> Path:
     """Convert a released checkpoint once, verify it, and cache it in the Hub format under

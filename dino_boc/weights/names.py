@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dino_boc.errors import ConfigError, WeightsError
-from dino_boc.models.base import CONFIG_NAME, WEIGHTS_NAME
+from dino_boc.models.hub_format import CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = ["MARKER_NAME", "check_model_name", "check_revision", "cache_folder", "is_model_folder",
            "check_replaceable", "replace_model_folder"]

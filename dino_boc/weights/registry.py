@@ -13,8 +13,11 @@ from dino_boc.weights.native import (
     CHAMMI_DINOV2_PREPROCESS, CLS_FEATURES, MORPHEM_PREPROCESS, OPENPHENOM_FEATURES, OPENPHENOM_PREPROCESS,
 )
 
-__all__ = ["RegistryEntry", "REGISTRY", "list_models", "model_table", "cache_dir", "packaged_dir", "REQUEST_URL"]
+__all__ = ["DEFAULT_MODEL", "RegistryEntry", "REGISTRY", "list_models", "model_table", "cache_dir", "packaged_dir", "REQUEST_URL"]
 
+#: the NAME of the model the Python API loads when none is given (``load_model()``, ``embed(model=None)``,
+#: ``embed_dataset``): the paper's ViT-L/16. The CLI's default is ``dino_boc.cli.embed.DEFAULT_CLI_MODEL``.
+DEFAULT_MODEL = "dino-boc-vitl16"
 REQUEST_URL = "https://ai.meta.com/resources/models-and-libraries/cell-dino-downloads/"
 
 Source = Literal["gated", "hub", "packaged", "random"]
@@ -75,7 +78,7 @@ def _register(entry: RegistryEntry) -> None:
 
 
 _register(RegistryEntry(
-    name="dino-boc-vitl16",
+    name=DEFAULT_MODEL,
     description="DINO BoC ViT-L/16 (the paper's released model, in_chans=1); gated: add it with 'dino-boc weights add'",
     source="gated",
     config=ModelConfig(arch="boc", embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224),

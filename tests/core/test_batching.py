@@ -54,7 +54,7 @@ def test_a_model_name_is_loaded_once_and_reused(monkeypatch, rng):
     from dino_boc.weights.registry import REGISTRY, RegistryEntry
 
     embed_module = importlib.import_module("dino_boc.embed")  # the module; dino_boc.embed is the function
-    monkeypatch.setattr(importlib.import_module("dino_boc.engine"), "_MODEL_CACHE", {})  # the cache lives there
+    monkeypatch.setattr(importlib.import_module("dino_boc.weights.resolve"), "_CACHE", {})  # the cache lives there
     config = ModelConfig(embed_dim=64, depth=4, num_heads=2, patch_size=8, img_size=32)
     monkeypatch.setitem(REGISTRY, "tiny-random", RegistryEntry(name="tiny-random", description="test",
                                                                source="random", config=config))

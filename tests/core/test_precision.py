@@ -15,8 +15,10 @@ import tifffile
 import torch
 
 import dino_boc
-from dino_boc.errors import InputError
-from dino_boc.precision import autocast_context, cpu_flags, cpu_native_bf16, resolve_precision
+from dino_boc.errors import ConfigError, InputError
+from dino_boc.precision import (
+    TRAIN_PRECISIONS, autocast_context, cpu_flags, cpu_native_bf16, resolve_precision, resolve_train_precision,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 X86_BF16 = ("processor\t: 0\nvendor_id\t: GenuineIntel\n"
@@ -193,3 +195,18 @@ def test_resolve_device_refuses_cuda_without_cuda():
 
     with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_device("cuda")
+
+
+def test_training_auto_is_bf16_on_cuda_and_fp32_elsewhere():
+    """One rule for train.precision, beside the embedding one: no CUDA is needed to name a CUDA device."""
+    import typing
+
+    from dino_boc.train.config import RunConfig
+
+    assert resolve_train_precision("auto", "cuda") == "bf16" and resolve_train_precision("auto", "cuda:1") == "bf16"
+    assert resolve_train_precision("auto", "cpu") == "fp32" and resolve_train_precision("auto", "mps") == "fp32"
+    assert [resolve_train_precision(p, "cpu") for p in ("bf16", "fp32")] == ["bf16", "fp32"]
+    with pytest.raises(ConfigError, match=r"train.precision='fp16'; choose one of \['auto', 'bf16', 'fp32'\]"):
+        resolve_train_precision("fp16", "cuda")
+    assert typing.get_args(typing.get_type_hints(RunConfig)["precision"]) == TRAIN_PRECISIONS
+    assert resolve_precision("auto", "cuda") == "fp16"  # embedding's auto on CUDA, for contrast

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dino_boc
-from dino_boc.models.base import CONFIG_NAME
+from dino_boc.models.hub_format import CONFIG_NAME
 
 D = 64
 TINY = dict(embed_dim=D, depth=2, num_heads=2, patch_size=8, img_size=32, init_values=None)

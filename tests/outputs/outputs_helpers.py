@@ -16,7 +16,7 @@ D = 2  # features per channel in the fake layout
 def make_provenance(**changes: Any) -> Provenance:
     fields: dict[str, Any] = dict(
         model_name="tiny-boc",
-        weights_sha256="ab" * 32,
+        state_dict_sha256="ab" * 32,
         pretrained=False,
         preprocessing={"normalize": "self", "resize": None, "crop": 32, "scale": 255.0, "eps": 1e-7},
         feature_layout=FeatureLayout(arch="boc", n_last_blocks=1, avgpool=False),

@@ -39,8 +39,8 @@ def test_from_dict_rejects_other_versions_and_unknown_keys():
 def test_validation():
     with pytest.raises(ConfigError, match="preprocessing lacks"):
         make_provenance(preprocessing={"normalize": "self"})
-    with pytest.raises(ConfigError, match="weights_sha256"):
-        make_provenance(weights_sha256="XYZ")
+    with pytest.raises(ConfigError, match="state_dict_sha256"):
+        make_provenance(state_dict_sha256="XYZ")
     with pytest.raises(ConfigError, match="JSON-serialisable"):
         make_provenance(options={"f": object()})
     with pytest.raises(ConfigError, match="n_last_blocks"):
@@ -84,7 +84,7 @@ def test_from_model_reads_model_attributes():
     model.preprocess = PreprocessConfig(crop=32)
     prov = Provenance.from_model(model, n_last_blocks=4, avgpool=True, tiling={"size": 64, "reduce": "mean"})
     assert prov.model_name == "tiny" and prov.pretrained is False
-    assert prov.weights_sha256 == state_dict_sha256(model)
+    assert prov.state_dict_sha256 == state_dict_sha256(model)
     assert prov.preprocessing == json.loads(json.dumps(PreprocessConfig(crop=32).to_dict()))
     assert prov.feature_layout == FeatureLayout(arch="ha", n_last_blocks=4, avgpool=True)
     run_pre = PreprocessConfig(resize=64, crop=56)
@@ -129,3 +129,22 @@ def test_metadata_column_order():
         "Metadata_cell_label",
         "Metadata_centroid_x",
     ]
+
+
+def test_outputs_written_with_the_old_key_name_are_read(tmp_path):
+    """format_version 1 outputs written before the rename carry the state-dict hash as ``weights_sha256``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dino_boc.outputs import read_provenance
+
+    new = make_provenance()
+    old = {("weights_sha256" if k == "state_dict_sha256" else k): v for k, v in new.to_dict().items()}
+    assert "state_dict_sha256" not in old and old["weights_sha256"] == "ab" * 32
+    table = pa.table({"Metadata_path": ["a.tif"], "DNA_f0": [0.5]})
+    path = tmp_path / "old.parquet"
+    pq.write_table(table.replace_schema_metadata({"dino_boc": json.dumps(old)}), path)
+    assert read_provenance(path) == new
+    assert Provenance.from_dict(old).state_dict_sha256 == "ab" * 32
+    with pytest.raises(ConfigError, match="both 'weights_sha256'"):
+        Provenance.from_dict({**old, "state_dict_sha256": "cd" * 32})

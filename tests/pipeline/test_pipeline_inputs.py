@@ -202,7 +202,7 @@ def test_resize_crop_and_normalize_options_match_embed(folder, model):
     np.testing.assert_allclose(feature_block(df, 0, ["DNA", "RNA"]), want, atol=ATOL, rtol=0)
     prov = df.attrs["provenance"]
     assert prov["preprocessing"]["resize"] == 40 and prov["preprocessing"]["crop"] == 32
-    assert prov["model_name"] == model.name and prov["pretrained"] is False and len(prov["weights_sha256"]) == 64
+    assert prov["model_name"] == model.name and prov["pretrained"] is False and len(prov["state_dict_sha256"]) == 64
 
 
 def test_workers_give_the_same_table(folder, model):

@@ -37,3 +37,33 @@ def test_cache_gives_one_object_per_name_and_device(tiny_name):
 def test_anything_else_is_one_input_error(bad):
     with pytest.raises(InputError, match=r"model must be a dino_boc model or a model name/path, got"):
         resolve.as_model(bad)
+
+
+def _cache_key(model):
+    from dino_boc.eval.chammi import cache_key
+    from dino_boc.eval.presets import get_preset
+
+    return cache_key(model, get_preset("chammi"))
+
+
+def _patch_maps(model):
+    import numpy as np
+
+    from dino_boc.plot.patches import patch_maps
+
+    return patch_maps(np.zeros((1, 16, 16), np.uint8), model=model)
+
+
+@pytest.mark.parametrize("call", ["engine.get_model", "engine.default_model", "eval.chammi.cache_key",
+                                  "plot.patches.patch_maps"])
+def test_every_model_argument_goes_through_as_model(call, tiny_name):
+    """engine, CHAMMI's cache key and the patch maps: a name loads the process's one cached model, anything
+    that is neither a model nor a name is the one InputError."""
+    from dino_boc import engine
+
+    fn = {"engine.get_model": engine.get_model, "engine.default_model": engine.default_model,
+          "eval.chammi.cache_key": _cache_key, "plot.patches.patch_maps": _patch_maps}[call]
+    with pytest.raises(InputError, match=r"model must be a dino_boc model or a model name/path, got int"):
+        fn(3)
+    if call.startswith("engine"):
+        assert fn(tiny_name) is resolve.as_model(tiny_name, cache=True)
