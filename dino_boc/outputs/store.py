@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from dino_boc.errors import ImageReadError, OutputError
+from dino_boc.errors import ImageReadError, InputError, OutputError
 from dino_boc.io.digest import file_sha256
 from dino_boc.io.fs import filesystem, is_url, url_parent, with_retries
 from dino_boc.outputs.guard import writing
@@ -234,7 +234,8 @@ class UrlStore(Store):
 
     def __init__(self, root: str) -> None:
         if not is_url(root):
-            raise ValueError(f"{root!r} is not a URL; use LocalStore for local folders")
+            raise InputError(f"{root!r} is not a URL; expected s3://bucket/prefix or the like (as_store picks LocalStore "
+                             "for local folders)")
         self.root = str(root).rstrip("/")
 
     def where(self, name: str) -> str:
