@@ -111,7 +111,8 @@ def embed_dataset(
     The output may be an object-store URL (``s3://bucket/run/features.parquet``): the shards and their
     manifests are then written to the bucket as the run goes (a crash never leaves a shard a resume
     trusts, see docs/outputs.md), and the table is uploaded last; a URL has no lock, so run one writer
-    per output URL. Under ``torchrun`` every process embeds its own block of inputs; rank 0 merges them in input order.
+    per output URL. Under ``torchrun`` every process embeds its own block of inputs; rank 0 merges them
+    in input order.
 
     Whole fields (the default): with no ``crop``, the full image (after ``resize``) is embedded, thanks
     to position-embedding interpolation; a size that is not a multiple of the patch (16) is centre-
