@@ -79,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, image files, glob patterns or tables (CSV/Parquet)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output table: .parquet (recommended), .h5ad (AnnData) or .npy (+ .index.csv)")
+                   help="output table: .parquet (recommended), .h5ad (AnnData) or .npy (+ .index.csv); a path or an "
+                        "s3:// / gs:// URL (shards go to the bucket as the run goes, the table last)")
     p.add_argument("--model", default=None, metavar="NAME",
                    help=f"model name, folder or checkpoint (default: {DEFAULT_CLI_MODEL}; 'dino-boc weights list' "
                         "shows the names; the paper's model is dino-boc-vitl16)")
@@ -224,38 +225,19 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     apply_storage_arguments(args)
-    output = staged_output(args.output)  # an s3:// output is written locally, uploaded at the end
     read, embed, run_opts = options(args)
     try:
-        summary = run_dataset(args.inputs, output, model=args.model or default_model_name(), read=read,
+        summary = run_dataset(args.inputs, args.output, model=args.model or default_model_name(), read=read,
                               embed=embed, run=run_opts, resize=args.resize, crop=args.crop,
                               normalize=args.normalize, masks=args.masks)
         code = 0
     except FailedInputsError as exc:
         summary, code = exc.summary, 1
     if args.layout == "cpg" and summary["n_ok"] and int(os.environ.get("RANK", "0")) == 0:
-        write_layout(args, output)
-    if output != args.output and summary["n_ok"] and int(os.environ.get("RANK", "0")) == 0:
-        from dino_boc.outputs.remote import upload_outputs
-
-        upload_outputs(output, args.output)
-        summary = {**summary, "output": args.output}
+        write_layout(args, args.output)
     if int(os.environ.get("RANK", "0")) == 0:
         print_summary(summary)
     return 1 if summary["n_ok"] == 0 else code
-
-
-def staged_output(output: str) -> str:
-    """``output`` itself, or for a URL the local staging file (see :mod:`dino_boc.outputs.remote`)."""
-    from dino_boc.io.fs import is_url
-    from dino_boc.outputs.remote import staging_path
-
-    if not is_url(output):
-        return output
-    local = staging_path(output)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("output %s: writing in %s, uploaded when the run is done", output, local)
-    return str(local)
 
 
 def write_layout(args: argparse.Namespace, table: str) -> None:

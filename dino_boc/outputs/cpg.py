@@ -1,6 +1,7 @@
 """The Cell Painting Gallery layout: per-site embeddings and per-plate well-level profiles.
 
-From a feature table written by :func:`dino_boc.embed_dataset` (one row per site, or per cell), with
+From a feature table written by :func:`dino_boc.embed_dataset` (one row per site, or per cell; a path or
+a URL), with
 the Gallery's ``Metadata_Batch``, ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site`` columns (as
 its ``load_data.csv`` has), :func:`write_cpg_layout` writes under ``root`` (a folder or a URL)::
 
@@ -19,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from dino_boc.errors import InputError
 from dino_boc.features import parse_feature_name
-from dino_boc.io.fs import filesystem, is_url, url_join
+from dino_boc.io.fs import is_url, url_join
+from dino_boc.outputs.store import parent_store
 
 __all__ = ["CpgFeatures", "CPG_FEATURES", "CPG_KEYS", "CpgSummary", "write_cpg_layout"]
 
@@ -54,7 +56,7 @@ def write_cpg_layout(
     """Write a feature table in the Gallery layout under ``root`` (local folder or ``s3://``/``gs://`` URL).
 
     Args:
-        table: a Parquet feature table (``Metadata_*`` columns, then F feature columns).
+        table: a Parquet feature table (``Metadata_*`` columns, then F feature columns): a path or a URL.
         root: where ``embeddings/`` and ``profiles/`` go.
         model: the model name used as a folder (e.g. ``dino-boc-vitl16``); no ``/``.
         features: ``"wide"``, ``"all_emb"`` or ``"channel_emb"`` (see the module doc).
@@ -73,18 +75,18 @@ def write_cpg_layout(
         raise InputError(f"features={features!r}; expected one of {CPG_FEATURES}")
     if not model or "/" in model:
         raise InputError(f"model={model!r} is a folder name in the layout; pass a name without '/'")
-    columns = pq.read_schema(table).names
+    columns = _read(table, pq.read_schema).names
     missing = [c for c in CPG_KEYS if c not in columns]
     if missing:
         raise InputError(
             f"{str(table)!r} has no {missing} column(s); the Gallery layout needs {list(CPG_KEYS)} (embed a "
             "Gallery load_data.csv, or add these columns to your table of inputs)"
         )
-    keys = pd.read_parquet(table, columns=list(CPG_KEYS[:2])).drop_duplicates()
+    keys = _read(table, pd.read_parquet, columns=list(CPG_KEYS[:2])).drop_duplicates()
     n_sites = n_wells = 0
     profiles = []
     for batch, plate in keys.itertuples(index=False):
-        df = pd.read_parquet(table, filters=[("Metadata_Batch", "==", batch), ("Metadata_Plate", "==", plate)])
+        df = _read(table, pd.read_parquet, filters=[("Metadata_Batch", "==", batch), ("Metadata_Plate", "==", plate)])
         _check_keys(df, table)
         feats = [c for c in df.columns if not c.startswith("Metadata_")]
         meta = [c for c in df.columns if c.startswith("Metadata_")]
@@ -101,6 +103,12 @@ def write_cpg_layout(
         profiles.append(profile)
         n_wells += len(wells)
     return CpgSummary(n_sites=n_sites, n_wells=n_wells, profiles=profiles)
+
+
+def _read(table: str | os.PathLike, reader: Any, **kwargs: Any) -> Any:
+    """``reader(file, **kwargs)`` on the table, a local file or an object (retried on transient errors)."""
+    store, name = parent_store(table)
+    return store.read(name, lambda f: reader(f, **kwargs))
 
 
 def _check_keys(df, table) -> None:
@@ -144,14 +152,7 @@ def _join(root: str | os.PathLike, *parts: str) -> str:
 
 
 def _write(df, dest: str) -> None:
-    """Write one Parquet file: locally via a temporary file and rename; to a URL as one object PUT."""
-    if is_url(dest):
-        fs = filesystem(dest)
-        with fs.open(dest, "wb") as f:
-            df.to_parquet(f, index=False)
-        return
-    path = Path(dest)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    """Write one Parquet file whole: locally via a temporary file and rename; to a URL as one object PUT."""
+    store, name = parent_store(dest)
+    store.ensure()
+    store.put_atomic(name, lambda f: df.to_parquet(f, index=False))

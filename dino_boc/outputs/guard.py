@@ -4,7 +4,9 @@
   file or not writable, or that exists already (unless ``overwrite`` or ``resume``).
 - :class:`OutputLock` holds ``<output>.lock`` with an exclusive ``flock`` for the whole run, so two
   runs into one output cannot race; the kernel drops the lock when a run dies (``kill -9``), so a
-  ``--resume`` after a crash is never blocked by a stale file.
+  ``--resume`` after a crash is never blocked by a stale file. An output URL (``s3://...``) has no
+  lock: a local ``flock`` cannot guard a bucket and object stores offer no lock to build one on, so
+  run one writer per output URL.
 - :func:`writing` turns an ``OSError`` of the write path (read-only disk, ENOSPC, permission) into
   :class:`~dino_boc.errors.OutputError` naming the file and what to do.
 """
@@ -18,7 +20,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from dino_boc.errors import DinoBocError, OutputError
+from dino_boc.errors import DinoBocError, ImageReadError, OutputError
+from dino_boc.io.fs import is_url, url_exists, url_isdir
 
 __all__ = ["check_output", "OutputLock", "writing", "lock_path", "display_path"]
 
@@ -78,13 +81,23 @@ def writing(path: str | os.PathLike | None = None, *, after: str = "") -> Iterat
         raise OutputError(_explain(exc, path) + (f". {after}" if after else "")) from exc
 
 
+def _refuse_existing(shown: str) -> OutputError:
+    return OutputError(
+        f"output {shown!r} exists already; pass overwrite=True (--overwrite) to replace it, resume=True "
+        f"(--resume) to continue the run that wrote it, or choose another name"
+    )
+
+
 def check_output(output: str | os.PathLike, *, overwrite: bool, resume: bool) -> bool:
     """Check, before any work, that ``output`` can be written; returns whether it exists already.
 
     Raises:
-        OutputError: ``output`` is a folder; its parent is a file or cannot be created or written; it
-            exists and neither ``overwrite`` nor ``resume`` is given.
+        OutputError: ``output`` is a folder (or, for a URL, a prefix with objects under it, or in a bucket
+            that does not exist); its parent is a file or cannot be created or written; it exists and
+            neither ``overwrite`` nor ``resume`` is given.
     """
+    if is_url(output):
+        return _check_url_output(str(output), overwrite=overwrite, resume=resume)
     out = Path(output)
     shown = display_path(out)
     if out.is_dir():
@@ -106,25 +119,48 @@ def check_output(output: str | os.PathLike, *, overwrite: bool, resume: bool) ->
         )
     exists = out.exists() or out.is_symlink()
     if exists and not (overwrite or resume):
-        raise OutputError(
-            f"output {shown!r} exists already; pass overwrite=True (--overwrite) to replace it, resume=True "
-            f"(--resume) to continue the run that wrote it, or choose another name"
-        )
+        raise _refuse_existing(shown)
+    return exists
+
+
+def _check_url_output(url: str, *, overwrite: bool, resume: bool) -> bool:
+    """:func:`check_output` for an object-store URL: its bucket exists, it is not a prefix, it exists only
+    with ``overwrite``/``resume``. Write access is found out by the first write (the run's first manifest)."""
+    protocol, rest = url.split("://", 1)
+    bucket = f"{protocol}://{rest.split('/', 1)[0]}"
+    try:
+        if rest.split("/", 1)[0] and not url_exists(bucket):
+            raise OutputError(f"output {url!r}: the bucket {bucket!r} does not exist (or is not visible with these "
+                              "credentials); create it or fix the URL")
+        if url_isdir(url):
+            raise OutputError(f"output {url!r} is a prefix with objects under it (a folder); give a file name such "
+                              f"as {url.rstrip('/') + '/features.parquet'!r}")
+        exists = url_exists(url)
+    except ImageReadError as exc:
+        raise OutputError(f"cannot check the output {url!r}: {exc}") from exc
+    if exists and not (overwrite or resume):
+        raise _refuse_existing(url)
     return exists
 
 
 class OutputLock:
     """An exclusive lock on ``<output>.lock`` for the duration of a run (``with OutputLock(out): ...``).
 
+    An output URL is not locked (``path`` is None): nothing stops two runs writing one URL at once, so
+    run one writer per output URL.
+
     Raises:
         OutputError: another process holds the lock (its pid is named), or the lock file cannot be made.
     """
 
     def __init__(self, output: str | os.PathLike) -> None:
-        self.path = lock_path(output)
+        self.path: Path | None = None if is_url(output) else lock_path(output)
         self._fd: int | None = None
 
     def acquire(self) -> "OutputLock":
+        if self.path is None:
+            log.info("an output URL has no lock: do not run two jobs into the same URL at once")
+            return self
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: no advisory locks; runs are not guarded

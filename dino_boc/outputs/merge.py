@@ -8,25 +8,27 @@ rows are emitted; the rest wait. The buffer therefore holds the shards whose ind
 Mixed feature schemas (e.g. 3- and 5-channel images) are merged into the union of their feature
 columns, ordered by first appearance in input order; a row lacks the columns of other schemas (null
 in Parquet, NaN in ``.npy`` / AnnData).
+
+The shard folder may be a local folder or an object-store prefix (``outputs/store.py``): shards are
+read one at a time through the same store interface either way.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dino_boc.errors import ConfigError, InputError
+from dino_boc.errors import ConfigError, DinoBocError, InputError
 from dino_boc.outputs.columns import INDEX, order_metadata_columns
 from dino_boc.outputs.provenance import Provenance
-from dino_boc.outputs.shards import FEATURES_COLUMN, Manifest, bad_shards, read_manifests
+from dino_boc.outputs.shards import FEATURES_COLUMN, Manifest, ShardDir, bad_shards, read_manifests
+from dino_boc.outputs.store import Store
 
 __all__ = ["MergePlan", "Chunk", "plan_merge", "iter_merged"]
 
@@ -35,11 +37,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShardRef:
-    path: Path
+    """One committed shard: its rank folder (a store), file name, rank, rows, smallest index, schema id."""
+
+    store: Store
+    name: str
     rank: int
     rows: int
     min_index: int
     schema: str
+
+    @property
+    def path(self) -> str:
+        """Path or URL of the shard, for messages."""
+        return self.store.where(self.name)
 
 
 @dataclass(frozen=True)
@@ -135,7 +145,7 @@ def _check_provenance(manifests: list[Manifest]) -> Provenance:
 
 def _check_disjoint(manifests: list[Manifest]) -> tuple[np.ndarray, np.ndarray]:
     """Sorted starts/stops of all committed index ranges; raises if two shards share an input."""
-    runs = sorted((s, e, str(m.directory / sh["file"])) for m in manifests for sh in m.shards for s, e in sh["indices"])
+    runs = sorted((s, e, m.store.where(sh["file"])) for m in manifests for sh in m.shards for s, e in sh["indices"])
     for (s0, e0, f0), (s1, _, f1) in zip(runs, runs[1:]):
         if s1 < e0:
             raise ConfigError(
@@ -164,29 +174,35 @@ def _check_checksums(manifests: list[Manifest]) -> None:
         bad = bad_shards(m)
         if bad:
             raise ConfigError(
-                f"{m.directory / bad[0]['file']} is missing or fails its sha256 checksum ({len(bad)} shard(s) in "
+                f"{m.store.where(bad[0]['file'])} is missing or fails its sha256 checksum ({len(bad)} shard(s) in "
                 f"{m.directory}); it was changed or damaged on disk. Run again with resume=True (--resume): the "
                 f"damaged shards are dropped and their inputs embedded again"
             )
 
 
-def _read_schema(path: Path) -> pa.Schema:
+def _read_schema(ref: ShardRef) -> pa.Schema:
     try:
-        return pq.read_schema(path)
+        return ref.store.read(ref.name, pq.read_schema)
+    except DinoBocError:
+        raise
     except (OSError, pa.ArrowInvalid) as exc:
         raise ConfigError(
-            f"manifest lists {path}, which cannot be read ({exc}); the shard folder was changed by hand. "
-            f"Delete {path.parent} and run again with resume"
+            f"manifest lists {ref.path}, which cannot be read ({exc}); the shard folder was changed by hand. "
+            f"Delete {ref.store} and run again with resume"
         ) from exc
 
 
-def plan_merge(shard_dir: str | os.PathLike) -> MergePlan:
+def plan_merge(shard_dir: ShardDir) -> MergePlan:
     """Read all manifests and shard footers (not the features) and plan the merged table.
+
+    Args:
+        shard_dir: a local folder or a URL prefix (``s3://bucket/run/features.parquet.shards``).
 
     Raises:
         InputError: no manifest under ``shard_dir``.
         ConfigError: ranks with different provenance, an input in two shards, a listed shard missing or
             failing its checksum.
+        OutputError: an object store that still fails after the retries.
     """
     manifests = read_manifests(shard_dir)
     if not manifests:
@@ -201,16 +217,16 @@ def plan_merge(shard_dir: str | os.PathLike) -> MergePlan:
     schema_names: dict[str, list[str]] = {}
     for m in manifests:
         for sh in m.shards:
-            ref = ShardRef(m.directory / sh["file"], m.rank, int(sh["rows"]), int(sh["min_index"]), sh["schema"])
+            ref = ShardRef(m.store, sh["file"], m.rank, int(sh["rows"]), int(sh["min_index"]), sh["schema"])
             refs.append(ref)
             for name, seen in sh["metadata_columns"].items():
                 first_meta[name] = min(first_meta.get(name, tuple(seen)), tuple(seen))
-            for fld in _read_schema(ref.path):
+            for fld in _read_schema(ref):
                 if fld.name != FEATURES_COLUMN:
                     meta_types.setdefault(fld.name, []).append(fld.type)
             schema_first[ref.schema] = min(schema_first.get(ref.schema, ref.min_index), ref.min_index)
             schema_names[ref.schema] = m.feature_schemas[ref.schema]
-    refs.sort(key=lambda r: (r.min_index, r.rank, r.path.name))
+    refs.sort(key=lambda r: (r.min_index, r.rank, r.name))
     meta_order = order_metadata_columns(first_meta)
     metadata_schema = pa.schema([pa.field(n, unify_types(meta_types.get(n, [pa.int64()]))) for n in meta_order])
     feature_names: list[str] = []
@@ -258,7 +274,7 @@ def empty_fraction(plan: MergePlan) -> float:
 
 def load_shard(ref: ShardRef, plan: MergePlan) -> Chunk:
     """One shard in the unified layout (metadata cast to the plan's types, features widened to F)."""
-    table = pq.read_table(ref.path)
+    table = ref.store.read(ref.name, pq.read_table)
     n = table.num_rows
     meta = []
     for fld in plan.metadata_schema:

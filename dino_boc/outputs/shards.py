@@ -1,14 +1,16 @@
-"""Feature shards committed atomically, a manifest per rank, and resume.
+"""Feature shards committed atomically, a manifest per rank, and resume; in a local folder or a bucket.
 
-Layout of a shard directory (spec: ``docs/outputs.md``)::
+Layout of a shard directory (spec: ``docs/outputs.md``), a local folder or an object-store prefix
+(``s3://bucket/run/features.parquet.shards``)::
 
     SHARD_DIR/rank-00000/manifest.json         committed shards, their input indices, failures, provenance
     SHARD_DIR/rank-00000/shard-000000.parquet  rows sorted by input index
     SHARD_DIR/rank-00001/...                   one folder per torchrun rank
 
-A shard is written under a temporary name in the same folder, flushed to disk and renamed; only then
-is the manifest (written the same way) updated to list it. A crash at any point leaves the manifest
-describing whole shards only; anything else in the folder is removed when the rank resumes.
+A shard is written whole under its final name (locally: a temporary name, fsync, rename; in a bucket:
+one object PUT, see ``outputs/store.py``); only then is the manifest, written the same way, updated to
+list it with its sha256. A crash at any point leaves the manifest describing whole shards only; any
+other shard in the rank's folder is removed when the rank resumes.
 
 Usage in a pipeline::
 
@@ -35,15 +37,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dino_boc.errors import ConfigError, InputError
+from dino_boc.errors import ConfigError, DinoBocError, InputError
 from dino_boc.io.digest import file_sha256
 from dino_boc.outputs.columns import INDEX, METADATA_PREFIX, check_feature_names, plain_value
 from dino_boc.outputs.guard import display_path, writing
 from dino_boc.outputs.provenance import FORMAT_VERSION, Provenance
+from dino_boc.outputs.store import Store, as_store, atomic_write
 
 __all__ = [
     "ShardWriter", "Manifest", "done_indices", "read_manifests", "rank_dir", "MANIFEST_NAME", "file_sha256",
-    "bad_shards", "drop_bad_shards", "done_mask",
+    "bad_shards", "drop_bad_shards", "remove_shards", "atomic_write", "done_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,20 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 FEATURES_COLUMN = "__features__"  # fixed_size_list<float32>[F] inside shards only
 _SHARD_NAME = re.compile(r"shard-(\d{6,})\.parquet")
+_KEPT = "Shards committed so far are kept: run again with --resume (resume=True) once this is fixed"
+
+ShardDir = str | os.PathLike | Store
+"""A shard folder: a local path, a URL prefix (``s3://bucket/run/features.parquet.shards``) or a Store."""
 
 
-def rank_dir(shard_dir: str | os.PathLike, rank: int) -> Path:
-    """The folder rank ``rank`` writes into: ``SHARD_DIR/rank-00000``."""
-    return Path(shard_dir) / f"rank-{int(rank):05d}"
+def rank_name(rank: int) -> str:
+    """``rank-00000``: the name of the folder rank ``rank`` writes into."""
+    return f"rank-{int(rank):05d}"
+
+
+def rank_dir(shard_dir: ShardDir, rank: int) -> Path | str:
+    """The folder rank ``rank`` writes into: ``SHARD_DIR/rank-00000`` (a Path, or a URL for a URL ``shard_dir``)."""
+    return as_store(shard_dir).child(rank_name(rank)).root
 
 
 def index_ranges(indices: np.ndarray) -> list[list[int]]:
@@ -74,36 +86,12 @@ def schema_id(feature_names: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(feature_names)).encode()).hexdigest()[:16]
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 @dataclass
 class Manifest:
     """One rank's ``manifest.json``.
 
     Attributes:
-        directory: the rank folder.
+        store: the rank folder (``directory`` gives its path or URL).
         rank: torchrun rank that wrote it.
         provenance: provenance of the run (of its first start when resumed).
         closed: True once the writer was closed (the rank finished).
@@ -114,13 +102,18 @@ class Manifest:
         failures: ``{"index", "path", "reason"}`` per input that could not be embedded.
     """
 
-    directory: Path
+    store: Store
     rank: int
     provenance: Provenance
     closed: bool = False
     feature_schemas: dict[str, list[str]] = field(default_factory=dict)
     shards: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path | str:
+        """The rank folder: a Path, or a URL for shards in an object store."""
+        return self.store.root
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,24 +127,28 @@ class Manifest:
         }
 
     @classmethod
-    def read(cls, directory: str | os.PathLike) -> "Manifest":
-        """Read ``directory/manifest.json``.
+    def read(cls, directory: ShardDir) -> "Manifest":
+        """Read ``directory/manifest.json`` (a folder, a URL prefix or a store).
 
         Raises:
             ConfigError: unreadable JSON or a newer format_version.
+            OutputError: an object store that still fails after the retries.
         """
-        path = Path(directory) / MANIFEST_NAME
+        store = as_store(directory)
+        path = store.where(MANIFEST_NAME)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}; delete {path.parent} and run again with resume") from exc
+            data = json.loads(store.read(MANIFEST_NAME, lambda f: f.read()))
+        except DinoBocError:
+            raise
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or UTF-8
+            raise ConfigError(f"cannot read {path}: {exc}; delete {store} and run again with resume") from exc
         if data.get("format_version") != FORMAT_VERSION:
             raise ConfigError(
                 f"{path} has format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}; "
                 f"finish it with the dino-boc version that started it"
             )
         return cls(
-            directory=path.parent,
+            store=store,
             rank=int(data["rank"]),
             provenance=Provenance.from_dict(data["provenance"]),
             closed=bool(data["closed"]),
@@ -161,20 +158,29 @@ class Manifest:
         )
 
     def write(self) -> None:
+        """Put ``manifest.json`` whole (the commit point of every shard it lists)."""
         text = json.dumps(self.to_dict(), separators=(",", ":")).encode()
-        atomic_write(self.directory / MANIFEST_NAME, lambda f: f.write(text))
+        with writing(self.store.where(MANIFEST_NAME), after=_KEPT):
+            self.store.put_atomic(MANIFEST_NAME, lambda f: f.write(text))
 
 
-def read_manifests(shard_dir: str | os.PathLike) -> list[Manifest]:
+def read_manifests(shard_dir: ShardDir) -> list[Manifest]:
     """Every rank's manifest under ``shard_dir`` (rank order); empty when there is none."""
-    root = Path(shard_dir)
-    if not root.is_dir():
-        return []
-    dirs = sorted(d for d in root.glob("rank-*") if (d / MANIFEST_NAME).is_file())
-    return [Manifest.read(d) for d in dirs]
+    root = as_store(shard_dir)
+    ranks = [root.child(d) for d in root.folders() if d.startswith("rank-")]
+    return [Manifest.read(r) for r in ranks if r.exists(MANIFEST_NAME)]
 
 
-def _done_runs(shard_dir: str | os.PathLike, include_failed: bool) -> Iterator[tuple[int, int]]:
+def remove_shards(shard_dir: ShardDir) -> bool:
+    """Delete a shard folder (or prefix) and everything in it; returns whether there was one.
+
+    Raises:
+        OutputError: it cannot be deleted.
+    """
+    return as_store(shard_dir).delete_all()
+
+
+def _done_runs(shard_dir: ShardDir, include_failed: bool) -> Iterator[tuple[int, int]]:
     """Half-open runs ``(start, stop)`` of the input indices the manifests record as done."""
     for manifest in read_manifests(shard_dir):
         for shard in manifest.shards:
@@ -185,7 +191,7 @@ def _done_runs(shard_dir: str | os.PathLike, include_failed: bool) -> Iterator[t
                 yield int(f["index"]), int(f["index"]) + 1
 
 
-def done_indices(shard_dir: str | os.PathLike, *, include_failed: bool = True) -> set[int]:
+def done_indices(shard_dir: ShardDir, *, include_failed: bool = True) -> set[int]:
     """Input indices a resumed run can skip: in a committed shard (or recorded as failed).
 
     On several ranks, call it on every rank *before* any rank opens its writer (then ``barrier()``), or
@@ -198,7 +204,7 @@ def done_indices(shard_dir: str | os.PathLike, *, include_failed: bool = True) -
     return done
 
 
-def done_mask(shard_dir: str | os.PathLike, n: int, *, include_failed: bool = True) -> np.ndarray:
+def done_mask(shard_dir: ShardDir, n: int, *, include_failed: bool = True) -> np.ndarray:
     """:func:`done_indices` as a bool array ``(n,)``: True where input ``i`` is done.
 
     Raises:
@@ -213,20 +219,16 @@ def done_mask(shard_dir: str | os.PathLike, n: int, *, include_failed: bool = Tr
     return mask
 
 
-_KEPT = "Shards committed so far are kept: run again with --resume (resume=True) once this is fixed"
-
-
 def bad_shards(manifest: Manifest) -> list[dict[str, Any]]:
     """The shards of a manifest whose file is missing or whose sha256 differs from the one recorded."""
     bad = []
     for shard in manifest.shards:
-        path = manifest.directory / shard["file"]
         if "sha256" not in shard:  # written before checksums existed
-            if not path.is_file():
+            if not manifest.store.exists(shard["file"]):
                 bad.append(shard)
             continue
         try:
-            ok = file_sha256(path) == shard["sha256"]
+            ok = manifest.store.sha256(shard["file"]) == shard["sha256"]
         except FileNotFoundError:
             ok = False
         if not ok:
@@ -234,7 +236,7 @@ def bad_shards(manifest: Manifest) -> list[dict[str, Any]]:
     return bad
 
 
-def drop_bad_shards(shard_dir: str | os.PathLike) -> int:
+def drop_bad_shards(shard_dir: ShardDir) -> int:
     """Before a resume: remove shards that are missing or fail their checksum from their manifest (their
     inputs are then embedded again) and delete their files. Returns the number of shards dropped."""
     dropped = 0
@@ -245,11 +247,10 @@ def drop_bad_shards(shard_dir: str | os.PathLike) -> int:
         names = {s["file"] for s in bad}
         for name in sorted(names):
             log.warning("%s fails its checksum (changed or damaged on disk); its inputs are embedded again",
-                        manifest.directory / name)
-            (manifest.directory / name).unlink(missing_ok=True)
+                        manifest.store.where(name))
+            manifest.store.delete(name)
         manifest.shards = [s for s in manifest.shards if s["file"] not in names]
-        with writing(manifest.directory / MANIFEST_NAME):
-            manifest.write()
+        manifest.write()
         dropped += len(names)
     return dropped
 
@@ -301,7 +302,7 @@ class ShardWriter:
     separately, so every shard has one schema; ``finalize`` merges them with missing columns as null.
 
     Args:
-        shard_dir: folder of the run's shards (the writer uses ``shard_dir/rank-NNNNN``).
+        shard_dir: folder or URL prefix of the run's shards (the writer uses ``shard_dir/rank-NNNNN``).
         provenance: what produces the rows.
         shard_size: rows per shard; memory holds at most this many rows per feature schema.
         rank: torchrun rank (0 when not distributed).
@@ -311,11 +312,12 @@ class ShardWriter:
     Raises:
         ConfigError: shards exist and ``resume`` is False, or the earlier run used another model,
             preprocessing or feature layout (its provenance differs).
+        OutputError: the folder or bucket cannot be written (after the retries, for object stores).
     """
 
     def __init__(
         self,
-        shard_dir: str | os.PathLike,
+        shard_dir: ShardDir,
         provenance: Provenance,
         shard_size: int = 4096,
         rank: int = 0,
@@ -325,21 +327,20 @@ class ShardWriter:
         if not isinstance(shard_size, int) or shard_size < 1:
             raise ConfigError(f"shard_size={shard_size!r} must be a positive integer")
         self.shard_size = shard_size
-        self.directory = rank_dir(shard_dir, rank)
-        with writing(self.directory):
-            self.directory.mkdir(parents=True, exist_ok=True)
+        self.store = as_store(shard_dir).child(rank_name(rank))
+        self.directory = self.store.root
+        self.store.ensure()
         self._buffers: dict[str, _Buffer] = {}
         self._pending_failures: list[dict[str, Any]] = []
         self._closed = False
-        self._manifest = Manifest(self.directory, int(rank), provenance)
-        if (self.directory / MANIFEST_NAME).is_file():
-            old = Manifest.read(self.directory)
+        self._manifest = Manifest(self.store, int(rank), provenance)
+        if self.store.exists(MANIFEST_NAME):
+            old = Manifest.read(self.store)
             if old.shards or old.failures:
                 self._manifest = self._resume_from(old, provenance, resume)
         self._seq = 1 + max((int(_SHARD_NAME.fullmatch(s["file"]).group(1)) for s in self._manifest.shards), default=-1)
         self._remove_strays()
-        with writing(self.directory / MANIFEST_NAME):
-            self._manifest.write()
+        self._manifest.write()
 
     @property
     def provenance(self) -> Provenance:
@@ -370,11 +371,10 @@ class ShardWriter:
     def _remove_strays(self) -> None:
         """Delete temporary files and shards the manifest does not list (left by a crash)."""
         listed = {s["file"] for s in self._manifest.shards}
-        for path in self.directory.iterdir():
-            stray = path.name.endswith(".tmp") or (_SHARD_NAME.fullmatch(path.name) and path.name not in listed)
-            if stray and path.is_file():
-                log.info("removing %s, left by an interrupted run", path)
-                path.unlink()
+        for name in self.store.list():
+            if name.endswith(".tmp") or (_SHARD_NAME.fullmatch(name) and name not in listed):
+                log.info("removing %s, left by an interrupted run", self.store.where(name))
+                self.store.delete(name)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -461,9 +461,8 @@ class ShardWriter:
         table, first_seen = shard_table(idx, [buf.rows[i] for i in order], np.concatenate(buf.features)[order])
         name = f"shard-{self._seq:06d}.parquet"
         self._seq += 1
-        with writing(self.directory / name, after=_KEPT):
-            atomic_write(self.directory / name, lambda f: pq.write_table(table, f))
-            sha = file_sha256(self.directory / name)
+        with writing(self.store.where(name), after=_KEPT):
+            sha = self.store.put_atomic(name, lambda f: pq.write_table(table, f))
         self._manifest.feature_schemas.setdefault(key, buf.names)
         self._manifest.shards.append(
             {
@@ -478,13 +477,12 @@ class ShardWriter:
             }
         )
         self._write_manifest()
-        log.debug("committed %s (%d rows)", self.directory / name, idx.size)
+        log.debug("committed %s (%d rows)", self.store.where(name), idx.size)
 
     def _write_manifest(self) -> None:
         self._manifest.failures.extend(self._pending_failures)
         self._pending_failures = []
-        with writing(self.directory / MANIFEST_NAME, after=_KEPT):
-            self._manifest.write()
+        self._manifest.write()
 
     def flush(self) -> None:
         """Commit every buffered row (shards may be smaller than ``shard_size``) and the failures."""

@@ -1,8 +1,10 @@
 """Final outputs: Parquet, AnnData ``.h5ad`` or ``.npy`` + index CSV, plus the errors CSV.
 
 ``finalize(shard_dir, output)`` merges the shards of every rank in input order (``merge.py``) and
-streams them into the output, which is written under a temporary name and renamed. Spec:
-``docs/outputs.md``.
+streams them into the output, which is written under a temporary name and renamed. An output URL
+(``s3://bucket/run/features.parquet``) is written the same way in a local temporary folder, then
+uploaded one object PUT per file: the errors file and side files first, the table last, so a table in
+the bucket is always a whole run. Spec: ``docs/outputs.md``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import io
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +28,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dino_boc.errors import ConfigError, InputError, require
+from dino_boc.io.fs import is_url
 from dino_boc.outputs.guard import writing
 from dino_boc.outputs.merge import Chunk, MergePlan, empty_fraction, iter_merged, plan_merge
 from dino_boc.outputs.provenance import Provenance
-from dino_boc.outputs.shards import atomic_write
+from dino_boc.outputs.shards import ShardDir
+from dino_boc.outputs.store import atomic_write, parent_store
 
-__all__ = ["OutputFormat", "finalize", "read_provenance", "output_format", "sidecar_paths", "PROVENANCE_KEY"]
+__all__ = [
+    "OutputFormat", "finalize", "read_provenance", "output_format", "sidecar_paths", "sidecar_urls", "PROVENANCE_KEY",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +60,20 @@ def output_format(path: str | os.PathLike) -> OutputFormat:
 
 def sidecar_paths(output: str | os.PathLike) -> dict[str, Path]:
     """Files written next to ``output``: ``errors`` (always, named after the full output name, so that
-    ``x.parquet`` and ``x.h5ad`` keep their own), ``index`` and ``provenance`` (``.npy`` only)."""
+    ``x.parquet`` and ``x.h5ad`` keep their own), ``index`` and ``provenance`` (``.npy`` only).
+    For an output URL, :func:`sidecar_urls` gives the same names as URLs."""
     out = Path(output)
     return {
         "errors": out.with_name(out.name + ".errors.csv"),
         "index": out.with_name(out.stem + ".index.csv"),
         "provenance": out.with_name(out.stem + ".provenance.json"),
     }
+
+
+def sidecar_urls(output: str) -> dict[str, str]:
+    """:func:`sidecar_paths` of an output URL: the same file names, next to it in the bucket."""
+    store, name = parent_store(output)
+    return {key: store.where(path.name) for key, path in sidecar_paths(name).items()}
 
 
 def _tmp(path: Path) -> Path:
@@ -74,18 +89,18 @@ def reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip() or reason
 
 
-def finalize(
-    shard_dir: str | os.PathLike, output_path: str | os.PathLike, *, row_group_rows: int = 8192
-) -> dict[str, Any]:
+def finalize(shard_dir: ShardDir, output_path: str | os.PathLike, *, row_group_rows: int = 8192) -> dict[str, Any]:
     """Merge a run's shards into one output in input order, plus ``<output>.errors.csv``.
 
     Call it once, on rank 0, after every rank closed its ``ShardWriter``. Memory holds about one shard
     per rank and feature schema (the ``obs`` table of ``.h5ad`` outputs is built in memory).
 
     Args:
-        shard_dir: the folder given to the ``ShardWriter`` of every rank.
+        shard_dir: the folder (or URL prefix) given to the ``ShardWriter`` of every rank.
         output_path: ``.parquet`` (default of the CLI), ``.h5ad`` (needs ``dino-boc[anndata]``) or
-            ``.npy`` (writes ``<stem>.index.csv`` and ``<stem>.provenance.json`` beside it).
+            ``.npy`` (writes ``<stem>.index.csv`` and ``<stem>.provenance.json`` beside it); a path or a
+            URL (``s3://bucket/run/features.parquet``: written in a local temporary folder, ``$TMPDIR``,
+            then uploaded, side files first and the table last).
         row_group_rows: rows per Parquet row group / per write.
 
     Returns:
@@ -96,34 +111,28 @@ def finalize(
         ConfigError: unknown suffix, or an inconsistent shard folder (see ``merge.plan_merge``).
         InputError: ``shard_dir`` holds no manifest.
         MissingExtraError: ``.h5ad`` without anndata installed.
-        OutputError: the output cannot be written (read-only, disk full, a folder in the way); the
-            shards are left as they are.
+        OutputError: the output cannot be written (read-only, disk full, a folder in the way, a bucket
+            that refuses the upload); the shards are left as they are.
     """
-    output = Path(output_path)
-    fmt = output_format(output)
+    fmt = output_format(output_path)
     plan = plan_merge(shard_dir)
     if not plan.complete:
         log.warning("some ranks in %s did not close their writer; the output holds only committed rows", shard_dir)
-    writers: dict[str, Callable[[MergePlan, Path, int], None]] = {
-        "parquet": write_parquet,
-        "h5ad": write_h5ad,
-        "npy": write_npy,
-    }
-    errors = sidecar_paths(output)["errors"]
-    kept = f"The shards in {shard_dir} are kept: run again with --resume (resume=True) once this is fixed"
+    url = str(output_path) if is_url(output_path) else None
+    staging = Path(tempfile.mkdtemp(prefix="dino_boc_output_")) if url else None
     try:
-        with writing(output, after=kept):
-            output.parent.mkdir(parents=True, exist_ok=True)
-            writers[fmt](plan, output, row_group_rows)
-            write_errors(errors, plan.failures)
-    except BaseException:
-        for side in (output, *sidecar_paths(output).values()):
-            _tmp(side).unlink(missing_ok=True)  # no half-written temporary left behind
-        raise
+        output = staging / parent_store(url)[1] if url else Path(output_path)
+        _write_output(plan, output, fmt, row_group_rows, shard_dir)
+        if url:
+            _upload(output, url)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    shown = url or str(output)
     summary = {
-        "output": str(output),
+        "output": shown,
         "format": fmt,
-        "errors_file": str(errors),
+        "errors_file": sidecar_urls(url)["errors"] if url else str(sidecar_paths(output)["errors"]),
         "n_ok": plan.n_inputs,
         "n_rows": plan.n_rows,
         "n_failed": len(plan.failures),
@@ -137,10 +146,38 @@ def finalize(
             "%s: %.0f%% of its feature cells are empty: its rows have %d different channel-name sets, so they share "
             "few columns (e.g. per-file names such as ImageJ slice labels). Name the channels alike with "
             "channel_names= (--channel-names DNA,ER,...) or keep common ones with channels= (--channels)",
-            output, 100 * summary["empty_fraction"], len(plan.schema_codes),
+            shown, 100 * summary["empty_fraction"], len(plan.schema_codes),
         )
-    log.info("wrote %s: %d rows from %d inputs, %d failed", output, plan.n_rows, plan.n_inputs, len(plan.failures))
+    log.info("wrote %s: %d rows from %d inputs, %d failed", shown, plan.n_rows, plan.n_inputs, len(plan.failures))
     return summary
+
+
+def _write_output(plan: MergePlan, output: Path, fmt: OutputFormat, row_group_rows: int, shard_dir: ShardDir) -> None:
+    """The table and its side files at the local path ``output``, each under a temporary name then renamed."""
+    writers: dict[str, Callable[[MergePlan, Path, int], None]] = {
+        "parquet": write_parquet,
+        "h5ad": write_h5ad,
+        "npy": write_npy,
+    }
+    kept = f"The shards in {shard_dir} are kept: run again with --resume (resume=True) once this is fixed"
+    try:
+        with writing(output, after=kept):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            writers[fmt](plan, output, row_group_rows)
+            write_errors(sidecar_paths(output)["errors"], plan.failures)
+    except BaseException:
+        for side in (output, *sidecar_paths(output).values()):
+            _tmp(side).unlink(missing_ok=True)  # no half-written temporary left behind
+        raise
+
+
+def _upload(local: Path, url: str) -> None:
+    """Upload a finished local output to ``url``: each side file, then the table (the commit), one PUT each."""
+    store, name = parent_store(url)
+    sides = [p for p in sidecar_paths(local).values() if p.is_file()]
+    for path in [*sides, local]:
+        store.put_file(name if path == local else path.name, path)
+    log.info("uploaded %s and %d side file(s)", url, len(sides))
 
 
 def write_errors(path: Path, failures: list[dict[str, Any]]) -> None:
@@ -247,24 +284,29 @@ def write_h5ad(plan: MergePlan, output: Path, row_group_rows: int) -> None:
     os.replace(tmp, output)
 
 
+def _h5ad_provenance(f) -> Any:
+    h5py = require("h5py", "anndata")
+    with h5py.File(f, "r") as h5:
+        node = h5.get(f"uns/{PROVENANCE_KEY}")
+        return None if node is None else node[()]
+
+
 def read_provenance(path: str | os.PathLike) -> Provenance:
-    """The provenance recorded in a dino_boc output (``.parquet``, ``.h5ad`` or ``.npy``).
+    """The provenance recorded in a dino_boc output (``.parquet``, ``.h5ad`` or ``.npy``), a path or a URL.
 
     Raises:
         InputError: the file carries no dino_boc provenance.
+        FileNotFoundError: there is no such file.
     """
-    path = Path(path)
     fmt = output_format(path)
+    store, name = parent_store(path)
     if fmt == "parquet":
-        text = (pq.read_schema(path).metadata or {}).get(PROVENANCE_KEY.encode())
+        text = (store.read(name, pq.read_schema).metadata or {}).get(PROVENANCE_KEY.encode())
     elif fmt == "h5ad":
-        h5py = require("h5py", "anndata")
-        with h5py.File(path, "r") as f:
-            node = f.get(f"uns/{PROVENANCE_KEY}")
-            text = None if node is None else node[()]
+        text = store.read(name, _h5ad_provenance)
     else:
-        side = sidecar_paths(path)["provenance"]
-        data = json.loads(side.read_text()) if side.is_file() else {}
+        side = sidecar_paths(name)["provenance"].name
+        data = store.read(side, json.load) if store.exists(side) else {}
         text = json.dumps(data[PROVENANCE_KEY]) if PROVENANCE_KEY in data else None
     if text is None:
         raise InputError(f"{path} carries no {PROVENANCE_KEY!r} provenance; expected an output written by dino_boc")

@@ -32,8 +32,10 @@ from dino_boc.models.base import EmbeddingModel
 from dino_boc.io.axes import PositionChoice, ZReduction
 from dino_boc.io.illum import ILLUMINATION
 from dino_boc.outputs import Provenance, ShardWriter, done_mask, finalize, read_manifests, read_provenance
-from dino_boc.outputs.guard import OutputLock, check_output, writing
-from dino_boc.outputs.shards import drop_bad_shards
+from dino_boc.io.fs import is_url
+from dino_boc.outputs.guard import OutputLock, check_output
+from dino_boc.outputs.shards import ShardDir, drop_bad_shards, remove_shards
+from dino_boc.outputs.store import parent_store
 from dino_boc.outputs.writers import output_format
 from dino_boc.pipeline.batching import Finished, ShapeBatcher
 from dino_boc.pipeline.dataset import Failed, InputDataset, identity_collate
@@ -106,8 +108,12 @@ def embed_dataset(
     channel name, ...) is skipped and listed with its reason in ``<output>.errors.csv``; the run
     goes on. Rows are committed in shards (``<output>.shards/``), so an interrupted run continues with
     ``resume=True`` and gives the same table. An existing output is never replaced unless
-    ``overwrite=True``; ``<output>.lock`` keeps a second run from writing the same output at once.
-    Under ``torchrun`` every process embeds its own block of inputs; rank 0 merges them in input order.
+    ``overwrite=True``; ``<output>.lock`` keeps a second run from writing the same local output at once.
+    The output may be an object-store URL (``s3://bucket/run/features.parquet``): the shards and their
+    manifests are then written to the bucket as the run goes (a crash never leaves a shard a resume
+    trusts, see docs/outputs.md), and the table is uploaded last; a URL has no lock, so run one writer
+    per output URL. Under ``torchrun`` every process embeds its own block of inputs; rank 0 merges them
+    in input order.
 
     Whole fields (the default): with no ``crop``, the full image (after ``resize``) is embedded, thanks
     to position-embedding interpolation; a size that is not a multiple of the patch (16) is centre-
@@ -118,7 +124,8 @@ def embed_dataset(
         source: a folder, an image file, a glob (``"plates/**/*.tif"``), a CSV/Parquet table with a ``path``
             column (other columns become ``Metadata_*``), a CellProfiler LoadData CSV, an
             :class:`~dino_boc.io.ImageRecord`, or a list of these (see :func:`dino_boc.io.collect_sources`).
-        output: ``.parquet``, ``.h5ad`` or ``.npy`` path; None returns the table instead.
+        output: ``.parquet``, ``.h5ad`` or ``.npy`` path or URL (``s3://``, ``gs://``, with the storage options of
+            :mod:`dino_boc.io.fs`); None returns the table instead.
         model: a loaded model or a name/path for :func:`dino_boc.load_model`.
         channels: channels to keep, in order: indices or names (``["DNA", "RNA"]``, ``"0,2"``).
         dims: axes of the files when their metadata is missing or wrong, e.g. ``"CYX"``
@@ -166,7 +173,7 @@ def embed_dataset(
             (a resume whose inputs or settings differ from the shards' or the finished output's is refused).
         overwrite: replace an existing output (and the shards of an earlier run of it).
         strict: raise :class:`FailedInputsError` after writing the output if any input failed.
-        keep_shards: keep ``<output>.shards/`` after a successful run.
+        keep_shards: keep ``<output>.shards/`` (a folder, or objects under the URL prefix) after a successful run.
         shard_size: rows per shard file.
         device: ``"cuda"``, ``"cpu"``, ...; None: this rank's GPU if any, else CPU.
         precision: ``"auto"`` (fp16 autocast on CUDA; bf16 on CPUs with native bf16, AVX512-BF16 or AMX;
@@ -317,8 +324,12 @@ def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOpt
                                  channel_pool=embed.channel_pool, preprocessing=cfg, tiling=tiling, options=options)
 
 
-def _paths(output) -> tuple[Path, Path, Path | None]:
-    """(shard folder, final output, temporary folder to delete or None)."""
+def _paths(output) -> tuple[ShardDir, Path | str, Path | None]:
+    """(shard folder, final output, temporary folder to delete or None). An output URL keeps its shards in
+    the bucket too: ``s3://b/run/x.parquet`` -> ``s3://b/run/x.parquet.shards``."""
+    if output is not None and is_url(output):
+        url = str(output)
+        return f"{url}.shards", url, None
     if output is not None:
         out = Path(output)
         return out.with_name(out.name + ".shards"), out, None
@@ -326,7 +337,7 @@ def _paths(output) -> tuple[Path, Path, Path | None]:
     return tmp / "shards", tmp / "features.parquet", tmp
 
 
-def _plan(shard_dir: Path, provenance: Provenance, run: RunOptions, n: int, *, lock: OutputLock | None,
+def _plan(shard_dir: ShardDir, provenance: Provenance, run: RunOptions, n: int, *, lock: OutputLock | None,
           output: Path | None) -> np.ndarray:
     """Rank 0 locks the output and decides what is done (and whether the folder may be used); every rank
     gets the answer: a bool mask ``(n,)`` of the inputs done (sent as bits: n/8 bytes)."""
@@ -337,10 +348,8 @@ def _plan(shard_dir: Path, provenance: Provenance, run: RunOptions, n: int, *, l
                 lock.acquire()
             if output is not None:
                 _check_finished(output, provenance, run)
-            if run.overwrite and not run.resume and shard_dir.exists():
-                logger.info("overwrite: removing the shards of an earlier run in %s", shard_dir)
-                with writing(shard_dir):
-                    shutil.rmtree(shard_dir)
+            if run.overwrite and not run.resume and remove_shards(shard_dir):
+                logger.info("overwrite: removed the shards of an earlier run in %s", shard_dir)
             answer = (np.packbits(_done(shard_dir, provenance, run.resume, n)).tobytes(), None, False)
         except OutputError as exc:
             answer = (b"", str(exc), True)
@@ -360,9 +369,12 @@ def _inputs_changed(old: Provenance, new: Provenance) -> str | None:
             f"or order); resuming would mix two datasets. Give the same inputs in the same order, or start again")
 
 
-def _check_finished(output: Path, provenance: Provenance, run: RunOptions) -> None:
-    """A finished output is resumed only with the same inputs and settings."""
-    if not (run.resume and output.is_file()):
+def _check_finished(output: Path | str, provenance: Provenance, run: RunOptions) -> None:
+    """A finished output (a file or an object) is resumed only with the same inputs and settings."""
+    if not run.resume:
+        return
+    store, name = parent_store(output)
+    if not store.exists(name):
         return
     try:
         old = read_provenance(output)
@@ -376,7 +388,7 @@ def _check_finished(output: Path, provenance: Provenance, run: RunOptions) -> No
                           + "; pass overwrite=True (--overwrite) to replace it, or choose another output")
 
 
-def _done(shard_dir: Path, provenance: Provenance, resume: bool, n: int) -> np.ndarray:
+def _done(shard_dir: ShardDir, provenance: Provenance, resume: bool, n: int) -> np.ndarray:
     manifests = read_manifests(shard_dir)
     used = [m for m in manifests if m.shards or m.failures]
     if used and not resume:
@@ -481,8 +493,9 @@ class _RowMaker:
         return self._names[key]
 
 
-def _finish(shard_dir: Path, out_path: Path, rank: int, *, keep: bool) -> dict[str, Any]:
-    """Rank 0 merges the shards into the output (and removes them unless ``keep``); all ranks get the summary."""
+def _finish(shard_dir: ShardDir, out_path: Path | str, rank: int, *, keep: bool) -> dict[str, Any]:
+    """Rank 0 merges the shards into the output, a file or a URL (and removes the shards unless ``keep``);
+    all ranks get the summary."""
     summary: dict[str, Any] | str = {}
     if rank == 0:
         try:
@@ -493,7 +506,10 @@ def _finish(shard_dir: Path, out_path: Path, rank: int, *, keep: bool) -> dict[s
             if keep:
                 summary["shards"] = str(shard_dir)
             else:
-                shutil.rmtree(shard_dir, ignore_errors=True)
+                try:
+                    remove_shards(shard_dir)
+                except DinoBocError as exc:  # the output is complete; leftover shards are only clutter
+                    logger.warning("could not remove %s: %s", shard_dir, exc)
     summary = dist.broadcast_object(summary)
     if isinstance(summary, str):
         kind = OutputError if summary.startswith(OutputError.__name__) else ConfigError

@@ -65,14 +65,11 @@ def test_failing_objects_become_error_rows_and_the_run_goes_on(http_root, rng, t
 
 
 @pytest.mark.parametrize("remote_output", [False, True], ids=["local-output", "s3-output"])
-def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, tiny_model_dir, monkeypatch,
+def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, tiny_model_dir,
                                                              remote_output, kill_after_shards):
     import subprocess
     import sys
 
-    from dino_boc.outputs.remote import staging_path
-
-    monkeypatch.setenv("DINO_BOC_STAGING", str(tmp_path / "staging"))
     bucket = f"resume-{'s3out' if remote_output else 'local'}"
 
     src = tmp_path / "in"
@@ -86,11 +83,11 @@ def test_kill_9_then_resume_with_s3_input_equals_a_clean_run(tmp_path, s3, rng, 
            "--n-last-blocks", "2", "--batch-size", "2", "--shard-size", "1", "--quiet", "-o"]
     out = f"s3://{bucket}/out/killed.parquet" if remote_output else str(tmp_path / "killed.parquet")
     proc = subprocess.Popen(cmd + [out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    local = staging_path(out) if remote_output else Path(out)
-    shards = local.with_name(local.name + ".shards")
+    shards = f"{out}.shards" if remote_output else Path(f"{out}.shards")  # in the bucket for an s3:// output
     kill_after_shards(proc, shards)
     if remote_output:
-        assert not s3.exists(out)  # nothing in the bucket until the run is complete
+        assert not s3.exists(out)  # no table in the bucket until the run is complete
+        assert s3.exists(f"{bucket}/out/killed.parquet.shards/rank-00000/manifest.json")
     assert subprocess.run(cmd + [out, "--resume"], capture_output=True).returncode == 0
     assert _embed([f"s3://{bucket}/in/", "--anon", "-o", str(tmp_path / "clean.parquet")], tiny_model_dir) == 0
     if remote_output:
