@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, TypeVar, get_args
 
+from dino_boc._fields import from_fields
 from dino_boc.errors import ConfigError
 
 Arch = Literal["boc", "ha", "channel_vit", "fixed", "ca_mae"]
-ARCHS: tuple[str, ...] = ("boc", "ha", "channel_vit", "fixed", "ca_mae")
+ARCHS: tuple[str, ...] = get_args(Arch)
 ChannelPool = Literal["concat", "mean"]
-CHANNEL_POOLS: tuple[str, ...] = ("concat", "mean")
+CHANNEL_POOLS: tuple[str, ...] = get_args(ChannelPool)
 
 #: Largest accepted value of each integer field: generous for every released ViT (ViT-7B has D = 4096,
 #: depth 40) while keeping a crafted ``config.json`` (``depth: 1000000``) from building a model for minutes.
@@ -169,22 +170,40 @@ class ModelConfig:
         Raises:
             ConfigError: ``d`` is not a mapping, has unknown keys, or a value of the wrong type or out of range.
         """
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"the model config is a {type(d).__name__}; expected a JSON object of fields")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        if isinstance(d.get("channel_names"), list):
-            d["channel_names"] = tuple(d["channel_names"])
-        return cls(**d)
+        return from_fields(cls, d, what="model config", tuples=("channel_names",))
 
 
-@dataclass(frozen=True)
-class FeatureDefaults:
-    """The feature vector a model gives by default (``embed``'s ``n_last_blocks=None``/``avgpool=None``),
-    saved as the ``features`` section of ``config.json``.
+def check_feature_options(n_last_blocks: Any = None, avgpool: Any = None, channel_pool: Any = None) -> None:
+    """Check the feature-layout options that are given (None: not given, e.g. "the model's default").
+
+    Args:
+        n_last_blocks: L >= 0, CLS tokens of the last L blocks (0: none, only the patch means).
+        avgpool: True/False, append the per-channel patch means.
+        channel_pool: one of :data:`CHANNEL_POOLS`.
+
+    Raises:
+        ConfigError: a value of the wrong type or out of range, or ``n_last_blocks=0`` with ``avgpool=False``
+            (no feature left).
+    """
+    if n_last_blocks is not None and (isinstance(n_last_blocks, bool) or not isinstance(n_last_blocks, int)
+                                      or n_last_blocks < 0):
+        raise ConfigError(f"n_last_blocks={n_last_blocks!r} must be a non-negative integer (0: no CLS token, only "
+                          "the patch means)")
+    if avgpool is not None and not isinstance(avgpool, bool):
+        raise ConfigError(f"avgpool={avgpool!r} must be true or false")
+    if channel_pool is not None and channel_pool not in CHANNEL_POOLS:
+        raise ConfigError(f"channel_pool={channel_pool!r}; choose {' or '.join(map(repr, CHANNEL_POOLS))}")
+    if n_last_blocks == 0 and avgpool is False:
+        raise ConfigError("n_last_blocks=0 with avgpool=False leaves no feature; keep avgpool=True")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureSpec:
+    """Which tokens make the flat feature vector (docs/features.md): the one feature-layout spec.
+
+    A model's default (``model.features``, saved as the ``features`` section of ``config.json``) is one; the
+    layout a feature table records (:class:`dino_boc.outputs.FeatureLayout`, which adds the arch) and the
+    per-run choices (:class:`FeatureOverrides`: ``EmbedOptions``, the evaluation presets) build on it.
 
     Attributes:
         n_last_blocks: L, CLS tokens of the last L blocks (4: the released Cell-DINO linear evaluation;
@@ -193,6 +212,9 @@ class FeatureDefaults:
         avgpool: append the per-channel mean of the last block's patch tokens.
         channel_pool: ``"concat"`` per-channel features, or ``"mean"`` over channels (OpenPhenom's pooled
             embedding: the mean of all patch tokens).
+
+    Raises:
+        ConfigError: see :func:`check_feature_options`.
     """
 
     n_last_blocks: int = 4
@@ -200,19 +222,61 @@ class FeatureDefaults:
     channel_pool: ChannelPool = "concat"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0:
-            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer")
-        if self.n_last_blocks == 0 and not self.avgpool:
-            raise ConfigError("n_last_blocks=0 with avgpool=False leaves no feature; keep avgpool=True")
-        if self.channel_pool not in CHANNEL_POOLS:
-            raise ConfigError(f"channel_pool={self.channel_pool!r}; choose one of {CHANNEL_POOLS}")
+        check_feature_options(self.n_last_blocks, self.avgpool, self.channel_pool)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``n_last_blocks``, ``avgpool``, ``channel_pool`` and any field a subclass adds)."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureDefaults":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown feature keys {sorted(unknown)}; known: n_last_blocks, avgpool, channel_pool")
-        return cls(**d)
+    def from_dict(cls: type[_Spec], d: Mapping[str, Any]) -> _Spec:
+        """Inverse of :meth:`to_dict`; a missing option takes its default.
+
+        Raises:
+            ConfigError: ``d`` is not a mapping, has unknown keys or a bad value.
+        """
+        return from_fields(cls, d, what="feature layout")
+
+    def override(self: _Spec, *, n_last_blocks: int | None = None, avgpool: bool | None = None,
+                 channel_pool: ChannelPool | None = None) -> _Spec:
+        """This spec with each option that is not None replaced (None keeps this spec's value).
+
+        Raises:
+            ConfigError: see :func:`check_feature_options`.
+        """
+        given = {"n_last_blocks": n_last_blocks, "avgpool": avgpool, "channel_pool": channel_pool}
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+
+_Spec = TypeVar("_Spec", bound=FeatureSpec)
+
+#: the former name of :class:`FeatureSpec` (a model's default feature vector), kept importable
+FeatureDefaults = FeatureSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureOverrides:
+    """Feature-layout options of one run; None keeps the model's default (``model.features``).
+
+    Attributes:
+        n_last_blocks, avgpool, channel_pool: as in :class:`FeatureSpec`, or None.
+
+    Raises:
+        ConfigError: see :func:`check_feature_options`.
+    """
+
+    n_last_blocks: int | None = None
+    avgpool: bool | None = None
+    channel_pool: ChannelPool | None = None
+
+    def __post_init__(self) -> None:
+        check_feature_options(self.n_last_blocks, self.avgpool, self.channel_pool)
+
+    def resolve(self, defaults: FeatureSpec) -> FeatureSpec:
+        """The run's layout: these options over ``defaults`` (the model's ``model.features``).
+
+        Raises:
+            ConfigError: the combination leaves no feature (``n_last_blocks=0`` and ``avgpool=False``).
+        """
+        return defaults.override(n_last_blocks=self.n_last_blocks, avgpool=self.avgpool,
+                                 channel_pool=self.channel_pool)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from dino_boc._fields import from_fields
 from dino_boc.errors import ConfigError
 
 Normalize = Literal["self", "percentile", "none", "instance", "image_max"]
@@ -110,15 +111,4 @@ class PreprocessConfig:
         Raises:
             ConfigError: ``d`` is not a mapping, has unknown keys, or a value of the wrong type or out of range.
         """
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"the preprocessing settings are a {type(d).__name__}; expected a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        if isinstance(d.get("percentiles"), list):
-            d["percentiles"] = tuple(d["percentiles"])
-        if d.get("saturation_noise") is not None:
-            d["saturation_noise"] = tuple(d["saturation_noise"])
-        return cls(**d)
+        return from_fields(cls, d, what="preprocessing", tuples=("percentiles", "saturation_noise"))

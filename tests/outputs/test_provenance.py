@@ -129,3 +129,17 @@ def test_metadata_column_order():
         "Metadata_cell_label",
         "Metadata_centroid_x",
     ]
+
+
+def test_reads_provenance_written_before_the_one_layout_spec():
+    """An output of an earlier version (its JSON as written then) reads back, and is written again the same."""
+    text = ('{"format_version": 1, "model_name": "tiny-boc", "weights_sha256": null, "pretrained": false, '
+            '"preprocessing": {"normalize": "self", "resize": null, "crop": 32, "scale": 255.0, "eps": 1e-07}, '
+            '"feature_layout": {"arch": "ha", "n_last_blocks": 4, "avgpool": true, "channel_pool": "concat"}, '
+            '"tiling": null, "options": {"dims": null}, "dino_boc_version": "0.1.0", '
+            '"created": "2025-01-01T12:00:00+00:00"}')
+    prov = Provenance.from_json(text)
+    assert prov.feature_layout == FeatureLayout(arch="ha", n_last_blocks=4, avgpool=True, channel_pool="concat")
+    assert prov.to_json() == text
+    with pytest.raises(ConfigError, match=r"unknown feature layout keys \['pool'\]"):
+        Provenance.from_json(text.replace('"channel_pool"', '"pool"'))

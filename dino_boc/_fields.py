@@ -1,0 +1,48 @@
+"""Building a frozen settings dataclass from its dict form (a section of ``config.json``, a provenance record).
+
+One rule for every such class (``ModelConfig``, ``PreprocessConfig``, ``FeatureSpec``, ``Provenance``): the
+value must be a mapping, every key a field, JSON lists become tuples where the field holds a tuple, and the
+class's own ``__post_init__`` validates the values. It sits in the bottom layer so that ``preprocess``,
+``models`` and ``outputs`` share it; it imports nothing of ours but the error classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any, TypeVar
+
+from dino_boc.errors import ConfigError
+
+__all__ = ["from_fields"]
+
+T = TypeVar("T")
+
+
+def from_fields(cls: type[T], data: Any, *, what: str, tuples: tuple[str, ...] = ()) -> T:
+    """``cls(**data)`` for a dataclass ``cls``, with errors that name the section.
+
+    Args:
+        cls: a dataclass whose ``__post_init__`` validates its values.
+        data: its dict form, e.g. ``json.loads(...)["model"]``.
+        what: the section's name in messages (``"model config"``, ``"preprocessing"``, ...).
+        tuples: fields that hold tuples; a JSON list given for one is turned into a tuple.
+
+    Returns:
+        The instance.
+
+    Raises:
+        ConfigError: ``data`` is not a mapping, has keys that are not fields of ``cls`` (the message lists
+            the known ones), lacks a field without default, or holds a value ``cls`` rejects.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"the {what} is a {type(data).__name__}; expected a JSON object of fields")
+    known = {f.name for f in fields(cls) if f.init}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown {what} keys {sorted(unknown)}; known: {sorted(known)}")
+    values = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required field missing
+        raise ConfigError(f"incomplete {what} {sorted(values)}: {exc}") from exc
