@@ -2,19 +2,19 @@
 
 One rule for every such class (``ModelConfig``, ``PreprocessConfig``, ``FeatureSpec``, ``Provenance``): the
 value must be a mapping, every key a field, JSON lists become tuples where the field holds a tuple, and the
-class's own ``__post_init__`` validates the values. It sits in the bottom layer so that ``preprocess``,
+class's own ``__post_init__`` validates the values; :func:`to_fields` is the inverse (tuples as lists). It sits in the bottom layer so that ``preprocess``,
 ``models`` and ``outputs`` share it; it imports nothing of ours but the error classes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
 from dino_boc.errors import ConfigError
 
-__all__ = ["from_fields"]
+__all__ = ["from_fields", "to_fields"]
 
 T = TypeVar("T")
 
@@ -46,3 +46,15 @@ def from_fields(cls: type[T], data: Any, *, what: str, tuples: tuple[str, ...] =
         return cls(**values)
     except TypeError as exc:  # a required field missing
         raise ConfigError(f"incomplete {what} {sorted(values)}: {exc}") from exc
+
+
+def to_fields(obj: Any) -> dict[str, Any]:
+    """The dict form of a dataclass instance, its tuple fields as lists (as JSON reads them back).
+
+    Args:
+        obj: a dataclass instance, e.g. a ``ModelConfig``.
+
+    Returns:
+        ``{field: value}`` in field order; :func:`from_fields` with ``tuples=`` those fields is its inverse.
+    """
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(obj).items()}

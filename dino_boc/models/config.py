@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar, get_args
 
-from dino_boc._fields import from_fields
+from dino_boc._fields import from_fields, to_fields
 from dino_boc.errors import ConfigError
 
 Arch = Literal["boc", "ha", "channel_vit", "fixed", "ca_mae"]
@@ -159,9 +159,8 @@ class ModelConfig:
         return self.img_size // self.patch_size
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["channel_names"] = list(self.channel_names)
-        return d
+        """The JSON form (the ``model`` section of ``config.json``)."""
+        return to_fields(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
@@ -226,7 +225,7 @@ class FeatureSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``n_last_blocks``, ``avgpool``, ``channel_pool`` and any field a subclass adds)."""
-        return asdict(self)
+        return to_fields(self)
 
     @classmethod
     def from_dict(cls: type[_Spec], d: Mapping[str, Any]) -> _Spec:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from dino_boc._fields import from_fields
+from dino_boc._fields import from_fields, to_fields
 from dino_boc.errors import ConfigError
 
 Normalize = Literal["self", "percentile", "none", "instance", "image_max"]
@@ -98,11 +98,8 @@ class PreprocessConfig:
         object.__setattr__(self, "percentiles", (float(lo), float(hi)))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["percentiles"] = list(self.percentiles)
-        if self.saturation_noise is not None:
-            d["saturation_noise"] = list(self.saturation_noise)
-        return d
+        """The JSON form (the ``preprocess`` section of ``config.json``)."""
+        return to_fields(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessConfig":

@@ -105,8 +105,11 @@ def test_options_are_keyword_only_where_fields_were_inherited():
 def test_config_sections_from_their_json_form():
     """ModelConfig, PreprocessConfig and FeatureSpec read config.json sections by one rule (_fields.from_fields)."""
     cfg = ModelConfig(arch="channel_vit", embed_dim=64, depth=2, num_heads=2, max_channels=2, channel_names=("a", "b"))
+    assert cfg.to_dict()["channel_names"] == ["a", "b"]  # tuples are written as JSON lists
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     pre = PreprocessConfig(normalize="percentile", percentiles=(2.0, 98.0), saturation_noise=(200.0, 255.0))
+    assert pre.to_dict()["percentiles"] == [2.0, 98.0] and pre.to_dict()["saturation_noise"] == [200.0, 255.0]
+    assert PreprocessConfig().to_dict()["saturation_noise"] is None
     assert PreprocessConfig.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
     with pytest.raises(ConfigError, match=r"unknown model config keys \['depht'\]"):
         ModelConfig.from_dict({"depht": 3})
