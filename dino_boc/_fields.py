@@ -2,8 +2,9 @@
 
 One rule for every such class (``ModelConfig``, ``PreprocessConfig``, ``FeatureSpec``, ``Provenance``): the
 value must be a mapping, every key a field, JSON lists become tuples where the field holds a tuple, and the
-class's own ``__post_init__`` validates the values; :func:`to_fields` is the inverse (tuples as lists). It sits in the bottom layer so that ``preprocess``,
-``models`` and ``outputs`` share it; it imports nothing of ours but the error classes.
+class's own ``__post_init__`` validates the values; :func:`to_fields` is the inverse (tuples as lists). It sits
+in a layer of its own just above ``errors``, so that ``preprocess``, ``models`` and ``outputs`` share it; it
+imports nothing of ours but the error classes.
 """
 
 from __future__ import annotations
