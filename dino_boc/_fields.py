@@ -2,7 +2,8 @@
 
 One rule for every such class (``ModelConfig``, ``PreprocessConfig``, ``FeatureSpec``, ``Provenance``): the
 value must be a mapping, every key a field, JSON lists become tuples where the field holds a tuple, and the
-class's own ``__post_init__`` validates the values; :func:`to_fields` is the inverse (tuples as lists). It sits
+class's own ``__post_init__`` validates the values; :func:`to_fields` is the inverse (tuples as lists), and
+:class:`DictForm` gives a class both as ``to_dict`` / ``from_dict``. It sits
 in a layer of its own just above ``errors``, so that ``preprocess``, ``models`` and ``outputs`` share it; it
 imports nothing of ours but the error classes.
 """
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from dino_boc.errors import ConfigError
 
-__all__ = ["from_fields", "to_fields"]
+__all__ = ["DictForm", "from_fields", "to_fields"]
 
 T = TypeVar("T")
 
@@ -59,3 +60,26 @@ def to_fields(obj: Any) -> dict[str, Any]:
         ``{field: value}`` in field order; :func:`from_fields` with ``tuples=`` those fields is its inverse.
     """
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(obj).items()}
+
+
+class DictForm:
+    """``to_dict`` / ``from_dict`` of a frozen settings dataclass, by :func:`to_fields` and :func:`from_fields`.
+
+    A subclass names its section for messages (``dict_name``) and its tuple fields (``dict_tuples``).
+    """
+
+    dict_name: ClassVar[str] = "settings"
+    dict_tuples: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{field: value}``, tuples as lists."""
+        return to_fields(self)
+
+    @classmethod
+    def from_dict(cls: type[T], d: Any) -> T:
+        """The instance from its :meth:`to_dict` form.
+
+        Raises:
+            ConfigError: ``d`` is not a mapping, has unknown keys, lacks a required field or holds a bad value.
+        """
+        return from_fields(cls, d, what=cls.dict_name, tuples=cls.dict_tuples)  # type: ignore[attr-defined]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from dino_boc._fields import from_fields, to_fields
+from dino_boc._fields import DictForm
 from dino_boc.errors import ConfigError
 
 Arch = Literal["boc", "ha", "channel_vit", "fixed", "ca_mae"]
@@ -44,7 +43,7 @@ def _check_float(name: str, v: Any) -> None:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictForm):
     """The architecture of a model; the defaults are the paper's ViT-L/16 DINO BoC.
 
     Attributes:
@@ -97,6 +96,9 @@ class ModelConfig:
     reg_tokens: int = 0
     interpolate_antialias: bool = False
     in_chans: int = 1
+
+    dict_name: ClassVar[str] = "model config"  # the ``model`` section of ``config.json`` (to_dict / from_dict)
+    dict_tuples: ClassVar[tuple[str, ...]] = ("channel_names",)
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or self.arch not in ARCHS:
@@ -158,19 +160,6 @@ class ModelConfig:
         """Side of the stored position-embedding grid (14 for 224 px / 16)."""
         return self.img_size // self.patch_size
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (the ``model`` section of ``config.json``)."""
-        return to_fields(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-        """A config from its ``to_dict`` form (the ``model`` section of ``config.json``).
-
-        Raises:
-            ConfigError: ``d`` is not a mapping, has unknown keys, or a value of the wrong type or out of range.
-        """
-        return from_fields(cls, d, what="model config", tuples=("channel_names",))
-
 
 def check_feature_options(n_last_blocks: Any = None, avgpool: Any = None, channel_pool: Any = None) -> None:
     """Check the feature-layout options that are given (None: not given, e.g. "the model's default").
@@ -197,7 +186,7 @@ def check_feature_options(n_last_blocks: Any = None, avgpool: Any = None, channe
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeatureSpec:
+class FeatureSpec(DictForm):
     """Which tokens make the flat feature vector (docs/features.md): the one feature-layout spec.
 
     A model's default (``model.features``, saved as the ``features`` section of ``config.json``) is one; the
@@ -220,21 +209,10 @@ class FeatureSpec:
     avgpool: bool = True
     channel_pool: ChannelPool = "concat"
 
+    dict_name: ClassVar[str] = "feature layout"  # to_dict / from_dict: the ``features`` section of config.json
+
     def __post_init__(self) -> None:
         check_feature_options(self.n_last_blocks, self.avgpool, self.channel_pool)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (``n_last_blocks``, ``avgpool``, ``channel_pool`` and any field a subclass adds)."""
-        return to_fields(self)
-
-    @classmethod
-    def from_dict(cls: type[_Spec], d: Mapping[str, Any]) -> _Spec:
-        """Inverse of :meth:`to_dict`; a missing option takes its default.
-
-        Raises:
-            ConfigError: ``d`` is not a mapping, has unknown keys or a bad value.
-        """
-        return from_fields(cls, d, what="feature layout")
 
     def override(self: _Spec, *, n_last_blocks: int | None = None, avgpool: bool | None = None,
                  channel_pool: ChannelPool | None = None) -> _Spec:
