@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from dino_boc.engine import DEFAULT_MODEL, default_model, get_model, resolve_preprocess, run_tensors
-from dino_boc.errors import InputError
+from dino_boc.errors import ConfigError, InputError
 from dino_boc.features import ChannelPool, Embedding, flatten
 from dino_boc.models.base import EmbeddingModel
+from dino_boc.models.config import FeatureSpec
 from dino_boc.preprocess import FIT_TO_PATCH, prepare_image
 from dino_boc.precision import Precision, autocast_context
 from dino_boc.preprocess.channels import rename_channels, resolve_channels
@@ -71,6 +72,23 @@ def _read_items(images: Any) -> tuple[list[tuple[Any, list[str] | None]], str, l
     )
 
 
+def _layout(model: EmbeddingModel, n_last_blocks: int | None, avgpool: bool | None) -> FeatureSpec:
+    """The call's feature layout over the model's default (``model.features``).
+
+    Raises:
+        InputError: ``n_last_blocks`` outside ``0..depth``, or a layout with no feature left.
+    """
+    depth = model.config.depth
+    n = model.features.n_last_blocks if n_last_blocks is None else n_last_blocks
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= depth:
+        raise InputError(f"n_last_blocks={n} but the model has {depth} blocks; choose 1..{depth} "
+                         "(or 0: no CLS token, only the patch means)")
+    try:
+        return model.features.override(n_last_blocks=n, avgpool=avgpool)
+    except ConfigError as exc:  # an argument of this call: n_last_blocks=0 with avgpool=False
+        raise InputError(str(exc)) from None
+
+
 def _stack(parts: list[np.ndarray | None]) -> np.ndarray | None:
     return None if parts[0] is None else np.stack(parts)
 
@@ -98,14 +116,8 @@ def embed_tokens(
         ``(K, H, W)`` image), or, for a list input, a list of them (one per entry).
     """
     model = get_model(model)
-    n_last_blocks = model.features.n_last_blocks if n_last_blocks is None else n_last_blocks
-    avgpool = model.features.avgpool if avgpool is None else avgpool
-    depth = model.config.depth
-    if isinstance(n_last_blocks, bool) or not isinstance(n_last_blocks, int) or not 0 <= n_last_blocks <= depth:
-        raise InputError(f"n_last_blocks={n_last_blocks} but the model has {depth} blocks; choose 1..{depth} "
-                         "(or 0: no CLS token, only the patch means)")
-    if n_last_blocks == 0 and not avgpool:
-        raise InputError("n_last_blocks=0 with avgpool=False leaves no feature; keep avgpool=True")
+    spec = _layout(model, n_last_blocks, avgpool)
+    n_last_blocks, avgpool = spec.n_last_blocks, spec.avgpool
     if compile and getattr(model, "_compiled_call_impl", None) is None:
         model.compile()  # torch.compile, once per model; later calls reuse it
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -231,7 +243,7 @@ def embed(
         >>> feats = dino_boc.embed("plate1_A01.tif", channels=["DNA", "Mito"], crop=224)
     """
     model = get_model(model)
-    channel_pool = model.features.channel_pool if channel_pool is None else channel_pool
+    channel_pool = model.features.override(channel_pool=channel_pool).channel_pool  # checked before any work
     emb = embed_tokens(
         images, channels, model=model, n_last_blocks=n_last_blocks, avgpool=avgpool, resize=resize, crop=crop,
         normalize=normalize, batch_size=batch_size, precision=precision, channel_ids=channel_ids,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, Sequence
 import numpy as np
 
 from dino_boc.errors import ConfigError
-from dino_boc.models.config import ChannelPool
+from dino_boc.models.config import ChannelPool, FeatureSpec, check_feature_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from dino_boc.models.base import EmbeddingModel
@@ -37,6 +37,7 @@ __all__ = [
     "parse_feature_name", "FeatureName",
 ]
 
+_DEFAULT = FeatureSpec()  # the defaults of the layout options, defined once in models/config.py
 
 
 @dataclass
@@ -72,14 +73,13 @@ def channel_labels(channels: int | Sequence[str]) -> list[str]:
     return names
 
 
-def _check_pool(channel_pool: str) -> None:
-    if channel_pool not in ("concat", "mean"):
-        raise ConfigError(f"channel_pool={channel_pool!r}; choose 'concat' or 'mean'")
+def flatten(emb: Embedding, *, channel_pool: ChannelPool = _DEFAULT.channel_pool) -> np.ndarray:
+    """Flat features ``(B, F)`` float32 from the structured form, in the documented order.
 
-
-def flatten(emb: Embedding, *, channel_pool: ChannelPool = "concat") -> np.ndarray:
-    """Flat features ``(B, F)`` float32 from the structured form, in the documented order."""
-    _check_pool(channel_pool)
+    Raises:
+        ConfigError: an unknown ``channel_pool``; an embedding with neither CLS tokens nor patch means.
+    """
+    check_feature_options(channel_pool=channel_pool)
     parts: list[np.ndarray] = []
     ref = emb.cls if emb.cls is not None else emb.global_cls
     if ref is None and emb.patch_mean is None:
@@ -102,10 +102,10 @@ def feature_names(
     channels: int | Sequence[str],
     dim: int,
     *,
-    n_last_blocks: int = 4,
+    n_last_blocks: int = _DEFAULT.n_last_blocks,
     last_block: int | None = None,
-    avgpool: bool = True,
-    channel_pool: ChannelPool = "concat",
+    avgpool: bool = _DEFAULT.avgpool,
+    channel_pool: ChannelPool = _DEFAULT.channel_pool,
 ) -> list[str]:
     """Column names matching :func:`flatten`: ``{channel}_cls{block}_{d}``, ``global_cls{block}_{d}``,
     ``{channel}_mean_{d}``; with ``channel_pool="mean"`` the channel is ``chmean``.
@@ -119,8 +119,11 @@ def feature_names(
             defaults to L (numbers 0..L-1).
         avgpool: include the per-channel patch means.
         channel_pool: ``"concat"`` or ``"mean"``.
+
+    Raises:
+        ConfigError: an unknown ``channel_pool``.
     """
-    _check_pool(channel_pool)
+    check_feature_options(channel_pool=channel_pool)
     labels = channel_labels(channels)
     if channel_pool == "mean":
         labels = ["chmean"]
@@ -148,17 +151,17 @@ def model_feature_names(
 
     Public as ``dino_boc.feature_names(model, channels)``. None takes the model's default feature
     (``model.features``), as :func:`dino_boc.embed` does.
+
+    Raises:
+        ConfigError: a bad option (:func:`~dino_boc.models.config.check_feature_options`).
     """
-    f = model.features
-    return feature_names(
-        model.config.arch, channels, model.config.embed_dim,
-        n_last_blocks=f.n_last_blocks if n_last_blocks is None else n_last_blocks, last_block=model.config.depth,
-        avgpool=f.avgpool if avgpool is None else avgpool, channel_pool=channel_pool or f.channel_pool,
-    )
+    spec = model.features.override(n_last_blocks=n_last_blocks, avgpool=avgpool, channel_pool=channel_pool)
+    return feature_names(model.config.arch, channels, model.config.embed_dim, last_block=model.config.depth,
+                         **spec.to_dict())
 
 
-def feature_size(arch: str, k: int, dim: int, *, n_last_blocks: int = 4, avgpool: bool = True,
-                 channel_pool: ChannelPool = "concat") -> int:
+def feature_size(arch: str, k: int, dim: int, *, n_last_blocks: int = _DEFAULT.n_last_blocks,
+                 avgpool: bool = _DEFAULT.avgpool, channel_pool: ChannelPool = _DEFAULT.channel_pool) -> int:
     """F for K channels: BoC ``L·K·D + K·D``, HA ``L·(1+K)·D + K·D``, Channel-ViT ``L·D + K·D``,
     fixed-channel ``L·D + D``."""
     kk = 1 if channel_pool == "mean" or arch == "fixed" else k

@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import get_args
 
+from dino_boc.cli._tables import markdown_table
 from dino_boc.eval.profile_map import Distance, MapConfig
 from dino_boc.eval.profiles import Aggregate, ChannelSets, Normalize, NormalizeBy, ProfileConfig, SelectOp, Sphere
 
@@ -170,7 +171,6 @@ def _label(path: str) -> str:
 def run_map(args: argparse.Namespace) -> int:
     import logging
 
-    from dino_boc.cli.eval import markdown_table
     from dino_boc.plot import map_activity
 
     if not getattr(args, "verbose", False):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import math
-import numbers
 from typing import get_args
+
+from dino_boc.cli._tables import markdown_table
 
 _CHAMMI_HELP = """\
 Score a model on the CHAMMI benchmark (1-nearest-neighbour, macro-F1 in percent, as in the paper's
@@ -87,22 +87,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from dino_boc.cli import _profiles
 
     _profiles.register(s)
-
-
-def _cell(value, digits: int) -> str:
-    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
-        return "" if math.isnan(value) else f"{float(value):.{digits}f}"
-    return str(value).replace("|", "\\|")
-
-
-def markdown_table(df, *, digits: int = 1, index: bool = False) -> str:
-    """A GitHub-Markdown table of a DataFrame; floats with ``digits`` decimals, NaN as an empty cell."""
-    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for key, row in zip(df.index, df.itertuples(index=False)):
-        cells = ([_cell(key, digits)] if index else []) + [_cell(v, digits) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def run_chammi(args: argparse.Namespace) -> int:

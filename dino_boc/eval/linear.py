@@ -17,7 +17,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ import torch
 
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.eval.metrics import accuracy, macro_f1
-from dino_boc.io.formats import reading
+from dino_boc.outputs.read import read_features
 from dino_boc.precision import resolve_device
 
 __all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "MAX_SWEEP_BYTES", "LinearProbeResult", "LinearSweep",
@@ -360,31 +359,16 @@ class FeatureSplits:
 
 
 def read_feature_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a feature table (``.parquet``/``.pq`` file or folder, ``.csv``, ``.tsv``) for :func:`feature_splits`.
+    """Read a feature table for :func:`feature_splits` (:func:`dino_boc.outputs.read.read_features`: ``.parquet``
+    file or folder, ``.h5ad``, ``.npy``, ``.csv``, ``.tsv``).
 
     Raises:
-        InputError: missing, unreadable (permission), of another suffix, or without rows.
-        ImageReadError: the file is corrupt or truncated (pyarrow/pandas cannot parse it).
+        InputError: missing, of another suffix, or without rows.
+        ImageReadError: the file is corrupt or truncated, or this user may not read it (the message says which).
     """
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if not p.exists():
-        raise InputError(f"feature table {str(p)!r} does not exist; expected a .parquet or .csv file")
-    if not (p.is_dir() or suffix in (".parquet", ".pq", ".csv", ".tsv")):
-        raise InputError(f"cannot read {str(p)!r}: expected a .parquet or .csv feature table")
-    if p.is_file():
-        try:
-            with open(p, "rb"):  # a permission problem is not a corrupt file
-                pass
-        except OSError as exc:
-            raise InputError(f"cannot open feature table {str(p)!r}: {exc.strerror or exc}; check its permissions") from exc
-    with reading(p, "pandas"):
-        if p.is_dir() or suffix in (".parquet", ".pq"):
-            table = pd.read_parquet(p)
-        else:
-            table = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+    table = read_features(path).table
     if table.empty:
-        raise InputError(f"feature table {str(p)!r} has no rows; expected Metadata_* columns and one row per image")
+        raise InputError(f"feature table {str(path)!r} has no rows; expected Metadata_* columns and one row per image")
     return table
 
 

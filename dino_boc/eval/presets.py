@@ -14,30 +14,33 @@ model with its own geometry (MorphEm, DINOv2: a square 224 × 224 resize) keeps 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from dino_boc.errors import ConfigError
+from dino_boc.models.config import FeatureOverrides
 
 __all__ = ["FeaturePreset", "PRESETS", "get_preset", "preset_for"]
 
 
 @dataclass(frozen=True)
-class FeaturePreset:
-    """Options passed to ``embed`` / ``embed_dataset`` for one evaluation protocol.
+class FeaturePreset(FeatureOverrides):
+    """Options passed to ``embed`` / ``embed_dataset`` for one evaluation protocol: a name, the feature
+    layout (:class:`~dino_boc.models.config.FeatureOverrides`: ``n_last_blocks``, ``avgpool``, ``channel_pool``;
+    None keeps the model's default) and the geometry. Only ``name`` is positional.
 
     Attributes:
         name: short name, used in cache folder names.
-        n_last_blocks: L, the number of last blocks whose CLS tokens are concatenated.
-        avgpool: also append the last block's per-channel average of patch tokens.
+        n_last_blocks: L, the number of last blocks whose CLS tokens are concatenated (1).
+        avgpool: also append the last block's per-channel average of patch tokens (False).
         resize: shorter side after resizing, or None for no resize.
         crop: side of the centre crop, or None for no crop.
     """
 
     name: str
-    n_last_blocks: int = 1
-    avgpool: bool = False
-    resize: int | None = 256
-    crop: int | None = 224
+    n_last_blocks: int | None = field(default=1, kw_only=True)  # the CHAMMI protocol's last-block CLS
+    avgpool: bool | None = field(default=False, kw_only=True)
+    resize: int | None = field(default=256, kw_only=True)
+    crop: int | None = field(default=224, kw_only=True)
 
     def embed_kwargs(self) -> dict:
         """The preset as keyword arguments of ``embed`` / ``embed_dataset``."""

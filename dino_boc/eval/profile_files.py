@@ -29,6 +29,7 @@ from dino_boc.eval.profiles import (
     finish_profiles,
     make_profiles,
 )
+from dino_boc.outputs.read import parse_records, read_features, table_format
 
 __all__ = ["PROFILES_KEY", "read_table", "make_profiles_from_file", "write_profiles"]
 
@@ -38,33 +39,9 @@ logger = logging.getLogger(__name__)
 PROFILES_KEY = "dino_boc_profiles"
 
 
-def read_table(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read a feature or profile table (.parquet, .csv, .csv.gz, .tsv) and its schema metadata.
-
-    Returns:
-        (table, metadata): metadata maps each JSON schema-metadata key of a Parquet file (e.g.
-        ``dino_boc``, ``dino_boc_profiles``) to its parsed value; ``{}`` for CSV.
-
-    Raises:
-        InputError: a missing file or an unknown suffix.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"table {str(path)!r} does not exist; expected a .parquet, .csv(.gz) or .tsv file")
-    name = p.name.lower()
-    if p.is_dir() or name.endswith((".parquet", ".pq")):
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(p)
-        return table.to_pandas(), _schema_metadata(table.schema)
-    for suffix, sep in ((".csv", ","), (".csv.gz", ","), (".tsv", "\t"), (".tsv.gz", "\t")):
-        if name.endswith(suffix):
-            return pd.read_csv(p, sep=sep, low_memory=False), {}
-    raise InputError(f"cannot read {str(path)!r}: expected a .parquet, .csv, .csv.gz or .tsv table")
-
-
-def _is_parquet(path: Path) -> bool:
-    return path.is_dir() or path.name.lower().endswith((".parquet", ".pq"))
+#: the feature-table reader (:func:`dino_boc.outputs.read.read_features`): ``(table, records)`` of a .parquet,
+#: .h5ad, .npy, .csv(.gz) or .tsv(.gz) table, records being its ``dino_boc*`` JSON entries (``{}`` for CSV)
+read_table = read_features
 
 
 def make_profiles_from_file(path: str | os.PathLike, *, config: ProfileConfig = ProfileConfig()) -> Profiles:
@@ -72,7 +49,7 @@ def make_profiles_from_file(path: str | os.PathLike, *, config: ProfileConfig = 
     including ``config.plate_col`` is read and aggregated one plate at a time.
 
     Args:
-        path: feature table (.parquet, .csv, .csv.gz, .tsv).
+        path: feature table (:func:`~dino_boc.outputs.read.read_features`: .parquet, .h5ad, .npy, .csv, .tsv).
         config: the steps and their settings.
 
     Returns:
@@ -82,7 +59,8 @@ def make_profiles_from_file(path: str | os.PathLike, *, config: ProfileConfig = 
         InputError: as :func:`~dino_boc.eval.profiles.make_profiles`, or an unreadable file.
     """
     p = Path(path)
-    by_plate = (config.aggregate != "none" and config.plate_col in config.strata and p.exists() and _is_parquet(p))
+    by_plate = (config.aggregate != "none" and config.plate_col in config.strata and p.exists()
+                and table_format(p) == "parquet")
     if not by_plate:
         table, meta = read_table(p)
         return make_profiles(table, config=config, source={"input": str(path), **meta})
@@ -114,7 +92,7 @@ def make_profiles_from_file(path: str | os.PathLike, *, config: ProfileConfig = 
     steps.append({**scratch[0], "metadata_dropped": dropped_meta, "rows_in": n_rows, "rows_out": len(wells),
                   "features_in": len(kept), "features_out": len(kept), "plates_read_one_at_a_time": len(plates)})
     return finish_profiles(wells, kept, config=config, steps=steps,
-                           source={"input": str(path), **_schema_metadata(dataset.schema)})
+                           source={"input": str(path), **parse_records(dataset.schema.metadata or {})})
 
 
 def _merge_presence(a, b):
@@ -124,18 +102,6 @@ def _merge_presence(a, b):
     index = a[0].index.union(b[0].index)
     return (a[0].reindex(index, fill_value=False) | b[0].reindex(index, fill_value=False),
             a[1].add(b[1], fill_value=0))
-
-
-def _schema_metadata(schema) -> dict[str, Any]:
-    out = {}
-    for key, value in ((schema.metadata or {}) if schema is not None else {}).items():
-        name = key.decode(errors="replace")
-        if name.startswith("dino_boc"):
-            try:
-                out[name] = json.loads(value)
-            except ValueError:
-                logger.warning("schema metadata %r is not JSON; not carried over", name)
-    return out
 
 
 def write_profiles(profiles: Profiles, output: str | os.PathLike, *, overwrite: bool = False) -> Path:

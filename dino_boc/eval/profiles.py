@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dino_boc.errors import ConfigError, InputError, require
+from dino_boc.outputs.columns import METADATA_PREFIX
 
 __all__ = [
     "Aggregate",
@@ -59,7 +60,6 @@ ChannelSets = Literal["common", "error"]
 #: CellProfiler-specific and not in the default
 DEFAULT_SELECT: tuple[SelectOp, ...] = ("variance_threshold", "correlation_threshold", "drop_na_columns",
                                         "drop_outliers")
-METADATA_PREFIX = "Metadata_"
 CHANNELS_COLUMN = "Metadata_channels"
 ROW_COUNT_COLUMN = "Metadata_n_rows"
 #: CellProfiler row indices without the Metadata_ prefix: never features

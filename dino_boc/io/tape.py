@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dino_boc._arrays import one_plane
 from dino_boc.errors import InputError
 
 __all__ = ["unfold_tape", "fold_tape"]
@@ -29,14 +30,8 @@ def unfold_tape(array: np.ndarray, channel_width: int) -> np.ndarray:
         InputError: not a single 2-D plane, ``channel_width`` not positive, or the width not a multiple
             of ``channel_width``.
     """
-    array = np.asarray(array)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        raise InputError(
-            f"a tape is one 2-D plane (H, K*w); got shape {array.shape}. Drop channel_width for images "
-            "that already have a channel axis"
-        )
+    array = one_plane(array, what="a tape (H, K*w)",
+                      hint="Drop channel_width for images that already have a channel axis")
     if isinstance(channel_width, bool) or not isinstance(channel_width, (int, np.integer)) or channel_width < 1:
         raise InputError(f"channel_width={channel_width!r}; expected a positive int (pixels per channel)")
     height, width = array.shape

@@ -8,11 +8,11 @@ from typing import Any
 from dino_boc.errors import ConfigError
 from dino_boc.models.base import EmbeddingModel, TokenOutput
 from dino_boc.models.boc import BagOfChannelsModel
-from dino_boc.models.config import ARCHS, FeatureDefaults, ModelConfig
+from dino_boc.models.config import ARCHS, FeatureDefaults, FeatureOverrides, FeatureSpec, ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
 
 __all__ = [
-    "ModelConfig", "FeatureDefaults", "EmbeddingModel", "TokenOutput", "BagOfChannelsModel",
+    "ModelConfig", "FeatureSpec", "FeatureDefaults", "FeatureOverrides", "EmbeddingModel", "TokenOutput", "BagOfChannelsModel",
     "HierarchicalAttentionModel", "ChannelViTModel", "create_model", "build_model", "model_class",
 ]
 

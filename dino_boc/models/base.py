@@ -122,7 +122,21 @@ class EmbeddingModel(nn.Module):
     def depth(self) -> int:
         return self.config.depth
 
-    def _check_input(self, x: torch.Tensor, n_last_blocks: int) -> tuple[int, int, int, int]:
+    def _check_input(self, x: torch.Tensor, n_last_blocks: int,
+                     masks: torch.Tensor | None = None) -> tuple[int, int, int, int]:
+        """Check the arguments of :meth:`forward_tokens` shared by every family.
+
+        Args:
+            x: ``(B, K, H, W)`` images, H and W positive multiples of the patch size.
+            n_last_blocks: L in ``1..depth``.
+            masks: None or ``(B, K, N)`` with N = (H / patch) · (W / patch).
+
+        Returns:
+            ``(B, K, H, W)``.
+
+        Raises:
+            InputError: another shape, no channel, a size that is not a multiple of the patch, L out of range.
+        """
         if x.ndim != 4:
             raise InputError(f"expected a (B, K, H, W) tensor, got shape {tuple(x.shape)}")
         b, k, h, w = x.shape
@@ -139,6 +153,9 @@ class EmbeddingModel(nn.Module):
                 f"n_last_blocks={n_last_blocks} but the model has {self.config.depth} blocks; "
                 f"choose 1..{self.config.depth}"
             )
+        n = (h // p) * (w // p)
+        if masks is not None and tuple(masks.shape) != (b, k, n):
+            raise InputError(f"masks has shape {tuple(masks.shape)}; expected (B, K, N) = {(b, k, n)}")
         return b, k, h, w
 
     def resolve_channel_ids(self, channel_ids: Sequence[int | str] | None, k: int) -> torch.Tensor | None:

@@ -34,7 +34,7 @@ class BagOfChannelsModel(EmbeddingModel):
             from dino_boc.errors import InputError
 
             raise InputError("channel_ids= only applies to Channel-ViT models; BoC encodes channels by content")
-        b, k, h, w = self._check_input(x, n_last_blocks)
+        b, k, h, w = self._check_input(x, n_last_blocks, masks)
         bb = self.backbone
         p = self.config.patch_size
         rows, cols = h // p, w // p

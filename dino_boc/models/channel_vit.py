@@ -149,12 +149,10 @@ class ChannelViTModel(EmbeddingModel):
         Raises:
             InputError: bad shapes, K > K_max, invalid ids (``ChannelError`` for an unknown name).
         """
-        b, k, h, w = self._check_input(x, n_last_blocks)
+        b, k, h, w = self._check_input(x, n_last_blocks, masks)
         p = self.config.patch_size
         rows, cols = h // p, w // p
         n = rows * cols
-        if masks is not None and tuple(masks.shape) != (b, k, n):
-            raise InputError(f"masks has shape {tuple(masks.shape)}; expected (B, K, N) = {(b, k, n)}")
         if channel_ids is None or not isinstance(channel_ids, torch.Tensor):
             ids = self.resolve_channel_ids(channel_ids, k)
         else:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
+from dino_boc._fields import DictForm
 from dino_boc.errors import ConfigError
 
 Arch = Literal["boc", "ha", "channel_vit", "fixed", "ca_mae"]
-ARCHS: tuple[str, ...] = ("boc", "ha", "channel_vit", "fixed", "ca_mae")
+ARCHS: tuple[str, ...] = get_args(Arch)
 ChannelPool = Literal["concat", "mean"]
-CHANNEL_POOLS: tuple[str, ...] = ("concat", "mean")
+CHANNEL_POOLS: tuple[str, ...] = get_args(ChannelPool)
 
 #: Largest accepted value of each integer field: generous for every released ViT (ViT-7B has D = 4096,
 #: depth 40) while keeping a crafted ``config.json`` (``depth: 1000000``) from building a model for minutes.
@@ -43,7 +43,7 @@ def _check_float(name: str, v: Any) -> None:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictForm):
     """The architecture of a model; the defaults are the paper's ViT-L/16 DINO BoC.
 
     Attributes:
@@ -96,6 +96,9 @@ class ModelConfig:
     reg_tokens: int = 0
     interpolate_antialias: bool = False
     in_chans: int = 1
+
+    dict_name: ClassVar[str] = "model config"  # the ``model`` section of ``config.json`` (to_dict / from_dict)
+    dict_tuples: ClassVar[tuple[str, ...]] = ("channel_names",)
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or self.arch not in ARCHS:
@@ -157,34 +160,38 @@ class ModelConfig:
         """Side of the stored position-embedding grid (14 for 224 px / 16)."""
         return self.img_size // self.patch_size
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["channel_names"] = list(self.channel_names)
-        return d
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-        """A config from its ``to_dict`` form (the ``model`` section of ``config.json``).
+def check_feature_options(n_last_blocks: Any = None, avgpool: Any = None, channel_pool: Any = None) -> None:
+    """Check the feature-layout options that are given (None: not given, e.g. "the model's default").
 
-        Raises:
-            ConfigError: ``d`` is not a mapping, has unknown keys, or a value of the wrong type or out of range.
-        """
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"the model config is a {type(d).__name__}; expected a JSON object of fields")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        if isinstance(d.get("channel_names"), list):
-            d["channel_names"] = tuple(d["channel_names"])
-        return cls(**d)
+    Args:
+        n_last_blocks: L >= 0, CLS tokens of the last L blocks (0: none, only the patch means).
+        avgpool: True/False, append the per-channel patch means.
+        channel_pool: one of :data:`CHANNEL_POOLS`.
+
+    Raises:
+        ConfigError: a value of the wrong type or out of range, or ``n_last_blocks=0`` with ``avgpool=False``
+            (no feature left).
+    """
+    if n_last_blocks is not None and (isinstance(n_last_blocks, bool) or not isinstance(n_last_blocks, int)
+                                      or n_last_blocks < 0):
+        raise ConfigError(f"n_last_blocks={n_last_blocks!r} must be a non-negative integer (0: no CLS token, only "
+                          "the patch means)")
+    if avgpool is not None and not isinstance(avgpool, bool):
+        raise ConfigError(f"avgpool={avgpool!r} must be true or false")
+    if channel_pool is not None and channel_pool not in CHANNEL_POOLS:
+        raise ConfigError(f"channel_pool={channel_pool!r}; choose {' or '.join(map(repr, CHANNEL_POOLS))}")
+    if n_last_blocks == 0 and avgpool is False:
+        raise ConfigError("n_last_blocks=0 with avgpool=False leaves no feature; keep avgpool=True")
 
 
-@dataclass(frozen=True)
-class FeatureDefaults:
-    """The feature vector a model gives by default (``embed``'s ``n_last_blocks=None``/``avgpool=None``),
-    saved as the ``features`` section of ``config.json``.
+@dataclass(frozen=True, kw_only=True)
+class FeatureSpec(DictForm):
+    """Which tokens make the flat feature vector (docs/features.md): the one feature-layout spec.
+
+    A model's default (``model.features``, saved as the ``features`` section of ``config.json``) is one; the
+    layout a feature table records (:class:`dino_boc.outputs.FeatureLayout`, which adds the arch) and the
+    per-run choices (:class:`FeatureOverrides`: ``EmbedOptions``, the evaluation presets) build on it.
 
     Attributes:
         n_last_blocks: L, CLS tokens of the last L blocks (4: the released Cell-DINO linear evaluation;
@@ -193,26 +200,60 @@ class FeatureDefaults:
         avgpool: append the per-channel mean of the last block's patch tokens.
         channel_pool: ``"concat"`` per-channel features, or ``"mean"`` over channels (OpenPhenom's pooled
             embedding: the mean of all patch tokens).
+
+    Raises:
+        ConfigError: see :func:`check_feature_options`.
     """
 
     n_last_blocks: int = 4
     avgpool: bool = True
     channel_pool: ChannelPool = "concat"
 
+    dict_name: ClassVar[str] = "feature layout"  # to_dict / from_dict: the ``features`` section of config.json
+
     def __post_init__(self) -> None:
-        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0:
-            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer")
-        if self.n_last_blocks == 0 and not self.avgpool:
-            raise ConfigError("n_last_blocks=0 with avgpool=False leaves no feature; keep avgpool=True")
-        if self.channel_pool not in CHANNEL_POOLS:
-            raise ConfigError(f"channel_pool={self.channel_pool!r}; choose one of {CHANNEL_POOLS}")
+        check_feature_options(self.n_last_blocks, self.avgpool, self.channel_pool)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def override(self: _Spec, *, n_last_blocks: int | None = None, avgpool: bool | None = None,
+                 channel_pool: ChannelPool | None = None) -> _Spec:
+        """This spec with each option that is not None replaced (None keeps this spec's value).
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureDefaults":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown feature keys {sorted(unknown)}; known: n_last_blocks, avgpool, channel_pool")
-        return cls(**d)
+        Raises:
+            ConfigError: see :func:`check_feature_options`.
+        """
+        given = {"n_last_blocks": n_last_blocks, "avgpool": avgpool, "channel_pool": channel_pool}
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+
+_Spec = TypeVar("_Spec", bound=FeatureSpec)
+
+#: the former name of :class:`FeatureSpec` (a model's default feature vector), kept importable
+FeatureDefaults = FeatureSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureOverrides:
+    """Feature-layout options of one run; None keeps the model's default (``model.features``).
+
+    Attributes:
+        n_last_blocks, avgpool, channel_pool: as in :class:`FeatureSpec`, or None.
+
+    Raises:
+        ConfigError: see :func:`check_feature_options`.
+    """
+
+    n_last_blocks: int | None = None
+    avgpool: bool | None = None
+    channel_pool: ChannelPool | None = None
+
+    def __post_init__(self) -> None:
+        check_feature_options(self.n_last_blocks, self.avgpool, self.channel_pool)
+
+    def resolve(self, defaults: FeatureSpec) -> FeatureSpec:
+        """The run's layout: these options over ``defaults`` (the model's ``model.features``).
+
+        Raises:
+            ConfigError: the combination leaves no feature (``n_last_blocks=0`` and ``avgpool=False``).
+        """
+        return defaults.override(n_last_blocks=self.n_last_blocks, avgpool=self.avgpool,
+                                 channel_pool=self.channel_pool)

@@ -78,7 +78,7 @@ class FixedChannelModel(EmbeddingModel):
         """
         if channel_ids is not None:
             raise InputError("channel_ids= only applies to Channel-ViT models; name channels with channels=")
-        b, k, h, w = self._check_input(x, n_last_blocks)
+        b, k, h, w = self._check_input(x, n_last_blocks, masks)
         if k != self.config.in_chans:
             raise InputError(
                 f"{self.name!r} takes {self.config.in_chans} channels {list(self.input_channels)}, got {k}"

@@ -137,12 +137,10 @@ class HierarchicalAttentionModel(EmbeddingModel):
             raise InputError("channel_ids= only applies to Channel-ViT models; DINO HA has no channel embeddings")
         if attention not in ("efficient", "masked"):
             raise InputError(f"attention={attention!r}; choose 'efficient' or 'masked'")
-        b, k, h, w = self._check_input(x, n_last_blocks)
+        b, k, h, w = self._check_input(x, n_last_blocks, masks)
         p = self.config.patch_size
         rows, cols = h // p, w // p
         n = rows * cols
-        if masks is not None and tuple(masks.shape) != (b, k, n):
-            raise InputError(f"masks has shape {tuple(masks.shape)}; expected (B, K, N) = {(b, k, n)}")
         t = self._channel_tokens(x.reshape(b * k, 1, h, w), None if masks is None else masks.reshape(b * k, n))
         g = self._global_token(b, rows, cols)
         run = self._run_efficient if attention == "efficient" else self._run_masked

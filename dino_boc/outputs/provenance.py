@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from dino_boc._fields import from_fields
 from dino_boc.errors import ConfigError
+from dino_boc.models.config import FeatureSpec
 
 __all__ = ["FORMAT_VERSION", "FeatureLayout", "Provenance", "library_version", "state_dict_sha256"]
 
@@ -71,26 +73,22 @@ def _json_ready(name: str, value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class FeatureLayout:
-    """How tokens became the feature vector (see ``dino_boc.features``).
+class FeatureLayout(FeatureSpec):
+    """How tokens became the feature vector: the run's :class:`~dino_boc.models.config.FeatureSpec`
+    (``n_last_blocks``, ``avgpool``, ``channel_pool``, keyword-only) plus the model family.
 
     Attributes:
-        arch: model family, ``"boc"``, ``"ha"`` or ``"channel_vit"``.
-        n_last_blocks: number L of last blocks whose CLS tokens are used (0: none, only the patch means).
-        avgpool: whether the mean patch token is appended.
-        channel_pool: how per-channel features are combined (``"concat"`` as released).
+        arch: model family, ``"boc"``, ``"ha"``, ``"channel_vit"``, ``"fixed"`` or ``"ca_mae"``.
+
+    Raises:
+        ConfigError: a bad option (:func:`~dino_boc.models.config.check_feature_options`).
     """
 
     arch: str
-    n_last_blocks: int
-    avgpool: bool
-    channel_pool: str = "concat"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0 or (
-                self.n_last_blocks == 0 and not self.avgpool):  # 0: patch means only (OpenPhenom)
-            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer (0 only with "
-                              "avgpool=True)")
+    def to_dict(self) -> dict[str, Any]:
+        """``{"arch", "n_last_blocks", "avgpool", "channel_pool"}``, in the order of format_version 1."""
+        return {"arch": self.arch, **{k: v for k, v in super().to_dict().items() if k != "arch"}}
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ class Provenance:
 
     def __post_init__(self) -> None:
         if isinstance(self.feature_layout, Mapping):
-            object.__setattr__(self, "feature_layout", FeatureLayout(**self.feature_layout))
+            object.__setattr__(self, "feature_layout", FeatureLayout.from_dict(self.feature_layout))
         if not isinstance(self.feature_layout, FeatureLayout):
             kind = type(self.feature_layout).__name__
             raise ConfigError(f"feature_layout must be a FeatureLayout or dict; got {kind}")
@@ -145,7 +143,7 @@ class Provenance:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict, with ``format_version`` first."""
-        return {"format_version": FORMAT_VERSION, **asdict(self)}
+        return {"format_version": FORMAT_VERSION, **asdict(self), "feature_layout": self.feature_layout.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Provenance":
@@ -166,14 +164,7 @@ class Provenance:
                 f"provenance format_version {version!r} is not {FORMAT_VERSION}; "
                 f"upgrade dino-boc (pip install -U dino-boc) to read this output"
             )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown provenance keys {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"incomplete provenance {sorted(data)}: {exc}") from exc
+        return from_fields(cls, data, what="provenance")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=False)

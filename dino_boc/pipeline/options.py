@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from dino_boc.errors import ConfigError
 from dino_boc.io.options import PATTERN_PRESETS, ReadOptions, channel_list, check_positive
-from dino_boc.models.config import CHANNEL_POOLS, ChannelPool
+from dino_boc.models.config import CHANNEL_POOLS, FeatureOverrides
 from dino_boc.precision import PRECISIONS, Precision
 from dino_boc.preprocess.tiles import FIT_TO_PATCH
 
@@ -25,16 +25,15 @@ TOKEN_WARNING = 4096
 DEFAULT_MAX_TOKENS = 65536
 
 
-@dataclass(frozen=True)
-class EmbedOptions:
+@dataclass(frozen=True, kw_only=True)
+class EmbedOptions(FeatureOverrides):
     """What is embedded and how tokens become one feature row.
 
+    The feature-layout options (``n_last_blocks``, ``avgpool``, ``channel_pool``; None: the model's default
+    ``model.features``) come from :class:`~dino_boc.models.config.FeatureOverrides`; ``resolve(model.features)``
+    gives the run's :class:`~dino_boc.models.config.FeatureSpec`. Every option is keyword-only.
+
     Attributes:
-        n_last_blocks: L, CLS tokens of the last L blocks (0: none, only patch means); None: the model's
-            default (``model.features``).
-        avgpool: append the per-channel mean patch token; None: the model's default.
-        channel_pool: ``"concat"`` (per-channel features) or ``"mean"`` (averaged over channels); None: the
-            model's default.
         tile: embed a grid of ``tile x tile`` tiles covering the field and average their features per
             channel (one row per image); None embeds the whole field.
         cell_size: single-cell mode: side of the crop centred on each object (set with masks).
@@ -43,23 +42,16 @@ class EmbedOptions:
             field is an errors-file row that suggests ``tile``/``resize``. None: no limit.
     """
 
-    n_last_blocks: int | None = None
-    avgpool: bool | None = None
-    channel_pool: ChannelPool | None = None
     tile: int | None = None
     cell_size: int | None = None
     mask_outside: bool = False
     max_tokens: int | None = DEFAULT_MAX_TOKENS
 
     def __post_init__(self) -> None:
-        if self.n_last_blocks is not None and (
-                isinstance(self.n_last_blocks, bool) or not isinstance(self.n_last_blocks, int) or self.n_last_blocks < 0):
-            raise ConfigError(f"n_last_blocks={self.n_last_blocks!r} must be a non-negative integer (0: no CLS) or None")
+        super().__post_init__()
         check_positive("max_tokens", self.max_tokens, allow_none=True)
         check_positive("tile", self.tile, allow_none=True)
         check_positive("cell_size", self.cell_size, allow_none=True)
-        if self.channel_pool is not None and self.channel_pool not in CHANNEL_POOLS:
-            raise ConfigError(f"channel_pool={self.channel_pool!r}; choose {' or '.join(map(repr, CHANNEL_POOLS))}")
 
 
 @dataclass(frozen=True)

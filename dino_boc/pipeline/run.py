@@ -245,10 +245,7 @@ def _run(source, output, *, model, read, embed, run, resize, crop, normalize, ma
     device = resolve_device(run.device, local_rank=local)
     model = _load_model(model, device, explicit=run.device is not None or world > 1)
     device = next(model.parameters()).device
-    feats = model.features
-    embed = replace(embed, n_last_blocks=feats.n_last_blocks if embed.n_last_blocks is None else embed.n_last_blocks,
-                    avgpool=feats.avgpool if embed.avgpool is None else embed.avgpool,
-                    channel_pool=embed.channel_pool or feats.channel_pool)
+    embed = replace(embed, **embed.resolve(model.features).to_dict())  # None: the model's default
     cfg, embed = _geometry(model, resize, crop, normalize, embed, cells=masks is not None)
     if embed.n_last_blocks > model.config.depth:
         raise ConfigError(f"n_last_blocks={embed.n_last_blocks} but the model has {model.config.depth} blocks; "
@@ -320,8 +317,8 @@ def _provenance(model, cfg: PreprocessConfig, read: ReadOptions, embed: EmbedOpt
         if card.get(key):
             options[f"model_{key}"] = str(card[key])
     tiling = None if embed.tile is None else {"size": embed.tile, "reduce": "mean", "grid": "cover"}
-    return Provenance.from_model(model, n_last_blocks=embed.n_last_blocks, avgpool=embed.avgpool,
-                                 channel_pool=embed.channel_pool, preprocessing=cfg, tiling=tiling, options=options)
+    return Provenance.from_model(model, **embed.resolve(model.features).to_dict(), preprocessing=cfg, tiling=tiling,
+                                 options=options)
 
 
 def _paths(output) -> tuple[ShardDir, Path | str, Path | None]:
@@ -470,8 +467,8 @@ class _RowMaker:
     """Token results of one input -> its feature rows (tiles averaged per channel) and column names."""
 
     def __init__(self, model: EmbeddingModel, embed: EmbedOptions) -> None:
-        self.model, self.embed = model, embed
-        self.blocks = tuple(range(model.config.depth - embed.n_last_blocks, model.config.depth))
+        self.model, self.spec = model, embed.resolve(model.features)
+        self.blocks = tuple(range(model.config.depth - self.spec.n_last_blocks, model.config.depth))
         self._names: dict[tuple[str, ...], list[str]] = {}
 
     def features(self, done: Finished) -> np.ndarray:
@@ -480,16 +477,12 @@ class _RowMaker:
             parts = [None if a is None else a.mean(axis=0, keepdims=True) for a in parts]
         emb = Embedding(cls=parts[0], global_cls=parts[1], patch_mean=parts[2],
                         channel_names=done.item.channel_names, blocks=self.blocks)
-        return flatten(emb, channel_pool=self.embed.channel_pool)
+        return flatten(emb, channel_pool=self.spec.channel_pool)
 
     def names(self, done: Finished) -> list[str]:
         key = tuple(done.item.channel_names)
         if key not in self._names:
-            self._names[key] = model_feature_names(
-                self.model,
-                list(key), n_last_blocks=self.embed.n_last_blocks, avgpool=self.embed.avgpool,
-                channel_pool=self.embed.channel_pool,
-            )
+            self._names[key] = model_feature_names(self.model, list(key), **self.spec.to_dict())
         return self._names[key]
 
 

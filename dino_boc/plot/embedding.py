@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -14,32 +13,20 @@ import pandas as pd
 
 from dino_boc.errors import ChannelError, InputError, require
 from dino_boc.features import parse_feature_name
+from dino_boc.outputs.columns import METADATA_PREFIX
+from dino_boc.outputs.read import read_features
 from dino_boc.plot._common import matplotlib_figure, pca, save_figure
 
 __all__ = ["embedding", "load_table", "select_channels", "complete_rows_and_columns", "reduce"]
 
 logger = logging.getLogger(__name__)
 
-METADATA_PREFIX = "Metadata_"
 #: UMAP input is first reduced to this many principal components (as scanpy does), for speed
 _UMAP_PCS = 50
 _NA = "NA"
 
 #: how :func:`embedding` maps rows to 2-D (the CLI's ``--method`` choices)
 ReduceMethod = Literal["umap", "pca"]
-
-
-def _read_path(path: Path) -> Any:
-    if path.suffix == ".h5ad":
-        anndata = require("anndata", "anndata")
-        return anndata.read_h5ad(path)
-    if path.suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if path.suffix in (".csv", ".tsv"):  # metadata as written (Metadata_Plate=000123 stays "000123")
-        sep = "\t" if path.suffix == ".tsv" else ","
-        header = pd.read_csv(path, sep=sep, nrows=0).columns
-        return pd.read_csv(path, sep=sep, dtype={c: str for c in header if str(c).startswith(METADATA_PREFIX)})
-    raise InputError(f"{str(path)!r}: expected a .parquet, .h5ad or .csv feature table (as dino-boc embed writes)")
 
 
 def load_table(
@@ -58,16 +45,12 @@ def load_table(
         float64 ``(N, F)`` features, F column names (None when unknown), metadata ``(N, ...)``.
 
     Raises:
-        InputError: no feature columns, mismatched row counts, non-numeric or non-finite features.
-        ImageReadError: the path does not exist.
+        InputError: no feature columns, mismatched row counts, non-numeric or non-finite features; a path that
+            does not exist or is not a feature table (:func:`dino_boc.outputs.read.read_features`).
+        ImageReadError: a corrupt file.
     """
-    if isinstance(table, (str, os.PathLike)):
-        path = Path(table)
-        if not path.exists():
-            from dino_boc.errors import ImageReadError
-
-            raise ImageReadError(f"feature table {str(path)!r} does not exist")
-        table = _read_path(path)
+    if isinstance(table, (str, os.PathLike)):  # Metadata_* of a CSV as written (plate 000123 stays "000123")
+        table = read_features(table, metadata_as_text=True).table
     names: list[str] | None = None
     if features is not None:
         x = np.asarray(features)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dino_boc._arrays import one_plane
 from dino_boc.errors import InputError
 
 __all__ = ["CellCrops", "check_label_image", "object_centroids", "crop_cells", "crop_object"]
@@ -46,14 +47,9 @@ def check_label_image(labels: np.ndarray, shape: tuple[int, int] | None = None, 
     Raises:
         InputError: several planes, a non-integer or negative value, or a size different from the image's.
     """
-    lab = np.asarray(labels)
-    if lab.ndim == 3 and lab.shape[0] == 1:
-        lab = lab[0]
-    if lab.ndim != 2:
-        raise InputError(
-            f"{source}: a label image must be one 2-D plane (H, W); got shape {lab.shape}. Save one integer "
-            "label image per field of view (0 = background, 1..n = objects), as cellpose or CellProfiler do"
-        )
+    lab = one_plane(labels, what=f"{source}: a label image (H, W)",
+                    hint="Save one integer label image per field of view (0 = background, 1..n = objects), as "
+                         "cellpose or CellProfiler do")
     if lab.dtype == bool or not np.issubdtype(lab.dtype, np.number):
         raise InputError(f"{source}: label image has dtype {lab.dtype}; expected integers (0 = background)")
     if not np.issubdtype(lab.dtype, np.integer):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
+from dino_boc._fields import DictForm
 from dino_boc.errors import ConfigError
 
 Normalize = Literal["self", "percentile", "none", "instance", "image_max"]
@@ -23,7 +23,7 @@ def _check_positive_finite(name: str, v: Any) -> None:
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(DictForm):
     """How a raw image becomes the float tensor the model sees.
 
     The defaults are the released DINO BoC evaluation: divide by 255 whatever the dtype, optional
@@ -69,6 +69,9 @@ class PreprocessConfig:
     saturation_noise: tuple[float, float] | None = None
     noise_seed: int = 0
 
+    dict_name: ClassVar[str] = "preprocessing"  # the ``preprocess`` section of ``config.json`` (to_dict / from_dict)
+    dict_tuples: ClassVar[tuple[str, ...]] = ("percentiles", "saturation_noise")
+
     def __post_init__(self) -> None:
         if not isinstance(self.normalize, str) or self.normalize not in NORMALIZE_CHOICES:
             raise ConfigError(f"normalize={self.normalize!r} is unknown; choose one of {NORMALIZE_CHOICES}")
@@ -95,30 +98,3 @@ class PreprocessConfig:
         if not 0 <= lo < hi <= 100:
             raise ConfigError(f"percentiles={self.percentiles!r} must satisfy 0 <= low < high <= 100")
         object.__setattr__(self, "percentiles", (float(lo), float(hi)))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["percentiles"] = list(self.percentiles)
-        if self.saturation_noise is not None:
-            d["saturation_noise"] = list(self.saturation_noise)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessConfig":
-        """Settings from their ``to_dict`` form (the ``preprocess`` section of ``config.json``).
-
-        Raises:
-            ConfigError: ``d`` is not a mapping, has unknown keys, or a value of the wrong type or out of range.
-        """
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"the preprocessing settings are a {type(d).__name__}; expected a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        if isinstance(d.get("percentiles"), list):
-            d["percentiles"] = tuple(d["percentiles"])
-        if d.get("saturation_noise") is not None:
-            d["saturation_noise"] = tuple(d["saturation_noise"])
-        return cls(**d)

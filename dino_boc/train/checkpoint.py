@@ -16,7 +16,6 @@ newest one (also replaced atomically).
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import random
 import re
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from dino_boc.errors import WeightsError
+from dino_boc.outputs.shards import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -56,19 +56,6 @@ def checkpoint_path(run_dir: str | Path, iteration: int) -> Path:
     return checkpoint_dir(run_dir) / f"checkpoint_{iteration:08d}.pt"
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], *, keep: int = 2) -> Path:
     """Write ``state`` (with ``iteration``) atomically, point ``latest`` at it, keep the ``keep`` newest.
 
@@ -79,8 +66,8 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], *, keep: int = 2
     path = checkpoint_path(run_dir, it)
     path.parent.mkdir(parents=True, exist_ok=True)
     full = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
-    _atomic_write(path, lambda f: torch.save(full, f))
-    _atomic_write(path.parent / "latest", lambda f: f.write(path.name.encode() + b"\n"))
+    atomic_write(path, lambda f: torch.save(full, f))  # the outputs' rule: temporary file, fsync, rename
+    atomic_write(path.parent / "latest", lambda f: f.write(path.name.encode() + b"\n"))
     prune_checkpoints(run_dir, keep=keep)
     logger.info("saved checkpoint %s", path)
     return path

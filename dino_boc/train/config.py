@@ -41,6 +41,7 @@ __all__ = [
     "SourceConfig",
     "DataConfig",
     "InitConfig",
+    "HeadConfig",
     "DinoConfig",
     "IbotConfig",
     "OptimConfig",
@@ -138,14 +139,28 @@ class InitConfig:
 
 
 @dataclass(frozen=True)
-class DinoConfig:
-    """DINO head and CLS-token terms.
+class HeadConfig:
+    """The shape of a DINO projection head: the ``head_*`` keys of the ``dino`` and ``ibot`` sections.
 
     Attributes:
         head_n_prototypes: prototypes P (65536; a few thousand for small runs).
         head_hidden_dim, head_bottleneck_dim, head_n_layers: head MLP (2048, 256, 3).
         head_norm_last_layer: fix the prototype norms ``last_layer.weight_g`` at 1 (DINOv1's
             ``norm_last_layer=True``); False (default, released DINOv2) trains them.
+    """
+
+    head_n_prototypes: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_n_layers: int = 3
+    head_norm_last_layer: bool = False
+
+
+@dataclass(frozen=True)
+class DinoConfig(HeadConfig):
+    """DINO head (the ``head_*`` keys of :class:`HeadConfig`) and CLS-token terms.
+
+    Attributes:
         loss_weight: weight of the DINO term on the (global) CLS tokens.
         koleo_loss_weight: weight of KoLeo on the student CLS of each global crop (0.1).
         channel_loss_weight: HA only: weight of the DINO term on the channel CLS tokens (mean over
@@ -156,11 +171,6 @@ class DinoConfig:
         centering: ``"centering"`` (EMA centre) or ``"sinkhorn_knopp"``.
     """
 
-    head_n_prototypes: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    head_n_layers: int = 3
-    head_norm_last_layer: bool = False
     loss_weight: float = 1.0
     koleo_loss_weight: float = 0.1
     channel_loss_weight: float = 1.0
@@ -171,8 +181,8 @@ class DinoConfig:
 
 
 @dataclass(frozen=True)
-class IbotConfig:
-    """iBOT masked-patch term.
+class IbotConfig(HeadConfig):
+    """iBOT masked-patch term; the ``head_*`` keys (:class:`HeadConfig`) shape its separate head.
 
     Attributes:
         loss_weight: weight of the term (1.0); 0 disables masking too.
@@ -182,8 +192,6 @@ class IbotConfig:
             (DINOv2 on RGB masks whole patches); ``"per_channel"`` draws a mask per channel. BoC: one
             channel, both are the same.
         separate_head: use its own head instead of sharing the DINO head.
-        head_n_prototypes, head_hidden_dim, head_bottleneck_dim, head_n_layers, head_norm_last_layer:
-            the separate head (see :class:`DinoConfig`).
     """
 
     loss_weight: float = 1.0
@@ -191,11 +199,6 @@ class IbotConfig:
     mask_ratio_min_max: tuple[float, float] = (0.1, 0.5)
     mask_mode: Literal["shared", "per_channel"] = "shared"
     separate_head: bool = False
-    head_n_prototypes: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    head_n_layers: int = 3
-    head_norm_last_layer: bool = False
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from dino_boc.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from dino_boc.train.config import TrainConfig, config_to_dict, load_config, save_config, saved_config
+from dino_boc.train.config import HeadConfig, TrainConfig, config_to_dict, load_config, save_config, saved_config
 from dino_boc.train.data import BatchBuilder, SampleIndex, iters_per_epoch, make_loader, seeded
 from dino_boc.train.monitor import Monitor, peak_memory_mb
 from dino_boc.train.optim import apply_schedules, build_optimizer
@@ -102,6 +102,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def _head_spec(c: HeadConfig) -> HeadSpec:
+    """The head a ``dino`` or ``ibot`` section describes."""
+    return HeadSpec(c.head_n_prototypes, c.head_hidden_dim, c.head_bottleneck_dim, c.head_n_layers,
+                    norm_last_layer=c.head_norm_last_layer)
 
 
 def check_resume_config(saved: TrainConfig, current: TrainConfig) -> None:
@@ -206,13 +212,7 @@ class Trainer:
 
     def _build_objective(self, model) -> SSLObjective:
         d, i = self.cfg.dino, self.cfg.ibot
-        head = HeadSpec(d.head_n_prototypes, d.head_hidden_dim, d.head_bottleneck_dim, d.head_n_layers,
-                        norm_last_layer=d.head_norm_last_layer)
-        ibot_head = (
-            HeadSpec(i.head_n_prototypes, i.head_hidden_dim, i.head_bottleneck_dim, i.head_n_layers,
-                     norm_last_layer=i.head_norm_last_layer)
-            if i.separate_head else None
-        )
+        head, ibot_head = _head_spec(d), _head_spec(i) if i.separate_head else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seeded(self.cfg.train.seed, 99))
             return SSLObjective(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dino_boc.models.config import FeatureDefaults, ModelConfig
 from dino_boc.preprocess.config import PreprocessConfig
@@ -69,6 +69,10 @@ class RegistryEntry:
 
 
 _PAPER = "Scaling channel-invariant self-supervised learning for microscopy images (DINO BoC); cell_dino release"
+_FAIR_NC = "FAIR Noncommercial Research License (research use only; not for clinical use)"
+#: ViT widths (timm's ``vit_small`` / ``vit_large`` model args); patch and image size are each entry's own
+_VIT_S = dict(embed_dim=384, depth=12, num_heads=6)
+_VIT_L = dict(embed_dim=1024, depth=24, num_heads=16)
 
 REGISTRY: dict[str, RegistryEntry] = {}
 
@@ -81,8 +85,8 @@ _register(RegistryEntry(
     name=DEFAULT_MODEL,
     description="DINO BoC ViT-L/16 (the paper's released model, in_chans=1); gated: add it with 'dino-boc weights add'",
     source="gated",
-    config=ModelConfig(arch="boc", embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224),
-    licence="FAIR Noncommercial Research License (research use only; not for clinical use)",
+    config=ModelConfig(arch="boc", **_VIT_L, patch_size=16, img_size=224),
+    licence=_FAIR_NC,
     request_url=REQUEST_URL,
     paper=_PAPER,
 ))
@@ -90,7 +94,7 @@ _register(RegistryEntry(
     name="random-init-boc-vits16",
     description="RANDOMLY INITIALISED ViT-S/16 BoC (seed 0): a stand-in that exercises the pipeline; its features carry no learned biology",
     source="random",
-    config=ModelConfig(arch="boc", embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224),
+    config=ModelConfig(arch="boc", **_VIT_S, patch_size=16, img_size=224),
     licence="Apache-2.0 (no trained weights)",
 ))
 
@@ -102,14 +106,13 @@ CP_CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 #: the released Cell-DINO linear evaluation: ÷255, centre crop 384 (zero padding), self-normalisation
 _CELL_DINO_EVAL = PreprocessConfig(crop=384)
 _CELL_DINO = "Cell-DINO (Moutakanni, Couprie, Yi et al.); cell_dino in facebookresearch/dinov2"
-_FAIR_NC = "FAIR Noncommercial Research License (research use only; not for clinical use)"
 for _name, _what, _arch in (
     ("cell-dino-hpa-vitl16", "Cell-DINO ViT-L/16 on HPA fields of view, fixed 4 channels " + str(list(HPA_CHANNELS)),
-     dict(embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224, channel_names=HPA_CHANNELS)),
+     dict(**_VIT_L, patch_size=16, img_size=224, channel_names=HPA_CHANNELS)),
     ("cell-dino-hpa-vitl14", "Cell-DINO ViT-L/14 (LVD then HPA, 518 px), fixed 4 channels " + str(list(HPA_CHANNELS)),
-     dict(embed_dim=1024, depth=24, num_heads=16, patch_size=14, img_size=518, channel_names=HPA_CHANNELS)),
+     dict(**_VIT_L, patch_size=14, img_size=518, channel_names=HPA_CHANNELS)),
     ("cell-dino-cp-vits8", "Cell-DINO ViT-S/8 on combined Cell Painting (128 px), fixed 5 channels " + str(list(CP_CHANNELS)),
-     dict(embed_dim=384, depth=12, num_heads=6, patch_size=8, img_size=128, channel_names=CP_CHANNELS)),
+     dict(**_VIT_S, patch_size=8, img_size=128, channel_names=CP_CHANNELS)),
 ):
     _register(RegistryEntry(
         name=_name, description=_what + "; gated: add it with 'dino-boc weights add'", source="gated",
@@ -118,36 +121,37 @@ for _name, _what, _arch in (
     ))
 
 _CHAMMI75 = "CHAMMI-75 (Caicedo lab, ICLR 2026); code: github.com/CaicedoLab/CHAMMI-75"
-_register(RegistryEntry(
-    name="morphem-vits16",
-    description="MorphEm: DINO BoC ViT-S/16 (in_chans=1) trained on CHAMMI-75; per-channel final-norm CLS (384·K)",
-    source="hub", hf_hub_id="CaicedoLab/MorphEm", family="morphem",
-    config=ModelConfig(arch="boc", embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224,
-                       init_values=None),
-    preprocess=MORPHEM_PREPROCESS, features=CLS_FEATURES, licence="MIT", paper=_CHAMMI75,
-))
-_register(RegistryEntry(
-    name="dinov2-vits14-reg4-boc",
-    description="DINOv2 ViT-S/14 with 4 registers (natural images, timm weights) run as bag of channels, as "
-                "CHAMMI-75's DinoV2 baseline; per-channel final-norm CLS (384·K)",
-    source="hub", hf_hub_id="timm/vit_small_patch14_reg4_dinov2.lvd142m", family="timm_dinov2",
-    revision="788f50961a4cf5d639e54a0f3c30e17476d346fc",
-    config=ModelConfig(arch="boc", embed_dim=384, depth=12, num_heads=6, patch_size=14, img_size=518,
-                       reg_tokens=4, interpolate_offset=0.0, interpolate_antialias=True),
-    preprocess=CHAMMI_DINOV2_PREPROCESS, features=CLS_FEATURES, licence="Apache-2.0",
-    paper="DINOv2: Learning Robust Visual Features without Supervision (Oquab et al., 2023); registers: "
-          "Vision Transformers Need Registers (Darcet et al., 2024)",
-))
-_register(RegistryEntry(
-    name="dinov2-vitl14-boc",
-    description="DINOv2 ViT-L/14 (natural images, timm weights) run as bag of channels with CHAMMI-75's "
-                "DinoV2 pre-processing; per-channel final-norm CLS (1024·K)",
-    source="hub", hf_hub_id="timm/vit_large_patch14_dinov2.lvd142m", family="timm_dinov2",
-    revision="7eb792a1b3aabe5d55f3da6ff9e2e084744e25f9",
-    config=ModelConfig(arch="boc", embed_dim=1024, depth=24, num_heads=16, patch_size=14, img_size=518),
-    preprocess=CHAMMI_DINOV2_PREPROCESS, features=CLS_FEATURES, licence="Apache-2.0",
-    paper="DINOv2: Learning Robust Visual Features without Supervision (Oquab et al., 2023)",
-))
+_DINOV2 = "DINOv2: Learning Robust Visual Features without Supervision (Oquab et al., 2023)"
+
+
+def _hub_boc(name: str, description: str, hf_hub_id: str, *, family: str, preprocess: PreprocessConfig,
+             licence: str, paper: str, revision: str | None = None, **arch: Any) -> None:
+    """Register a Hub model run as bag of channels with its authors' final-norm CLS per channel (CLS_FEATURES)."""
+    _register(RegistryEntry(
+        name=name, description=description, source="hub", hf_hub_id=hf_hub_id, revision=revision, family=family,
+        config=ModelConfig(arch="boc", **arch), preprocess=preprocess, features=CLS_FEATURES, licence=licence,
+        paper=paper,
+    ))
+
+
+_hub_boc("morphem-vits16",
+         "MorphEm: DINO BoC ViT-S/16 (in_chans=1) trained on CHAMMI-75; per-channel final-norm CLS (384·K)",
+         "CaicedoLab/MorphEm", family="morphem", preprocess=MORPHEM_PREPROCESS, licence="MIT", paper=_CHAMMI75,
+         **_VIT_S, patch_size=16, img_size=224, init_values=None)
+for _name, _what, _hub, _revision, _arch, _paper in (
+    ("dinov2-vits14-reg4-boc",
+     "DINOv2 ViT-S/14 with 4 registers (natural images, timm weights) run as bag of channels, as CHAMMI-75's "
+     "DinoV2 baseline; per-channel final-norm CLS (384·K)",
+     "timm/vit_small_patch14_reg4_dinov2.lvd142m", "788f50961a4cf5d639e54a0f3c30e17476d346fc",
+     dict(**_VIT_S, reg_tokens=4, interpolate_offset=0.0, interpolate_antialias=True),
+     _DINOV2 + "; registers: Vision Transformers Need Registers (Darcet et al., 2024)"),
+    ("dinov2-vitl14-boc",
+     "DINOv2 ViT-L/14 (natural images, timm weights) run as bag of channels with CHAMMI-75's DinoV2 "
+     "pre-processing; per-channel final-norm CLS (1024·K)",
+     "timm/vit_large_patch14_dinov2.lvd142m", "7eb792a1b3aabe5d55f3da6ff9e2e084744e25f9", _VIT_L, _DINOV2),
+):
+    _hub_boc(_name, _what, _hub, revision=_revision, family="timm_dinov2", preprocess=CHAMMI_DINOV2_PREPROCESS,
+             licence="Apache-2.0", paper=_paper, patch_size=14, img_size=518, **_arch)
 
 _register(RegistryEntry(
     name="openphenom-vits16",
@@ -155,8 +159,8 @@ _register(RegistryEntry(
                 "cpg0016); predict()'s pooled patch tokens (384), channel_pool='concat' for 384·K",
     source="hub", hf_hub_id="recursionpharma/OpenPhenom", revision="c62ba2fad0889d6d7fd550ae7d865bb32a422e51",
     family="openphenom",
-    config=ModelConfig(arch="ca_mae", embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=256,
-                       init_values=1e-4, qkv_bias=False, max_channels=11),
+    config=ModelConfig(arch="ca_mae", **_VIT_S, patch_size=16, img_size=256, init_values=1e-4, qkv_bias=False,
+                       max_channels=11),
     preprocess=OPENPHENOM_PREPROCESS, features=OPENPHENOM_FEATURES,
     licence="Recursion non-commercial end user license (research use only; see the Hub repo's LICENSE)",
     paper="Masked Autoencoders for Microscopy are Scalable Learners of Cellular Biology (Kraus et al., CVPR 2024)",

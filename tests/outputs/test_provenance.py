@@ -148,3 +148,17 @@ def test_outputs_written_with_the_old_key_name_are_read(tmp_path):
     assert Provenance.from_dict(old).state_dict_sha256 == "ab" * 32
     with pytest.raises(ConfigError, match="both 'weights_sha256'"):
         Provenance.from_dict({**old, "state_dict_sha256": "cd" * 32})
+
+
+def test_reads_provenance_written_before_the_one_layout_spec():
+    """An output of an earlier version (its JSON as written then) reads back, and is written again the same."""
+    text = ('{"format_version": 1, "model_name": "tiny-boc", "weights_sha256": null, "pretrained": false, '
+            '"preprocessing": {"normalize": "self", "resize": null, "crop": 32, "scale": 255.0, "eps": 1e-07}, '
+            '"feature_layout": {"arch": "ha", "n_last_blocks": 4, "avgpool": true, "channel_pool": "concat"}, '
+            '"tiling": null, "options": {"dims": null}, "dino_boc_version": "0.1.0", '
+            '"created": "2025-01-01T12:00:00+00:00"}')
+    prov = Provenance.from_json(text)
+    assert prov.feature_layout == FeatureLayout(arch="ha", n_last_blocks=4, avgpool=True, channel_pool="concat")
+    assert prov.to_json() == text.replace('"weights_sha256"', '"state_dict_sha256"')  # the one renamed key
+    with pytest.raises(ConfigError, match=r"unknown feature layout keys \['pool'\]"):
+        Provenance.from_json(text.replace('"channel_pool"', '"pool"'))

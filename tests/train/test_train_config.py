@@ -110,3 +110,20 @@ def test_missing_config_names_the_shipped_ones(tmp_path):
     (tmp_path / "bad.yaml").write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_dino_and_ibot_heads_share_one_head_config():
+    from dino_boc.train.config import DinoConfig, HeadConfig, IbotConfig
+
+    head = [f.name for f in dataclasses.fields(HeadConfig)]
+    assert head == ["head_n_prototypes", "head_hidden_dim", "head_bottleneck_dim", "head_n_layers",
+                    "head_norm_last_layer"]
+    for cls in (DinoConfig, IbotConfig):
+        assert issubclass(cls, HeadConfig)
+        assert {f.name: f.default for f in dataclasses.fields(cls) if f.name in head} == \
+            {"head_n_prototypes": 65536, "head_hidden_dim": 2048, "head_bottleneck_dim": 256, "head_n_layers": 3,
+             "head_norm_last_layer": False}
+    cfg = config_from_dict({"ibot": {"separate_head": True, "head_n_prototypes": 512},
+                            "dino": {"head_n_layers": 2}})
+    assert (cfg.ibot.head_n_prototypes, cfg.ibot.head_n_layers) == (512, 3)
+    assert (cfg.dino.head_n_prototypes, cfg.dino.head_n_layers) == (65536, 2)
