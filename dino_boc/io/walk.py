@@ -42,7 +42,7 @@ __all__ = ["walk_local", "walk_url", "LocalGlob", "url_glob_matcher"]
 Visit = Callable[[str, str, bool, bool, Any], "tuple[bool, Any]"]
 
 
-def walk_local(root: str, visit: Visit, state: Any = None) -> Iterator[str]:
+def walk_local(root: str, visit: Visit, state: Any = None, *, suffix: str = "") -> Iterator[str]:
     """Paths under the local folder ``root`` that ``visit`` accepts, in sorted order, one directory held at a time.
 
     Args:
@@ -52,6 +52,7 @@ def walk_local(root: str, visit: Visit, state: Any = None) -> Iterator[str]:
             (following links), whether it is a link, and the folder's ``state``; returns whether the
             entry is a result and the state to walk its contents with (None: not walked).
         state: the state of ``root``.
+        suffix: appended to every result (``"/"``: folders named as ``dir/``), and sorted with it.
 
     Returns:
         An iterator of result paths, sorted as strings. A folder that cannot be read is skipped, as
@@ -71,16 +72,16 @@ def walk_local(root: str, visit: Visit, state: Any = None) -> Iterator[str]:
         path = os.path.join(root, entry.name)
         hit, inner = visit(path, entry.name, is_dir, entry.is_symlink(), state)
         if hit:
-            steps.append((entry.name, 0, path, None))
+            steps.append((entry.name + suffix, 0, path + suffix, None))
         if inner is not None and is_dir:
             steps.append((entry.name + "/", 1, path, inner))  # its contents sort as ".../name/..."
     del entries
-    steps.sort(key=lambda s: s[0])
+    steps.sort(key=lambda s: s[:2])  # a result "dir/" before the walk under it
     for _, kind, path, inner in steps:
         if kind == 0:
             yield path
         else:
-            yield from walk_local(path, visit, inner)
+            yield from walk_local(path, visit, inner, suffix=suffix)
 
 
 def walk_url(root: str, visit: Visit, *, result_folder: Callable[[str], bool], state: Any = None,
@@ -204,8 +205,7 @@ class LocalGlob:
             walk_on = is_dir and any(s < len(self.segments) for s in after)
             return hit, (after if walk_on else None)
 
-        for path in walk_local(self.root, visit, first):
-            yield os.path.join(path, "") if self.dirs_only else path
+        yield from walk_local(self.root, visit, first, suffix="/" if self.dirs_only else "")
 
 
 def _name_matches(segment: str, name: str) -> bool:
