@@ -320,6 +320,7 @@ def list_pages(url: str, *, prefix: str = "", page_size: int | None = None) -> I
     Raises:
         ImageReadError: the listing failed (no such bucket, refused access, persistent errors).
         MissingExtraError: the protocol's package is not installed.
+        InputError: ``page_size`` is not a positive int.
     """
     size = LIST_PAGE_SIZE if page_size is None else page_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -331,6 +332,7 @@ def list_pages(url: str, *, prefix: str = "", page_size: int | None = None) -> I
         return
     bucket, key, _ = fs.split_path(url)
     stem = (key.strip("/") + "/" if key.strip("/") else "") + prefix
+    protocol = _protocol(url)
     token: str | None = None
     pages = 0
     while True:
@@ -345,7 +347,6 @@ def list_pages(url: str, *, prefix: str = "", page_size: int | None = None) -> I
             token = page.get("nextPageToken")
         logger.debug("listing %s: page %d, %d keys", url, pages, len(folders) + len(names))
         entries = sorted([(f, True) for f in folders] + [(n, False) for n in names if not n.endswith("/")])
-        protocol = _protocol(url)
         yield [(f"{protocol}://{bucket}/{k.rstrip('/')}", is_dir) for k, is_dir in entries]
         if not token:
             return

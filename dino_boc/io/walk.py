@@ -1,4 +1,4 @@
-"""Sorted listings that hold one folder (or one page of an object store) at a time.
+"""Sorted listings that hold one folder (or one page of an object store) per level walked, never the whole list.
 
 :func:`dino_boc.io.sources.iter_sources` lists folders, prefixes and globs through these walkers, which
 give the paths in the order a whole sorted listing would (``sorted()`` of every path as a string), but
@@ -56,7 +56,8 @@ def walk_local(root: str, visit: Visit, state: Any = None, *, suffix: str = "") 
 
     Returns:
         An iterator of result paths, sorted as strings. A folder that cannot be read is skipped, as
-        ``os.walk`` and ``glob`` skip it.
+        ``os.walk`` and ``glob`` skip it. Memory: the entries of each folder on the path being walked
+        (as ``os.walk``), not the tree.
     """
     try:
         with os.scandir(root or ".") as it:
@@ -99,7 +100,8 @@ def walk_url(root: str, visit: Visit, *, result_folder: Callable[[str], bool], s
         page_size: keys per listing request (:data:`dino_boc.io.fs.LIST_PAGE_SIZE`).
 
     Returns:
-        An iterator of result URLs.
+        An iterator of result URLs. Memory: one page per folder level being walked, plus the results
+        waiting for a result-like folder (see the module doc).
 
     Raises:
         ImageReadError: a listing request that failed.
