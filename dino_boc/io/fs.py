@@ -58,6 +58,7 @@ __all__ = [
     "parse_storage_option",
     "LIST_PAGE_SIZE",
     "list_pages",
+    "url_is_folder",
     "run_storage_options",
 ]
 
@@ -350,6 +351,21 @@ def list_pages(url: str, *, prefix: str = "", page_size: int | None = None) -> I
         yield [(f"{protocol}://{bucket}/{k.rstrip('/')}", is_dir) for k, is_dir in entries]
         if not token:
             return
+
+
+def url_is_folder(url: str) -> bool:
+    """Whether anything is listed under ``url/``: one key is asked for, and nothing is cached (fsspec's
+    ``isdir`` lists, and keeps, the whole folder).
+
+    Raises:
+        ImageReadError: refused access, persistent errors (a missing bucket is False).
+    """
+    try:
+        return bool(next(list_pages(url, page_size=1), []))
+    except ImageReadError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return False
+        raise
 
 
 def _list_request(fs, kind: str, bucket: str, stem: str, size: int, token: str | None) -> dict:

@@ -40,7 +40,7 @@ from typing import Union
 from dino_boc.errors import ImageReadError, InputError
 from dino_boc.io.axes import PositionChoice, ZReduction, check_position, check_t, check_z
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, ZARR_SUFFIXES, format_of, is_zarr_dir
-from dino_boc.io.fs import filesystem, is_url, url_isdir
+from dino_boc.io.fs import filesystem, is_url, url_is_folder
 from dino_boc.io.grouping import FilePattern, PresetGuess, file_pattern, group_files
 from dino_boc.io.labels import image_key, is_label_name, mask_key
 from dino_boc.io.listing import iter_table_chunks, iter_table_records
@@ -164,17 +164,15 @@ def _stream(items: list, *, recursive: bool, path_column: str, options: dict, po
     for item in items:
         for r in [item] if isinstance(item, ImageRecord) else _expand(item, recursive=recursive,
                                                                        path_column=path_column):
-            if r is item:
-                out = [r]
-            elif _is_loose_file(r) and _joined_mmstack(r.paths[0], seen_mmstack):
+            loose = r is not item and _is_loose_file(r)
+            if loose and _joined_mmstack(r.paths[0], seen_mmstack):
                 continue
-            elif _is_loose_file(r) and grouping is not None:
+            if loose and grouping is not None:
                 files.append(r.paths[0])
                 continue
-            else:
-                if _is_loose_file(r):
-                    guess.add(r.paths[0])
-                out = _positions(dataclasses.replace(r, **options), position)
+            if loose:
+                guess.add(r.paths[0])
+            out = [r] if r is item else _positions(dataclasses.replace(r, **options), position)
             if files:
                 held.extend(out)
             else:
@@ -312,7 +310,7 @@ def _expand_url(url: str, *, recursive: bool, path_column: str) -> Iterator[Imag
         yield from _glob_records(url, path_column=path_column)
     elif format_of(url) is not None:
         yield ImageRecord(id=url, paths=(url,))
-    elif url_isdir(url):
+    elif url_is_folder(url):  # one key asked for; fsspec's isdir would list (and keep) the whole prefix
         def visit(entry: str, name: str, is_dir: bool, is_link: bool, state: bool):
             inner = None if not (recursive and is_dir) or _zarr_name(entry) else state
             return _listed_image(entry), (inner if is_dir else None)

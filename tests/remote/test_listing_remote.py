@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from dino_boc.errors import InputError
 from dino_boc.io import collect_sources
 from dino_boc.io import fs as dfs
 from dino_boc.io.formats import SUPPORTED_SUFFIXES
@@ -52,7 +53,9 @@ def test_s3_prefix_a_page_at_a_time_equals_the_whole_listing(bucket, s3, monkeyp
         rest = list(records)
     assert [first.paths[0], *(r.paths[0] for r in rest)] == want
     assert [r.id for r in rest] == want[1:]
-    assert pages_at_first == 1 and _pages(caplog) >= 4 + len(KEYS) // 3  # "flat/" alone takes 4 pages of 3
+    assert pages_at_first == 2  # a one-key probe (is it a prefix?), then the first page of 3
+    assert _pages(caplog) >= 4 + len(KEYS) // 3  # "flat/" alone takes 4 pages of 3
+    assert not dfs.filesystem(bucket).dircache  # no listing was kept (fsspec's isdir/glob keep them whole)
     assert [r.paths[0] for r in collect_sources(bucket + "/flat")] == [f"{bucket}/flat/f{i:02d}.tif" for i in range(10)]
 
 
@@ -64,6 +67,12 @@ def test_s3_globs_match_fsspec_glob_in_order(bucket, s3, monkeypatch, pattern):
                   if ".zarr/" not in p.lower() and p.lower().endswith(SUPPORTED_SUFFIXES))
     assert want  # not vacuous
     assert [r.paths[0] for r in iter_sources(f"{bucket}/{pattern}")] == want
+
+
+def test_missing_bucket_or_prefix_is_an_input_error(bucket):
+    for url in ("s3://no-such-bucket/plates", "s3://paged/no-such-prefix"):
+        with pytest.raises(InputError, match="not an image, table, OME-Zarr or prefix"):
+            collect_sources(url)
 
 
 def test_s3_not_recursive_lists_one_level(bucket, s3):
