@@ -386,7 +386,7 @@ def _scan_folder(folder: Path, *, recursive: bool, labels: bool = False) -> Iter
 
 def _glob_records(pattern: str, *, path_column: str) -> Iterator[ImageRecord]:
     n, matches = 0, 0
-    if is_url(pattern):  # i17: object listings are flat; zarr prefixes in them are not expanded
+    if is_url(pattern):  # walked from its fixed folder; OME-Zarr prefixes are listed, not expanded
         fs = filesystem(pattern)
         root, stem, depth, test = url_glob_matcher(pattern, fs._strip_protocol)
         tables: list[str] = []
