@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -31,8 +31,10 @@ logger = logging.getLogger(__name__)
 
 ImageLike = Union[np.ndarray, torch.Tensor, str, os.PathLike]
 
-def _read_items(images: Any) -> tuple[list[tuple[Any, list[str] | None]], str, list[int]]:
-    """Normalise the accepted inputs to a list of ``(array (K, H, W), names)``.
+def _read_items(images: Any, storage_options: Mapping[str, Any] | None = None
+                ) -> tuple[list[tuple[Any, list[str] | None]], str, list[int]]:
+    """Normalise the accepted inputs to a list of ``(array (K, H, W), names)`` (paths and URLs read with
+    ``storage_options``).
 
     Returns:
         items, the structure (``"single"``, ``"batch"`` or ``"list"``) and, for lists, how many images each
@@ -41,7 +43,7 @@ def _read_items(images: Any) -> tuple[list[tuple[Any, list[str] | None]], str, l
     if isinstance(images, (str, os.PathLike)):
         from dino_boc.io import read_image
 
-        arr, names = read_image(images)
+        arr, names = read_image(images, storage_options=storage_options)
         return [(arr, names)], "single", [-1]
     if isinstance(images, (np.ndarray, torch.Tensor)):
         if images.ndim == 4:
@@ -60,7 +62,7 @@ def _read_items(images: Any) -> tuple[list[tuple[Any, list[str] | None]], str, l
         items: list[tuple[Any, list[str] | None]] = []
         counts: list[int] = []
         for entry in images:
-            sub, structure, _ = _read_items(entry)
+            sub, structure, _ = _read_items(entry, storage_options)
             if structure == "list":
                 raise InputError("nested lists of images are not supported; flatten the list")
             items += sub
@@ -108,6 +110,7 @@ def embed_tokens(
     channel_ids: Sequence[int | str] | None = None,
     channel_names: Sequence[str] | None = None,
     compile: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Embedding | list[Embedding]:
     """Structured per-channel features; the options are those of :func:`embed`.
 
@@ -123,7 +126,7 @@ def embed_tokens(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size={batch_size!r} must be a positive integer (channel-images per forward)")
     cfg = resolve_preprocess(model, resize, crop, normalize)
-    items, structure, counts = _read_items(images)
+    items, structure, counts = _read_items(images, storage_options)
     tensors, names_per_image, fitted = [], [], []
     for arr, names in items:
         k = arr.shape[0] if getattr(arr, "ndim", 0) == 3 else 0
@@ -186,6 +189,7 @@ def embed(
     channel_ids: Sequence[int | str] | None = None,
     channel_names: Sequence[str] | None = None,
     compile: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> np.ndarray | list[np.ndarray]:
     """Feature vectors of microscopy images with any number and order of channels.
 
@@ -226,6 +230,8 @@ def embed(
         compile: compile the model with ``torch.compile`` on first use (worth it for many images of one
             size on a GPU; the first batch is slow). ``model.compile()`` beforehand has the same effect,
             also for :func:`dino_boc.embed_dataset`.
+        storage_options: fsspec options for ``s3://``/``gs://`` paths among ``images`` (``{"anon": True}``,
+            an ``endpoint_url``, credentials; see :func:`dino_boc.io.read_image`).
 
     Returns:
         float32 ``(F,)`` for one ``(K, H, W)`` image or path, ``(B, F)`` for a ``(B, K, H, W)`` batch, or a
@@ -247,7 +253,7 @@ def embed(
     emb = embed_tokens(
         images, channels, model=model, n_last_blocks=n_last_blocks, avgpool=avgpool, resize=resize, crop=crop,
         normalize=normalize, batch_size=batch_size, precision=precision, channel_ids=channel_ids,
-        channel_names=channel_names, compile=compile,
+        channel_names=channel_names, compile=compile, storage_options=storage_options,
     )
     if isinstance(emb, list):
         singles = [not (isinstance(e, (np.ndarray, torch.Tensor)) and e.ndim == 4) for e in images]

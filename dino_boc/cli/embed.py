@@ -176,14 +176,15 @@ def add_storage_arguments(p: argparse.ArgumentParser) -> None:
                         "AWS_ENDPOINT_URL, AWS_PROFILE and credentials files are honoured as s3fs does")
 
 
-def apply_storage_arguments(args: argparse.Namespace) -> None:
-    """Set the process-wide fsspec options from ``--anon`` / ``--storage-option``."""
-    from dino_boc.io.fs import parse_storage_option, set_storage_options
+def storage_arguments(args: argparse.Namespace) -> dict:
+    """The run's one set of fsspec options from ``--anon`` / ``--storage-option`` (for every URL it reads
+    or writes; ``--anon`` is ``token="anon"`` for gs://)."""
+    from dino_boc.io.fs import parse_storage_option
 
     options = dict(parse_storage_option(text) for text in args.storage_option)
     if args.anon:
         options["anon"] = True
-    set_storage_options(options)
+    return options
 
 
 def default_model_name() -> str:
@@ -206,6 +207,7 @@ def options(args: argparse.Namespace) -> tuple[ReadOptions, EmbedOptions, RunOpt
         channels=channel_list(args.channels), dims=args.dims, z=args.z, t=args.t, level=args.level,
         channel_width=args.channel_width, channel_names=channel_list(args.channel_names), illum=args.illum,
         path_root=args.path_root, position=args.position, pattern=args.pattern, max_pixels=args.max_pixels or None,
+        storage_options=storage_arguments(args),
     )
     embed = EmbedOptions(
         n_last_blocks=args.n_last_blocks, avgpool=False if args.no_avgpool else None, channel_pool=args.channel_pool,
@@ -220,21 +222,22 @@ def options(args: argparse.Namespace) -> tuple[ReadOptions, EmbedOptions, RunOpt
 
 
 def run(args: argparse.Namespace) -> int:
+    from dino_boc.io.fs import storage_options
     from dino_boc.pipeline import FailedInputsError, run_dataset
 
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
-    apply_storage_arguments(args)
     read, embed, run_opts = options(args)
-    try:
-        summary = run_dataset(args.inputs, args.output, model=args.model or default_model_name(), read=read,
-                              embed=embed, run=run_opts, resize=args.resize, crop=args.crop,
-                              normalize=args.normalize, masks=args.masks)
-        code = 0
-    except FailedInputsError as exc:
-        summary, code = exc.summary, 1
-    if args.layout == "cpg" and summary["n_ok"] and int(os.environ.get("RANK", "0")) == 0:
-        write_layout(args, args.output)
+    with storage_options(read.storage_options):  # the run's one set: inputs, the output and --layout-root
+        try:
+            summary = run_dataset(args.inputs, args.output, model=args.model or default_model_name(), read=read,
+                                  embed=embed, run=run_opts, resize=args.resize, crop=args.crop,
+                                  normalize=args.normalize, masks=args.masks)
+            code = 0
+        except FailedInputsError as exc:
+            summary, code = exc.summary, 1
+        if args.layout == "cpg" and summary["n_ok"] and int(os.environ.get("RANK", "0")) == 0:
+            write_layout(args, args.output)
     if int(os.environ.get("RANK", "0")) == 0:
         print_summary(summary)
     return 1 if summary["n_ok"] == 0 else code

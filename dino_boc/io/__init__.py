@@ -2,7 +2,8 @@
 
 ``read_image`` reads one TIFF/OME-TIFF, OME-Zarr, PNG/JPEG, ``.npy`` or (with bioio) vendor file;
 ``collect_sources`` turns folders, globs, path lists, LoadData CSVs and path tables into
-:class:`ImageRecord` objects whose ``.read()`` gives the same ``(array, names)`` pair.
+:class:`ImageRecord` objects whose ``.read()`` gives the same ``(array, names)`` pair; ``iter_sources``
+gives the same records streamed (folders a directory at a time, object stores a page of keys at a time).
 
 Example:
     >>> from dino_boc.io import read_image, collect_sources
@@ -17,7 +18,7 @@ from dino_boc.io.loaddata import read_loaddata
 from dino_boc.io.options import ReadOptions
 from dino_boc.io.read import read_image
 from dino_boc.io.record import ImageRecord
-from dino_boc.io.sources import collect_sources
+from dino_boc.io.sources import collect_sources, iter_sources
 from dino_boc.io.tape import fold_tape, unfold_tape
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ReadOptions",
     "ImageRecord",
     "collect_sources",
+    "iter_sources",
     "read_loaddata",
     "unfold_tape",
     "fold_tape",

@@ -8,8 +8,14 @@ Ceph or a local test server.
 
 Options for the filesystems (``{"anon": True}`` for public buckets such as ``s3://cellpainting-gallery``,
 ``{"endpoint_url": ...}``, ...) are set for a block of code with :func:`storage_options`, or for the
-whole process with :func:`set_storage_options` (the CLI's ``--anon`` / ``--storage-option KEY=VALUE``).
-DataLoader worker processes started by fork inherit them.
+whole process with :func:`set_storage_options`. A run (``embed_dataset(..., storage_options=...)``, the
+CLI's ``--anon`` / ``--storage-option KEY=VALUE``) takes one set, :func:`run_storage_options`, and
+carries it in its :class:`~dino_boc.io.options.ReadOptions` to every reader, DataLoader worker
+processes included (spawned workers do not inherit this module's state). The options may hold
+credentials: nothing of the library writes them to a file or a log.
+
+Listings are paged (:func:`list_pages`): an S3 or GCS prefix is read :data:`LIST_PAGE_SIZE` keys per
+request, so listing a prefix of 10^6 objects holds one page, not the million names.
 
 Whole objects are fetched in one request (a Cell Painting site is a few MB per channel, and one GET is
 the fastest way to read it from an object store); transient failures (5xx answers, timeouts, resets) are
@@ -50,6 +56,10 @@ __all__ = [
     "url_join",
     "zarr_store",
     "parse_storage_option",
+    "LIST_PAGE_SIZE",
+    "list_pages",
+    "url_is_folder",
+    "run_storage_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,6 +158,8 @@ def filesystem(url: str):
                                                                      sock_read=READ_TIMEOUT_S)}
     elif protocol in ("s3", "s3a") and "config_kwargs" not in options:
         options["config_kwargs"] = {"read_timeout": READ_TIMEOUT_S, "connect_timeout": READ_TIMEOUT_S}
+    elif protocol in ("gs", "gcs") and options.pop("anon", False):
+        options.setdefault("token", "anon")  # --anon: gcsfs's word for public buckets
     try:
         return fsspec.filesystem(protocol, **options)
     except ImportError as exc:
@@ -268,6 +280,116 @@ def url_join(base: str, relative: str) -> str:
 def _full(like: str, path: str) -> str:
     """fsspec lists ``bucket/key``; give back ``s3://bucket/key`` (HTTP listings are already full URLs)."""
     return path if is_url(path) else f"{_protocol(like)}://{path.lstrip('/') if _protocol(like) != 'file' else path}"
+
+
+LIST_PAGE_SIZE = 1000
+"""Keys per listing request (S3 ``ListObjectsV2`` ``MaxKeys``, GCS ``maxResults``; 1000 is S3's maximum)."""
+
+_PAGED = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+
+
+def run_storage_options(options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The one set of fsspec options of a run: those in force now (:func:`storage_options`,
+    :func:`set_storage_options`) updated with the run's own ``options``.
+
+    Returns:
+        A new dict; pass it on explicitly (e.g. in ``ReadOptions.storage_options``) to processes that do
+        not inherit this one's state.
+    """
+    return {**_OPTIONS, **dict(options or {})}
+
+
+def list_pages(url: str, *, prefix: str = "", page_size: int | None = None) -> Iterator[list[tuple[str, bool]]]:
+    """One "folder" of an object store, one request's page at a time.
+
+    S3 (``ListObjectsV2`` with ``Delimiter="/"``) and GCS (``objects.list`` with ``delimiter="/"``) are
+    read page by page with continuation tokens, bypassing the fsspec listing cache (which would keep
+    every name): memory holds one page. Other protocols (``file://``, ``https://`` index pages, ...)
+    are listed with fsspec's ``ls``, the folder as one page. Each request is retried like a fetch.
+
+    Args:
+        url: the folder, e.g. ``s3://bucket/plates/p1`` (a trailing ``/`` is ignored).
+        prefix: only names in the folder starting with this stem (the store filters them), e.g. the
+            fixed part ``r01`` of a glob ``r01*.tiff``.
+        page_size: keys per request; None: :data:`LIST_PAGE_SIZE`.
+
+    Returns:
+        An iterator of pages; a page is a list of ``(URL, is_folder)`` (objects, and sub-folders without
+        their trailing ``/``), sorted as the store orders keys: by bytes, a sub-folder ``a`` as ``a/``
+        (so after ``a.tif`` and ``a-1.tif``, before ``a0.tif``). Pages follow one another in that order.
+
+    Raises:
+        ImageReadError: the listing failed (no such bucket, refused access, persistent errors).
+        MissingExtraError: the protocol's package is not installed.
+        InputError: ``page_size`` is not a positive int.
+    """
+    size = LIST_PAGE_SIZE if page_size is None else page_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InputError(f"page_size={page_size!r}; expected a positive number of keys per listing request")
+    fs = filesystem(url)
+    kind = _PAGED.get(_protocol(url))
+    if kind is None:
+        yield _ls_page(fs, url, prefix)
+        return
+    bucket, key, _ = fs.split_path(url)
+    stem = (key.strip("/") + "/" if key.strip("/") else "") + prefix
+    protocol = _protocol(url)
+    token: str | None = None
+    pages = 0
+    while True:
+        page = with_retries(lambda: _list_request(fs, kind, bucket, stem, size, token), url)
+        pages += 1
+        if kind == "s3":
+            folders = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+            names = [c["Key"] for c in page.get("Contents", [])]
+            token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        else:
+            folders, names = list(page.get("prefixes", [])), [i["name"] for i in page.get("items", [])]
+            token = page.get("nextPageToken")
+        logger.debug("listing %s: page %d, %d keys", url, pages, len(folders) + len(names))
+        entries = sorted([(f, True) for f in folders] + [(n, False) for n in names if not n.endswith("/")])
+        yield [(f"{protocol}://{bucket}/{k.rstrip('/')}", is_dir) for k, is_dir in entries]
+        if not token:
+            return
+
+
+def url_is_folder(url: str) -> bool:
+    """Whether anything is listed under ``url/``: one key is asked for, and nothing is cached (fsspec's
+    ``isdir`` lists, and keeps, the whole folder).
+
+    Raises:
+        ImageReadError: refused access, persistent errors (a missing bucket is False).
+    """
+    try:
+        return bool(next(list_pages(url, page_size=1), []))
+    except ImageReadError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return False
+        raise
+
+
+def _list_request(fs, kind: str, bucket: str, stem: str, size: int, token: str | None) -> dict:
+    """One listing request (a page) through the filesystem's own client, its event loop and its retries."""
+    from fsspec.asyn import sync
+
+    if kind == "s3":
+        kwargs = {"Bucket": bucket, "Prefix": stem, "Delimiter": "/", "MaxKeys": size}
+        if token:
+            kwargs["ContinuationToken"] = token
+        return sync(fs.loop, fs._call_s3, "list_objects_v2", **kwargs)
+    params = {"prefix": stem or None, "delimiter": "/", "maxResults": size, "pageToken": token}
+    return sync(fs.loop, fs._call, "GET", "b/{}/o", bucket, json_out=True, **params)
+
+
+def _ls_page(fs, url: str, prefix: str) -> list[tuple[str, bool]]:
+    """A folder of a filesystem without paged listings, as one page sorted like :func:`list_pages`."""
+    found = with_retries(lambda: fs.ls(url.rstrip("/"), detail=True), url)
+    entries = []
+    for info in found:
+        full = _full(url, str(info["name"])).rstrip("/")
+        if full.rsplit("/", 1)[-1].startswith(prefix) and full != url.rstrip("/"):
+            entries.append((full + "/" if info.get("type") == "directory" else full, info.get("type") == "directory"))
+    return [(name.rstrip("/") if is_dir else name, is_dir) for name, is_dir in sorted(entries)]
 
 
 def zarr_store(path: str | os.PathLike):

@@ -31,7 +31,7 @@ from pathlib import Path
 from dino_boc.errors import ConfigError
 from dino_boc.io.record import ImageRecord
 
-__all__ = ["PRESETS", "FilePattern", "file_pattern", "group_files", "guess_preset"]
+__all__ = ["PRESETS", "FilePattern", "file_pattern", "group_files", "guess_preset", "PresetGuess"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,15 +179,49 @@ def _metadata(found: dict[str, str]) -> dict[str, str]:
     return out
 
 
+class PresetGuess:
+    """:func:`guess_preset` fed one file at a time: memory is a few counters per preset, whatever the count.
+
+    Example:
+        >>> guess = PresetGuess()
+        >>> for path in paths:
+        ...     guess.add(path)
+        >>> guess.preset  # "cellomics", ... or None
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: str | None = None
+        self._regex = {preset: re.compile(regex, re.IGNORECASE) for preset, regex in PRESETS.items()}
+        self._hits = dict.fromkeys(PRESETS, 0)
+        self._channels: dict[str, set[str]] = {preset: set() for preset in PRESETS}
+
+    def add(self, path: str | os.PathLike) -> None:
+        """Count one more file."""
+        name = Path(path).name
+        self.count += 1
+        self.first = str(path) if self.first is None else self.first
+        for preset, regex in self._regex.items():
+            m = regex.search(name)
+            if m:
+                self._hits[preset] += 1
+                if len(self._channels[preset]) < 2:  # two distinct channels are all the rule asks
+                    self._channels[preset].add(m.group("channel").lower())
+
+    @property
+    def preset(self) -> str | None:
+        """The first preset matching most files (at least half, at least 2) with at least 2 channels."""
+        if self.count < 2:
+            return None
+        for preset in PRESETS:
+            if self._hits[preset] >= max(2, self.count // 2) and len(self._channels[preset]) >= 2:
+                return preset
+        return None
+
+
 def guess_preset(paths: Sequence[str | os.PathLike]) -> str | None:
     """The preset under which ``paths`` look like per-channel exports (most files grouped, >= 2 channels)."""
-    names = [Path(p).name for p in paths]
-    if len(names) < 2:
-        return None
-    for preset, regex in PRESETS.items():
-        compiled = re.compile(regex, re.IGNORECASE)
-        matches = [m for m in map(compiled.search, names) if m]
-        channels = {m.group("channel").lower() for m in matches}
-        if len(matches) >= max(2, len(names) // 2) and len(channels) >= 2:
-            return preset
-    return None
+    guess = PresetGuess()
+    for path in paths:
+        guess.add(path)
+    return guess.preset

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 from dino_boc.errors import ConfigError
@@ -51,6 +52,10 @@ class ReadOptions:
         max_pixels: most values one read may decode at once, checked from the file's header before
             decoding (a larger file is an errors-file row; Z-stacks are reduced plane by plane to fit);
             None: no limit.
+        storage_options: fsspec options for ``s3://``/``gs://`` URLs (``{"anon": True}``, an
+            ``endpoint_url``, credentials, ...): the one set of the run, applied to every read, in
+            DataLoader workers too (:func:`dino_boc.io.fs.run_storage_options`). Never written
+            anywhere: left out of :meth:`to_dict` (and so of provenance), of ``repr`` and of equality.
     """
 
     channels: tuple[int | str, ...] | None = None
@@ -65,6 +70,7 @@ class ReadOptions:
     position: PositionChoice = 0
     pattern: str | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.channel_names is not None:
@@ -95,9 +101,16 @@ class ReadOptions:
         if self.pattern is not None:
             file_pattern(self.pattern)  # a bad preset name or regex fails here, before any work
         check_positive("max_pixels", self.max_pixels, allow_none=True)
+        if self.storage_options is not None:
+            if not isinstance(self.storage_options, Mapping):
+                raise ConfigError(f"storage_options of type {type(self.storage_options).__name__}; expected a dict "
+                                  "of fsspec options, e.g. {'anon': True}")
+            object.__setattr__(self, "storage_options", dict(self.storage_options))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The options as plain values for provenance: ``storage_options`` (credentials) left out."""
+        d = asdict(replace(self, storage_options=None))  # the options are never copied, let alone written
+        d.pop("storage_options")
         d["channels"] = None if self.channels is None else list(self.channels)
         d["channel_names"] = None if self.channel_names is None else list(self.channel_names)
         return d

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +15,7 @@ from dino_boc.io.axes import ZReduction, check_position, check_t, check_z
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS, check_budget, check_max_pixels, header_shape, sniff
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of
 from dino_boc.io.fs import is_url
+from dino_boc.io.fs import storage_options as using_storage_options
 from dino_boc.io.image import AlphaMode, read_npy, read_pixels
 from dino_boc.io.ngff import read_ngff
 from dino_boc.io.tape import unfold_tape
@@ -35,6 +38,7 @@ def read_image(
     alpha: AlphaMode = "auto",
     position: int = 0,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, list[str] | None]:
     """Read a microscopy image as a (K, H, W) array in the file's dtype (no rescaling).
 
@@ -63,6 +67,9 @@ def read_image(
             or one OME-TIFF image per position); 0 = the first.
         max_pixels: most values decoded at once (:data:`~dino_boc.io.budget.DEFAULT_MAX_PIXELS`);
             None: no limit.
+        storage_options: fsspec options for a ``s3://``/``gs://`` path (``{"anon": True}``, an
+            ``endpoint_url``, credentials), on top of those of an enclosing
+            :func:`dino_boc.io.fs.storage_options` block; None: those alone.
 
     Returns:
         (array (K, H, W), channel names from the file's metadata or ``None``).
@@ -81,6 +88,10 @@ def read_image(
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
         raise InputError(f"level={level!r}; expected an int >= 0 (0 = full resolution)")
     check_max_pixels(max_pixels)
+    if storage_options:
+        with using_storage_options(storage_options):
+            return read_image(path, dims=dims, z=z, t=t, level=level, channel_width=channel_width, alpha=alpha,
+                              position=position, max_pixels=max_pixels)
     # an object-store URL has no local inode to stat or sniff: its suffix names the reader, and the readers'
     # own limits (tifffile's series shape, Pillow's pixel limit) bound what it may decode
     fmt = format_of(path) if is_url(path) else _sniffed(path, format_of(path))

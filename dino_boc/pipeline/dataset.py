@@ -16,6 +16,7 @@ import torch
 
 from dino_boc.errors import InputError, ResourceLimitError
 from dino_boc.io import ImageRecord, read_image
+from dino_boc.io.fs import storage_options
 from dino_boc.outputs import metadata_row
 from dino_boc.pipeline.inputs import image_key
 from dino_boc.pipeline.options import TOKEN_WARNING, EmbedOptions, ReadOptions
@@ -116,7 +117,9 @@ class InputDataset(torch.utils.data.Dataset):
         records: the run's inputs.
         preprocess: the run's pre-processing (resize, crop, normalisation).
         patch_size: the model's patch; final sizes are multiples of it.
-        read: read options (only ``channels`` is used here; the others are on the records).
+        read: read options (``channels``, ``channel_names``, ``max_pixels`` and ``storage_options`` are
+            used here; the others are on the records). ``storage_options`` are set around each read, so
+            they reach the readers in DataLoader workers, spawned ones included.
         embed: tiling and single-cell settings.
         masks: per record its label image path (single-cell mode), ``""`` when none matched; or None.
         fit: centre-crop fields whose size is not a multiple of the patch (when no crop is set).
@@ -139,6 +142,7 @@ class InputDataset(torch.utils.data.Dataset):
         self.channels = read.channels
         self.channel_names = read.channel_names
         self.max_pixels = read.max_pixels
+        self.storage_options = read.storage_options
         self.embed = embed
         self.masks = masks
         self.fit = fit
@@ -154,7 +158,8 @@ class InputDataset(torch.utils.data.Dataset):
         # process (num_workers=0) is set to 1 for the item and restored for the model
         torch.set_num_threads(1)
         try:
-            return self._load(index, record)
+            with storage_options(self.storage_options):
+                return self._load(index, record)
         except Exception as exc:  # any failure of one input (reader, decoder, bad values) is recorded; the run goes on
             logger.debug("input %d (%s) failed: %s", index, record.id, exc)
             return Failed(index, record.id, f"{type(exc).__name__}: {exc}")

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -28,6 +28,8 @@ from dino_boc.engine import DEFAULT_MODEL, resolve_preprocess, run_tensors
 from dino_boc.errors import ConfigError, DinoBocError, InputError, OutputError
 from dino_boc.features import Embedding, flatten, model_feature_names
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
+from dino_boc.io.fs import run_storage_options
+from dino_boc.io.fs import storage_options as using_storage_options
 from dino_boc.models.base import EmbeddingModel
 from dino_boc.io.axes import PositionChoice, ZReduction
 from dino_boc.io.illum import ILLUMINATION
@@ -80,6 +82,7 @@ def embed_dataset(
     position: PositionChoice = 0,
     pattern: str | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    storage_options: Mapping[str, Any] | None = None,
     n_last_blocks: int | None = None,
     avgpool: bool | None = None,
     channel_pool: ChannelPool | None = None,
@@ -149,6 +152,10 @@ def embed_dataset(
         max_pixels: most values one read may decode at once, checked from each file's header before
             decoding; a file over it is an errors-file row (TIFF Z-stacks are reduced plane by plane to
             fit). None: no limit.
+        storage_options: fsspec options for ``s3://``/``gs://`` inputs (``{"anon": True}`` for public
+            buckets, ``{"endpoint_url": ...}``, credentials): one set for the whole run (on top of those of
+            an enclosing :func:`dino_boc.io.fs.storage_options` block), used by every read, in DataLoader
+            workers too; never written to the output, provenance, errors file or logs.
         n_last_blocks: L, CLS tokens of the last L blocks (docs/features.md); None: the model's default.
         avgpool: append the per-channel mean of the last block's patch tokens; None: the model's default.
         channel_pool: ``"concat"`` per-channel blocks, or ``"mean"`` over channels; None: the model's default.
@@ -202,7 +209,7 @@ def embed_dataset(
     read = ReadOptions(channels=channel_list(channels), dims=dims, z=z, t=t, level=level, channel_width=channel_width,
                        channel_names=channel_list(channel_names), illum=illum,
                        path_root=None if path_root is None else str(path_root),
-                       position=position, pattern=pattern, max_pixels=max_pixels)
+                       position=position, pattern=pattern, max_pixels=max_pixels, storage_options=storage_options)
     embed = EmbedOptions(n_last_blocks=n_last_blocks, avgpool=avgpool, channel_pool=channel_pool, tile=tile,
                          cell_size=cell_size, mask_outside=mask_outside, max_tokens=max_tokens)
     run = RunOptions(batch_size=batch_size, num_workers=num_workers, resume=resume, overwrite=overwrite, strict=strict,
@@ -231,11 +238,13 @@ def run_dataset(
         check_output(output, overwrite=run.overwrite, resume=run.resume)  # so does an output that cannot be written
     if embed.tile is not None and masks is not None:
         raise ConfigError("tile= and masks= cannot be combined: choose tiles of whole fields or single-cell crops")
+    read = replace(read, storage_options=run_storage_options(read.storage_options))  # the run's one set
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     rank, world, local = dist.init_distributed()
     try:
-        return _run(source, output, model=model, read=read, embed=embed, run=run, resize=resize, crop=crop,
-                    normalize=normalize, masks=masks, rank=rank, world=world, local=local)
+        with using_storage_options(read.storage_options):  # listings here; workers get them in ``read``
+            return _run(source, output, model=model, read=read, embed=embed, run=run, resize=resize, crop=crop,
+                        normalize=normalize, masks=masks, rank=rank, world=world, local=local)
     finally:
         if owns_group:
             dist.cleanup()
