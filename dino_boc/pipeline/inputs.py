@@ -12,8 +12,9 @@ as the images' are (:data:`dino_boc.io.loaddata.PATH_BASES`).
 The inputs are streamed, not listed in memory: tables are read in chunks
 (:func:`dino_boc.io.loaddata.iter_loaddata`, :func:`dino_boc.io.listing.iter_table_records`) into an
 :class:`~dino_boc.pipeline.index.InputIndex` on disk, so a run's memory does not grow with its number of
-inputs. What stays in memory: one table chunk, the label images of a ``masks`` folder (by stem), and the
-records of one non-table input (a folder or glob) while it is listed.
+inputs. Folders, prefixes and globs are listed a directory or a page at a time (:func:`dino_boc.io.iter_sources`).
+What stays in memory: one table chunk or listing page, the label images of a ``masks`` folder (by stem),
+and, with ``pattern``, the file names to group (:func:`dino_boc.io.iter_sources` says why).
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dino_boc.errors import ConfigError, InputError
-from dino_boc.io import ImageRecord, collect_sources
+from dino_boc.io import ImageRecord, iter_sources
 from dino_boc.io.formats import format_of, is_zarr_dir
 from dino_boc.io.fs import is_url
 from dino_boc.io.labels import MASK_SUFFIXES, image_key, mask_key
-from dino_boc.io.listing import iter_table_records
 from dino_boc.io.loaddata import is_loaddata, iter_loaddata, object_names
 from dino_boc.io.options import ReadOptions
 from dino_boc.io.sources import list_label_images
@@ -112,21 +112,15 @@ def _expand(item, read: ReadOptions, masks: MasksInput) -> Iterator[_Entry]:
             f"illum=True (--illum) divides by the illumination functions of a LoadData table "
             f"(FileName_Illum<Ch> columns); {str(item)!r} is not such a table"
         )
-    if table and read.position != "each" and read.pattern is None and len(header) > 1:
-        # a table of paths with metadata (no loose files to group or join): streamed too
-        options = {k: v for k, v in _read_options(read).items() if k != "pattern"}
-        for record in iter_table_records(item):
-            yield dataclasses.replace(record, **options), table_parent(item), None
-        return
     origin = table_parent(item) if table else None
-    for record in collect_sources(item, **_read_options(read)):
+    for record in iter_sources(item, **_read_options(read)):  # listings paged, tables in chunks
         yield record, origin, None
 
 
 def _split_glob(item) -> list:
     """A glob that matches tables (``"plates/*/load_data.csv"``) as its sorted matches, so that each table
     is read with the run's LoadData options (``illum``, ``path_root``, Objects masks); anything else as is.
-    Matches that are neither tables nor supported images are skipped, as :func:`collect_sources` does."""
+    Matches that are neither tables nor supported images are skipped, as :func:`dino_boc.io.collect_sources` does."""
     if isinstance(item, ImageRecord) or is_url(item) or os.path.exists(item) or not any(c in str(item) for c in "*?["):
         return [item]
     matches = sorted(glob.glob(os.path.expanduser(str(item)), recursive=True))
