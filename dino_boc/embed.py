@@ -9,13 +9,13 @@ from typing import Any, Mapping, Sequence, Union
 import numpy as np
 import torch
 
-from dino_boc.engine import DEFAULT_MODEL, default_model, get_model, resolve_preprocess, run_tensors
+from dino_boc.engine import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, default_model, get_model, resolve_preprocess, run_tensors
 from dino_boc.errors import ConfigError, InputError
 from dino_boc.features import ChannelPool, Embedding, flatten
 from dino_boc.models.base import EmbeddingModel
 from dino_boc.models.config import FeatureSpec
 from dino_boc.preprocess import FIT_TO_PATCH, prepare_image
-from dino_boc.precision import Precision, autocast_context
+from dino_boc.precision import DEFAULT_PRECISION, Precision, autocast_context
 from dino_boc.preprocess.channels import rename_channels, resolve_channels
 from dino_boc.preprocess.config import Normalize
 from dino_boc.preprocess.geometry import resized_shape
@@ -105,8 +105,8 @@ def embed_tokens(
     resize: int | None = None,
     crop: int | None = None,
     normalize: Normalize | None = None,
-    batch_size: int = 256,
-    precision: Precision = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: Precision = DEFAULT_PRECISION,
     channel_ids: Sequence[int | str] | None = None,
     channel_names: Sequence[str] | None = None,
     compile: bool = False,
@@ -184,8 +184,8 @@ def embed(
     resize: int | None = None,
     crop: int | None = None,
     normalize: Normalize | None = None,
-    batch_size: int = 256,
-    precision: Precision = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: Precision = DEFAULT_PRECISION,
     channel_ids: Sequence[int | str] | None = None,
     channel_names: Sequence[str] | None = None,
     compile: bool = False,

@@ -21,7 +21,10 @@ from dino_boc.preprocess import PreprocessConfig
 from dino_boc.weights.registry import DEFAULT_MODEL
 from dino_boc.weights.resolve import as_model
 
-__all__ = ["DEFAULT_MODEL", "default_model", "get_model", "resolve_preprocess", "run_tensors"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_BATCH_SIZE", "default_model", "get_model", "resolve_preprocess", "run_tensors"]
+
+DEFAULT_BATCH_SIZE = 256
+"""Channel-images (B·K) per forward pass when embedding (lower it on out-of-memory errors)."""
 
 def default_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None) -> EmbeddingModel:
     """The model ``name`` loads, once per process and device, and reused

@@ -34,9 +34,11 @@ from dino_boc.errors import ConfigError, InputError
 
 __all__ = ["resolve_device", "Precision", "ResolvedPrecision", "PRECISIONS", "TrainPrecision", "TRAIN_PRECISIONS",
            "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_native_bf16", "resolve_precision", "resolve_train_precision",
-           "autocast_context"]
+           "autocast_context", "DEFAULT_PRECISION"]
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+DEFAULT_PRECISION: Precision = "auto"
+"""Embedding's default: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32 (:func:`resolve_precision`)."""
 ResolvedPrecision = Literal["fp32", "fp16", "bf16"]
 #: every accepted value of ``precision`` (the CLI takes its choices from here)
 PRECISIONS: tuple[str, ...] = get_args(Precision)

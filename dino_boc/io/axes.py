@@ -40,6 +40,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ZReduction = Union[Literal["max", "mean"], int]
+DEFAULT_Z: ZReduction = "max"
+"""The default Z-stack reduction: a maximum projection (the paper's handling of WTC z-stacks)."""
 # one stage position by index, or "each": one record (one output row) per position
 PositionChoice = Union[int, Literal["each"]]
 POSITION_AXES = "RP"
@@ -113,7 +115,7 @@ def to_kyx(
     array: np.ndarray,
     axes: str,
     *,
-    z: ZReduction = "max",
+    z: ZReduction = DEFAULT_Z,
     t: int = 0,
     position: int = 0,
     source: str = "image",

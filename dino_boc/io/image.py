@@ -18,7 +18,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from dino_boc.errors import InputError, require
-from dino_boc.io.axes import ZReduction, check_t, check_z, parse_dims, to_kyx
+from dino_boc.io.axes import DEFAULT_Z, ZReduction, check_t, check_z, parse_dims, to_kyx
 from dino_boc.io.formats import check_exists, reading
 from dino_boc.io.fs import is_url, open_bytes
 
@@ -85,7 +85,7 @@ def read_npy(
     path: str | os.PathLike,
     *,
     dims: str | None = None,
-    z: ZReduction = "max",
+    z: ZReduction = DEFAULT_Z,
     t: int = 0,
 ) -> tuple[np.ndarray, None]:
     """Read a ``.npy`` array as (K, H, W) (2-D: ``YX``; 3-D: ``CYX``; otherwise ``dims=`` is required).

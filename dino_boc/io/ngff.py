@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from dino_boc.errors import ImageReadError, InputError, require
-from dino_boc.io.axes import ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
+from dino_boc.io.axes import DEFAULT_Z, ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS, check_budget
 from dino_boc.io.formats import check_exists, reading
 from dino_boc.io.fs import zarr_store
@@ -36,7 +36,7 @@ def read_ngff(
     path: str | os.PathLike,
     *,
     dims: str | None = None,
-    z: ZReduction = "max",
+    z: ZReduction = DEFAULT_Z,
     t: int = 0,
     level: int = 0,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 from dino_boc.errors import ConfigError
-from dino_boc.io.axes import PositionChoice, ZReduction, check_position, check_t, check_z
+from dino_boc.io.axes import DEFAULT_Z, PositionChoice, ZReduction, check_position, check_t, check_z
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.io.grouping import PRESETS, file_pattern
 
@@ -60,7 +60,7 @@ class ReadOptions:
 
     channels: tuple[int | str, ...] | None = None
     dims: str | None = None
-    z: ZReduction = "max"
+    z: ZReduction = DEFAULT_Z
     t: int = 0
     level: int = 0
     channel_width: int | None = None

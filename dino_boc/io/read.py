@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from dino_boc.errors import ImageReadError, InputError
-from dino_boc.io.axes import ZReduction, check_position, check_t, check_z
+from dino_boc.io.axes import DEFAULT_Z, ZReduction, check_position, check_t, check_z
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS, check_budget, check_max_pixels, header_shape, sniff
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, format_of
 from dino_boc.io.fs import is_url
@@ -31,7 +31,7 @@ def read_image(
     path: str | os.PathLike,
     *,
     dims: str | None = None,
-    z: ZReduction = "max",
+    z: ZReduction = DEFAULT_Z,
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,

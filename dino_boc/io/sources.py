@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Union
 
 from dino_boc.errors import ImageReadError, InputError
-from dino_boc.io.axes import PositionChoice, ZReduction, check_position, check_t, check_z
+from dino_boc.io.axes import DEFAULT_Z, PositionChoice, ZReduction, check_position, check_t, check_z
 from dino_boc.io.formats import SUPPORTED_SUFFIXES, ZARR_SUFFIXES, format_of, is_zarr_dir
 from dino_boc.io.fs import filesystem, is_url, url_is_folder
 from dino_boc.io.grouping import FilePattern, PresetGuess, file_pattern, group_files
@@ -63,7 +63,7 @@ def iter_sources(
     recursive: bool = True,
     path_column: str = "path",
     dims: str | None = None,
-    z: ZReduction = "max",
+    z: ZReduction = DEFAULT_Z,
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
@@ -114,7 +114,7 @@ def collect_sources(
     recursive: bool = True,
     path_column: str = "path",
     dims: str | None = None,
-    z: ZReduction = "max",
+    z: ZReduction = DEFAULT_Z,
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,

@@ -32,7 +32,9 @@ import numpy as np
 import tifffile
 
 from dino_boc.errors import ImageReadError, InputError, MissingExtraError
-from dino_boc.io.axes import POSITION_AXES, ZReduction, check_position, check_t, check_z, match_names, parse_dims, to_kyx
+from dino_boc.io.axes import (
+    DEFAULT_Z, POSITION_AXES, ZReduction, check_position, check_t, check_z, match_names, parse_dims, to_kyx,
+)
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS, read_tiff_planes
 from dino_boc.io.formats import CODEC_HINT, check_exists, reading
 from dino_boc.io.fs import open_bytes
@@ -88,7 +90,7 @@ def read_tiff(
     path: str | os.PathLike,
     *,
     dims: str | None = None,
-    z: ZReduction = "max",
+    z: ZReduction = DEFAULT_Z,
     t: int = 0,
     level: int = 0,
     position: int = 0,

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from dino_boc.errors import InputError, require
-from dino_boc.io.axes import ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
+from dino_boc.io.axes import DEFAULT_Z, ZReduction, check_t, check_z, match_names, parse_dims, to_kyx
 from dino_boc.io.formats import check_exists, reading
 
 __all__ = ["read_vendor"]
@@ -22,7 +22,7 @@ def read_vendor(
     path: str | os.PathLike,
     *,
     dims: str | None = None,
-    z: ZReduction = "max",
+    z: ZReduction = DEFAULT_Z,
     t: int = 0,
     level: int = 0,
     position: int = 0,

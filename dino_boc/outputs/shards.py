@@ -46,12 +46,14 @@ from dino_boc.outputs.store import Store, as_store, atomic_write
 
 __all__ = [
     "ShardWriter", "Manifest", "done_indices", "read_manifests", "rank_dir", "MANIFEST_NAME", "file_sha256",
-    "bad_shards", "drop_bad_shards", "remove_shards", "atomic_write", "done_mask",
+    "bad_shards", "drop_bad_shards", "remove_shards", "atomic_write", "done_mask", "DEFAULT_SHARD_SIZE",
 ]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+DEFAULT_SHARD_SIZE = 4096
+"""Rows per committed shard (a crash loses at most this many rows per rank)."""
 FEATURES_COLUMN = "__features__"  # fixed_size_list<float32>[F] inside shards only
 _SHARD_NAME = re.compile(r"shard-(\d{6,})\.parquet")
 _KEPT = "Shards committed so far are kept: run again with --resume (resume=True) once this is fixed"
@@ -319,7 +321,7 @@ class ShardWriter:
         self,
         shard_dir: ShardDir,
         provenance: Provenance,
-        shard_size: int = 4096,
+        shard_size: int = DEFAULT_SHARD_SIZE,
         rank: int = 0,
         *,
         resume: bool = False,

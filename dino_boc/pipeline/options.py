@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from dino_boc.errors import ConfigError
 from dino_boc.io.options import PATTERN_PRESETS, ReadOptions, channel_list, check_positive
 from dino_boc.models.config import CHANNEL_POOLS, FeatureOverrides
-from dino_boc.precision import PRECISIONS, Precision
+from dino_boc.precision import DEFAULT_PRECISION, PRECISIONS, Precision
 from dino_boc.preprocess.tiles import FIT_TO_PATCH
+from dino_boc.engine import DEFAULT_BATCH_SIZE
+from dino_boc.outputs.shards import DEFAULT_SHARD_SIZE
 
 __all__ = ["ReadOptions", "EmbedOptions", "RunOptions", "FIT_TO_PATCH", "PATTERN_PRESETS", "DEFAULT_MAX_TOKENS",
            "TOKEN_WARNING", "CHANNEL_POOLS", "PRECISIONS", "channel_list"]
@@ -73,15 +75,15 @@ class RunOptions:
         progress: show a progress bar (images/s, ETA) on rank 0.
     """
 
-    batch_size: int = 256
+    batch_size: int = DEFAULT_BATCH_SIZE
     num_workers: int = 0
     resume: bool = False
     overwrite: bool = False
     strict: bool = False
     keep_shards: bool = False
-    shard_size: int = 4096
+    shard_size: int = DEFAULT_SHARD_SIZE
     device: str | None = None
-    precision: Precision = "auto"
+    precision: Precision = DEFAULT_PRECISION
     progress: bool = True
 
     def __post_init__(self) -> None:

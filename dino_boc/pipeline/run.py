@@ -24,19 +24,19 @@ import numpy as np
 import torch
 
 from dino_boc import distributed as dist
-from dino_boc.engine import DEFAULT_MODEL, resolve_preprocess, run_tensors
+from dino_boc.engine import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, resolve_preprocess, run_tensors
 from dino_boc.errors import ConfigError, DinoBocError, InputError, OutputError
 from dino_boc.features import Embedding, flatten, model_feature_names
 from dino_boc.io.budget import DEFAULT_MAX_PIXELS
 from dino_boc.io.fs import run_storage_options
 from dino_boc.io.fs import storage_options as using_storage_options
 from dino_boc.models.base import EmbeddingModel
-from dino_boc.io.axes import PositionChoice, ZReduction
+from dino_boc.io.axes import DEFAULT_Z, PositionChoice, ZReduction
 from dino_boc.io.illum import ILLUMINATION
 from dino_boc.outputs import Provenance, ShardWriter, done_mask, finalize, read_manifests, read_provenance
 from dino_boc.io.fs import is_url
 from dino_boc.outputs.guard import OutputLock, check_output
-from dino_boc.outputs.shards import ShardDir, drop_bad_shards, remove_shards
+from dino_boc.outputs.shards import DEFAULT_SHARD_SIZE, ShardDir, drop_bad_shards, remove_shards
 from dino_boc.outputs.store import parent_store
 from dino_boc.outputs.writers import output_format
 from dino_boc.pipeline.batching import Finished, ShapeBatcher
@@ -45,7 +45,7 @@ from dino_boc.pipeline.inputs import RunInputs, gather_inputs, inputs_identity
 from dino_boc.pipeline.pending import Pending, pending_block
 from dino_boc.pipeline.options import DEFAULT_MAX_TOKENS, FIT_TO_PATCH, EmbedOptions, ReadOptions, RunOptions, channel_list
 from dino_boc.models.config import ChannelPool
-from dino_boc.precision import Precision, resolve_device, resolve_precision
+from dino_boc.precision import DEFAULT_PRECISION, Precision, resolve_device, resolve_precision
 from dino_boc.preprocess import PreprocessConfig
 from dino_boc.preprocess.config import Normalize
 from dino_boc.weights.resolve import as_model
@@ -72,7 +72,7 @@ def embed_dataset(
     model: EmbeddingModel | str = DEFAULT_MODEL,
     channels: Sequence[int | str] | str | None = None,
     dims: str | None = None,
-    z: ZReduction = "max",
+    z: ZReduction = DEFAULT_Z,
     t: int = 0,
     level: int = 0,
     channel_width: int | None = None,
@@ -94,15 +94,15 @@ def embed_dataset(
     cell_size: int | None = None,
     mask_outside: bool = False,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int = 0,
     resume: bool = False,
     overwrite: bool = False,
     strict: bool = False,
     keep_shards: bool = False,
-    shard_size: int = 4096,
+    shard_size: int = DEFAULT_SHARD_SIZE,
     device: str | None = None,
-    precision: Precision = "auto",
+    precision: Precision = DEFAULT_PRECISION,
     progress: bool = True,
 ) -> "dict[str, Any] | pandas.DataFrame | None":
     """Embed every image of a dataset: one feature row per image (or per cell), written as it goes.
