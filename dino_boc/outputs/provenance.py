@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from dino_boc._fields import from_fields
 from dino_boc.errors import ConfigError
-from dino_boc.models.config import FeatureSpec
+from dino_boc.models.config import ChannelPool, FeatureSpec
 
 __all__ = ["FORMAT_VERSION", "FeatureLayout", "Provenance", "library_version", "state_dict_sha256"]
 
@@ -189,7 +189,7 @@ class Provenance:
         *,
         n_last_blocks: int,
         avgpool: bool,
-        channel_pool: str = "concat",
+        channel_pool: ChannelPool = FeatureSpec.channel_pool,
         preprocessing: Any = None,
         tiling: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
