@@ -188,3 +188,32 @@ def test_a_bucket_that_refuses_writes_is_an_output_error_naming_the_url(s3):
     store = UrlStore("s3://no-such-bucket/run.shards/rank-00000")
     with pytest.raises(OutputError, match="cannot write 's3://no-such-bucket/run.shards/rank-00000/x.bin'.*bucket"):
         store.put_atomic("x.bin", lambda f: f.write(b"x"))
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_write_their_shards_to_the_bucket(tmp_path, s3, folder, tiny_model, tiny_model_dir):
+    """Under torchrun each rank commits its shards straight to the bucket and rank 0 merges them from there
+    (no shared disk needed); the table equals one process writing locally."""
+    import os
+    import subprocess
+    import sys
+
+    s3.mkdir("out-ranks")
+    url = "s3://out-ranks/run/f.parquet"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                              "MASTER_PORT")}
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")  # AWS_ENDPOINT_URL etc. set by the s3 fixture
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "dino_boc", "embed", str(folder), "-o", url, "--model", tiny_model_dir, "--n-last-blocks", str(L),
+           "--batch-size", "4", "--shard-size", "2", "--keep-shards", "--quiet"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = sorted(p.rsplit("/", 1)[-1] for p in s3.ls(f"{url}.shards"))
+    assert ranks == ["rank-00000", "rank-00001"]
+    assert all(s3.exists(f"{url}.shards/{r}/manifest.json") for r in ranks)
+    local = tmp_path / "one.parquet"
+    dino_boc.embed_dataset(folder, local, model=tiny_model, n_last_blocks=L, progress=False)
+    with s3.open(url, "rb") as f:
+        remote = pd.read_parquet(io.BytesIO(f.read()))
+    pd.testing.assert_frame_equal(remote, pd.read_parquet(local))
+    assert s3.cat(f"{url}.errors.csv").decode() == (tmp_path / "one.parquet.errors.csv").read_text()
