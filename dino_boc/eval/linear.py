@@ -27,7 +27,7 @@ from dino_boc.eval.metrics import accuracy, macro_f1
 from dino_boc.outputs.read import read_features
 from dino_boc.precision import resolve_device
 
-__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "MAX_SWEEP_BYTES", "LinearProbeResult", "LinearSweep",
+__all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "DEFAULT_PROBE_BATCH_SIZE", "MAX_SWEEP_BYTES", "LinearProbeResult", "LinearSweep",
            "FeatureSplits", "check_sweep_options", "feature_splits", "fit_linear_sweep", "linear_probe",
            "read_feature_table"]
 
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: 14 log-spaced learning rates from 1e-4 to 1 (the paper's "14 classifiers between 1e-4 and 1").
 DEFAULT_LRS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, 0, 14))
 DEFAULT_WEIGHT_DECAYS: tuple[float, ...] = (0.0, 1e-4, 1e-2)
+#: Training rows per step of the linear probe.
+DEFAULT_PROBE_BATCH_SIZE = 256
 _BETAS, _EPS, _INIT_STD = (0.9, 0.999), 1e-8, 0.01
 #: Default ceiling on the memory of a sweep's state (weights, two AdamW moments, gradients, batch logits).
 MAX_SWEEP_BYTES = 16 * 2**30
@@ -178,7 +180,7 @@ def fit_linear_sweep(
     lrs: Sequence[float] = DEFAULT_LRS,
     weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
     epochs: int = 30,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_PROBE_BATCH_SIZE,
     device: str | torch.device | None = None,
     seed: int = 0,
     max_bytes: int | None = MAX_SWEEP_BYTES,
@@ -266,7 +268,7 @@ def linear_probe(
     lrs: Sequence[float] = DEFAULT_LRS,
     weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
     epochs: int = 30,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_PROBE_BATCH_SIZE,
     device: str | torch.device | None = None,
     seed: int = 0,
     max_bytes: int | None = MAX_SWEEP_BYTES,
