@@ -90,9 +90,9 @@ def _expand(item, read: ReadOptions, masks: MasksInput) -> Iterator[_Entry]:
         yield item, None, None
         return
     table = is_table(item) and (is_url(item) or Path(item).is_file())
-    header = table_header(str(item) if is_url(item) else Path(item)) if table else []
     if table:
         path = str(item) if is_url(item) else Path(item)
+        header = table_header(path)
         if is_loaddata(header):
             by_name = read.channels is not None and all(
                 isinstance(c, str) and not c.lstrip("-").isdigit() for c in read.channels
