@@ -118,6 +118,11 @@ def embed_dataset(
     per output URL. Under ``torchrun`` every process embeds its own block of inputs; rank 0 merges them
     in input order.
 
+    Memory does not grow with the number of inputs: tables are read in chunks and listings a page or a
+    folder at a time into the run's input index (past 4,096 inputs a SQLite file in ``$TMPDIR``, a few
+    hundred bytes per input, deleted at the end; :mod:`dino_boc.pipeline.index`), and a resume finds what is
+    done as one bit per input.
+
     Whole fields (the default): with no ``crop``, the full image (after ``resize``) is embedded, thanks
     to position-embedding interpolation; a size that is not a multiple of the patch (16) is centre-
     cropped to the largest multiple (at most 15 pixels per axis; provenance ``options.fit_to_patch``).
