@@ -2,7 +2,7 @@
 
 A screen lists 10^5-10^7 inputs (~1 KB each as Python objects: 10 GB for 10^7). :class:`InputIndex`
 keeps up to :data:`SPILL` of them in memory and a longer list in a private SQLite file
-(``$TMPDIR/dino_boc_inputs_*/inputs.sqlite``, a few hundred bytes per input on disk, deleted when the run
+(``$TMPDIR/dino_boc_inputs_*/inputs.sqlite``, under 1 KB per input on disk, deleted when the run
 ends): the listing streams into it once, then the DataLoader's workers read the records they embed by
 position. While it is written the index also
 makes record ids unique across inputs (as :func:`dino_boc.io.collect_sources` does: a repeated id
@@ -279,6 +279,6 @@ class _Writer:
             yield
         except sqlite3.Error as exc:
             raise OutputError(
-                f"cannot write the run's input list {self.path} ({exc}): long input lists are kept on disk, a few "
-                "hundred bytes per input; point TMPDIR at a folder with space (or pass index_dir=)"
+                f"cannot write the run's input list {self.path} ({exc}): long input lists are kept on disk, under "
+                "1 KB per input; point TMPDIR at a folder with space"
             ) from exc

@@ -119,8 +119,8 @@ def embed_dataset(
     in input order.
 
     Memory does not grow with the number of inputs: tables are read in chunks and listings a page or a
-    folder at a time into the run's input index (past 4,096 inputs a SQLite file in ``$TMPDIR``, a few
-    hundred bytes per input, deleted at the end; :mod:`dino_boc.pipeline.index`), and a resume finds what is
+    folder at a time into the run's input index (past 4,096 inputs a SQLite file in ``$TMPDIR``, under
+    1 KB per input, deleted at the end; :mod:`dino_boc.pipeline.index`), and a resume finds what is
     done as one bit per input.
 
     Whole fields (the default): with no ``crop``, the full image (after ``resize``) is embedded, thanks
