@@ -97,14 +97,13 @@ class InputIndex(Sequence[ImageRecord]):
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def build(cls, entries: Iterable[tuple[ImageRecord, str | None]], *, directory: str | os.PathLike | None = None,
-              unique_ids: bool = True) -> "InputIndex":
+    def build(cls, entries: Iterable[tuple[ImageRecord, str | None]], *,
+              directory: str | os.PathLike | None = None) -> "InputIndex":
         """Stream ``(record, label image or None)`` pairs into a new index, in order.
 
         Args:
             entries: the inputs; a label image of ``None`` for every entry means no single-cell masks.
             directory: where the private folder of the file is made (default: the system's temp folder).
-            unique_ids: give a repeated record id ``#2``, ``#3``, ... (as :func:`dino_boc.io.collect_sources`).
 
         Returns:
             The index; a file-backed one deletes its folder on :meth:`close` or when garbage-collected.
@@ -117,8 +116,7 @@ class InputIndex(Sequence[ImageRecord]):
         try:
             digest, n, masks = hashlib.sha256(), 0, False
             for record, mask in entries:
-                if unique_ids:
-                    record = writer.unique(record)
+                record = writer.unique(record)  # a repeated id gets "#2", "#3", ... as collect_sources gives
                 digest.update(identity_entry(record, mask))
                 masks = masks or mask is not None
                 writer.add(n, record, mask)
@@ -144,14 +142,15 @@ class InputIndex(Sequence[ImageRecord]):
     def __len__(self) -> int:
         return self._count
 
-    def _row(self, i: int) -> tuple[ImageRecord, str | None]:
+    def _position(self, i: int) -> int:
         if not -self._count <= i < self._count:
             raise IndexError(f"input {i} of {self._count}")
-        i %= self._count
-        if self._rows is not None:
-            return self._rows[i]
-        blob, mask = self._connection().execute("SELECT record, mask FROM inputs WHERE i = ?", (i,)).fetchone()
-        return pickle.loads(blob), mask  # our own file, written by build() in a private folder
+        return i % self._count
+
+    def _column(self, i: int, column: str):
+        """One column (``record`` blob or ``mask``) of input ``i`` in the SQLite file."""
+        query = f"SELECT {column} FROM inputs WHERE i = ?"  # column: one of two fixed names
+        return self._connection().execute(query, (i,)).fetchone()[0]
 
     @overload
     def __getitem__(self, i: int) -> ImageRecord: ...
@@ -161,7 +160,10 @@ class InputIndex(Sequence[ImageRecord]):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(self._count))]
-        return self._row(int(i))[0]
+        i = self._position(int(i))
+        if self._rows is not None:
+            return self._rows[i][0]
+        return pickle.loads(self._column(i, "record"))  # our own file, written by build() in a private folder
 
     def __iter__(self) -> Iterator[ImageRecord]:
         if self._rows is not None:
@@ -172,7 +174,8 @@ class InputIndex(Sequence[ImageRecord]):
 
     def mask(self, i: int) -> str:
         """The label image of input ``i`` (``""`` when none matched)."""
-        return self._row(int(i))[1] or ""
+        i = self._position(int(i))
+        return (self._rows[i][1] if self._rows is not None else self._column(i, "mask")) or ""
 
     @property
     def masks(self) -> Sequence[str] | None:

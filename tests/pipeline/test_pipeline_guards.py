@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import subprocess
 import sys
@@ -257,27 +256,16 @@ def test_a_bomb_in_a_folder_is_an_errors_file_row_and_the_run_goes_on(tmp_path, 
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-def test_a_fifo_in_the_input_folder_is_an_errors_file_row(tmp_path, model, rng):
-    import signal
-
+def test_a_fifo_in_the_input_folder_is_an_errors_file_row(tmp_path, model, rng, fifo):
     src = tmp_path / "in"
     src.mkdir()
     write_cyx(src / "a.tif", image(rng, 2), ["DNA", "ER"])
-    os.mkfifo(src / "pipe.tif")
-
-    def blocked(*_):
-        raise TimeoutError("the run blocked on a FIFO")
-
-    old = signal.signal(signal.SIGALRM, blocked)
-    signal.alarm(120)
-    try:
-        summary = run(src, tmp_path / "f.parquet", model)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    pipe = fifo(src / "pipe.tif")
+    summary = run(src, tmp_path / "f.parquet", model)
     errors = pd.read_csv(summary["errors_file"])
     assert summary["n_ok"] == 1 and errors["path"].tolist() == [str(src / "pipe.tif")]
     assert "not a regular file" in errors["reason"][0]
+    assert not pipe.opened  # the run never opened it (which would have blocked a worker)
 
 
 def test_cli_refuses_an_existing_output_and_overwrites_with_the_flag(tmp_path, folder, model_dir, capsys):

@@ -7,16 +7,11 @@ subprocesses with their own environment.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -26,8 +21,9 @@ import dino_boc
 from dino_boc.errors import WeightsError
 from dino_boc.preprocess.config import PreprocessConfig
 
+from . import zoo_hub
+
 REPO = "org/tiny"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 # ---------------------------------------------------------------- a local folder
@@ -85,71 +81,12 @@ def test_corrupt_safetensors_and_missing_files(tiny_model, tmp_path):
 
 
 # ---------------------------------------------------------------- a Hub-compatible server
-class _HubHandler(BaseHTTPRequestHandler):
-    """The endpoints snapshot_download uses: model info, tree listing, and HEAD/GET of resolve URLs."""
-
-    def log_message(self, *args):  # keep the test output clean
-        pass
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None, *, head: bool = False):
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def _not_found(self, head: bool):
-        self._send(404, b'{"error": "Repository not found"}',
-                   {"X-Error-Code": "RepoNotFound", "Content-Type": "application/json"}, head=head)
-
-    def _serve(self, head: bool):
-        files: dict[str, bytes] = self.server.files  # type: ignore[attr-defined]
-        self.server.requests.append(f"{self.command} {self.path}")  # type: ignore[attr-defined]
-        path = unquote(urlsplit(self.path).path)
-        if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/(.+)", path):
-            if m.group(1) != REPO:
-                return self._not_found(head)
-            info = {"id": REPO, "sha": COMMIT, "private": False, "siblings": [{"rfilename": f} for f in files]}
-            return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head=head)
-        if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(/.*)?", path):
-            if m.group(1) != REPO:
-                return self._not_found(head)
-            tree = [{"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-                    for f, b in files.items()]
-            return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, head=head)
-        if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
-            if m.group(1) != REPO:
-                return self._not_found(head)
-            if m.group(3) not in files:
-                return self._send(404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT}, head=head)
-            body = files[m.group(3)]
-            etag = hashlib.sha256(body).hexdigest()
-            return self._send(200, body, {"ETag": f'"{etag}"', "X-Repo-Commit": COMMIT,
-                                          "Content-Type": "application/octet-stream"}, head=head)
-        return self._send(404, b"", head=head)
-
-    def do_GET(self):  # noqa: N802 - http.server naming
-        self._serve(head=False)
-
-    def do_HEAD(self):  # noqa: N802
-        self._serve(head=True)
-
-
 @pytest.fixture
 def hub_server(tiny_model, tmp_path):
     """A server on 127.0.0.1 holding ``org/tiny`` (the tiny model's save_pretrained files)."""
     folder = tiny_model.save_pretrained(tmp_path / "upload")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
-    server.files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-    server.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with zoo_hub.hub_server({REPO: {p.name: p.read_bytes() for p in sorted(folder.iterdir())}}) as server:
+        yield server
 
 
 _SCRIPT = """

@@ -80,6 +80,8 @@ def hub_server(repos: dict[str, dict[str, bytes]]):
         yield server
     finally:
         server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def run_python(code: str, *, hf_home: Path, endpoint: str | None, cwd: Path) -> subprocess.CompletedProcess:
